@@ -1,0 +1,237 @@
+"""The vocabulary every part of the listener speaks: run statuses, events, transitions.
+
+Pure data and pure functions only; this module imports nothing else of the project.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Origin",
+    "RunEvent",
+    "RunStatus",
+    "Transition",
+    "UnknownStatus",
+    "next_status",
+    "status_from_flow_runner",
+    "status_from_nextmv",
+    "status_from_platform",
+    "status_from_workflow",
+]
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    # Declared by the listener itself when a run's deadline passes with no terminal answer.
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.EXPIRED}
+)
+
+
+class Origin(enum.StrEnum):
+    """How the listener learned of an event."""
+
+    WEBHOOK = "webhook"
+    POLL = "poll"
+    REPLAY = "replay"
+    TRACK = "track"
+
+
+class UnknownStatus(ValueError):
+    """A platform reported a status word this listener has no mapping for."""
+
+    def __init__(self, platform: str, word: object) -> None:
+        self.platform = platform
+        self.word = word
+        super().__init__(f"unknown {platform} run status {word!r}")
+
+
+_NEXTMV: Mapping[str, RunStatus] = {
+    # "none" is what Nextmv reports before a run is scheduled.
+    "none": RunStatus.QUEUED,
+    "queued": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    "succeeded": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "canceled": RunStatus.CANCELED,
+}
+
+_WORKFLOW: Mapping[str, RunStatus] = {
+    "queued": RunStatus.QUEUED,
+    "pending": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    # A run waiting on a person is still in progress, not finished.
+    "awaiting_human_feedback": RunStatus.RUNNING,
+    "completed": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "stopped": RunStatus.CANCELED,
+    "cancelled": RunStatus.CANCELED,
+    "canceled": RunStatus.CANCELED,
+}
+
+_FLOW_RUNNER: Mapping[str, RunStatus] = {
+    "queued": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    "successful": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    # A flow that ran out of time did not produce its result: a failure, not a cancel.
+    "timeout": RunStatus.FAILED,
+    "canceled": RunStatus.CANCELED,
+}
+
+_PLATFORMS: Mapping[str, Mapping[str, RunStatus]] = {
+    "nextmv": _NEXTMV,
+    "workflow": _WORKFLOW,
+    "flow-runner": _FLOW_RUNNER,
+}
+
+
+def _lookup(platform: str, table: Mapping[str, RunStatus], word: object) -> RunStatus:
+    if not isinstance(word, str):
+        raise UnknownStatus(platform, word)
+    status = table.get(word.strip().lower())
+    if status is None:
+        raise UnknownStatus(platform, word)
+    return status
+
+
+def status_from_nextmv(word: object) -> RunStatus:
+    """Map a Nextmv `status_v2` word."""
+    return _lookup("nextmv", _NEXTMV, word)
+
+
+def status_from_workflow(word: object) -> RunStatus:
+    """Map a workflow engine's run status word (`completed`, `stopped`, ...)."""
+    return _lookup("workflow", _WORKFLOW, word)
+
+
+def status_from_flow_runner(word: object) -> RunStatus:
+    """Map a flow runner's run status word (`successful`, `timeout`, ...)."""
+    return _lookup("flow-runner", _FLOW_RUNNER, word)
+
+
+def status_from_platform(platform: str, word: object) -> RunStatus:
+    """Map a status word from a named platform vocabulary, or our own words for `listener`."""
+    if platform == "listener":
+        return _lookup(platform, {s.value: s for s in RunStatus}, word)
+    table = _PLATFORMS.get(platform)
+    if table is None:
+        known = ", ".join(sorted([*_PLATFORMS, "listener"]))
+        raise ValueError(f"unknown status vocabulary {platform!r}; known: {known}")
+    return _lookup(platform, table, word)
+
+
+_PROGRESS = {RunStatus.QUEUED: 0, RunStatus.RUNNING: 1}
+
+
+def next_status(current: RunStatus | None, reported: RunStatus) -> RunStatus | None:
+    """The status a run moves to when `reported` arrives, or None when it does not move.
+
+    Runs only move forward: queued, running, then a terminal status. A terminal status is
+    sticky, so a late or reordered `running` never moves a finished run back. The one
+    exception is `expired`: the listener declares it without hearing from the platform,
+    so a real terminal answer that arrives later still wins.
+    """
+    if current is None:
+        return reported
+    if current == reported:
+        return None
+    if current.is_terminal:
+        if current is RunStatus.EXPIRED and reported.is_terminal:
+            return reported
+        return None
+    if reported.is_terminal:
+        return reported
+    return reported if _PROGRESS[reported] > _PROGRESS[current] else None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A run reaching a status: handlers are called once per transition per handler."""
+
+    run_id: str
+    status: RunStatus
+
+    @property
+    def key(self) -> str:
+        return transition_key(self.run_id, self.status)
+
+
+def transition_key(run_id: str, status: RunStatus | str) -> str:
+    """A stable, opaque idempotency key for one run reaching one status."""
+    digest = hashlib.sha256(f"{run_id}\x00{status}".encode()).hexdigest()
+    return f"tr_{digest[:32]}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+ResultFetcher = Callable[["RunEvent"], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One piece of news about a run, whichever way it arrived.
+
+    `delivery_id` is unique per delivery (a webhook's id, or one made up for a poll);
+    `key` is the same for every report of the same transition, so handlers can use it
+    to be idempotent.
+    """
+
+    delivery_id: str
+    provider: str
+    application: str
+    run_id: str
+    status: RunStatus
+    occurred_at: datetime = field(default_factory=_utcnow)
+    origin: Origin = Origin.WEBHOOK
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    # Set by the listener when the run's provider can fetch results; not part of equality.
+    result_fetcher: ResultFetcher | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return transition_key(self.run_id, self.status)
+
+    @property
+    def transition(self) -> Transition:
+        return Transition(self.run_id, self.status)
+
+    async def fetch_result(self) -> Any:
+        """The run's output, fetched through its provider."""
+        if self.result_fetcher is None:
+            raise LookupError(f"provider {self.provider!r} cannot fetch results for this event")
+        return await self.result_fetcher(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, as handed to commands and forwarded to other services."""
+        return {
+            "key": self.key,
+            "delivery_id": self.delivery_id,
+            "provider": self.provider,
+            "application": self.application,
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "occurred_at": self.occurred_at.isoformat(),
+            "origin": self.origin.value,
+            "payload": dict(self.payload),
+        }

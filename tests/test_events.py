@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from listener.events import (
+    TERMINAL_STATUSES,
+    Origin,
+    RunEvent,
+    RunStatus,
+    Transition,
+    UnknownStatus,
+    next_status,
+    status_from_flow_runner,
+    status_from_nextmv,
+    status_from_platform,
+    status_from_workflow,
+    transition_key,
+)
+
+S = RunStatus
+
+
+def test_terminal_statuses() -> None:
+    assert {s for s in S if s.is_terminal} == {S.SUCCEEDED, S.FAILED, S.CANCELED, S.EXPIRED}
+    assert TERMINAL_STATUSES == {S.SUCCEEDED, S.FAILED, S.CANCELED, S.EXPIRED}
+    assert not S.QUEUED.is_terminal
+    assert not S.RUNNING.is_terminal
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [
+        ("none", S.QUEUED),
+        ("queued", S.QUEUED),
+        ("running", S.RUNNING),
+        ("succeeded", S.SUCCEEDED),
+        ("failed", S.FAILED),
+        ("canceled", S.CANCELED),
+        ("Succeeded", S.SUCCEEDED),
+    ],
+)
+def test_nextmv_words(word: str, status: RunStatus) -> None:
+    assert status_from_nextmv(word) is status
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [
+        ("queued", S.QUEUED),
+        ("running", S.RUNNING),
+        ("awaiting_human_feedback", S.RUNNING),
+        ("completed", S.SUCCEEDED),
+        ("failed", S.FAILED),
+        ("stopped", S.CANCELED),
+        ("cancelled", S.CANCELED),
+    ],
+)
+def test_workflow_words(word: str, status: RunStatus) -> None:
+    assert status_from_workflow(word) is status
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [
+        ("running", S.RUNNING),
+        ("successful", S.SUCCEEDED),
+        ("failed", S.FAILED),
+        ("timeout", S.FAILED),
+    ],
+)
+def test_flow_runner_words(word: str, status: RunStatus) -> None:
+    assert status_from_flow_runner(word) is status
+
+
+@pytest.mark.parametrize("word", ["completed", "", "SUCCESS", None, 3, ["succeeded"]])
+def test_unknown_nextmv_word_names_word_and_platform(word: object) -> None:
+    with pytest.raises(UnknownStatus) as info:
+        status_from_nextmv(word)
+    assert "nextmv" in str(info.value)
+    assert repr(word) in str(info.value)
+    assert info.value.platform == "nextmv"
+    assert info.value.word == word
+
+
+def test_unknown_words_for_each_platform() -> None:
+    with pytest.raises(UnknownStatus, match=r"workflow.*'successful'"):
+        status_from_workflow("successful")
+    with pytest.raises(UnknownStatus, match=r"flow-runner.*'completed'"):
+        status_from_flow_runner("completed")
+
+
+def test_status_from_platform() -> None:
+    assert status_from_platform("nextmv", "none") is S.QUEUED
+    assert status_from_platform("workflow", "stopped") is S.CANCELED
+    assert status_from_platform("flow-runner", "successful") is S.SUCCEEDED
+    assert status_from_platform("listener", "expired") is S.EXPIRED
+    with pytest.raises(UnknownStatus):
+        status_from_platform("listener", "none")
+    with pytest.raises(ValueError, match="unknown status vocabulary 'jenkins'"):
+        status_from_platform("jenkins", "ok")
+
+
+@pytest.mark.parametrize(
+    ("current", "reported", "expected"),
+    [
+        (None, S.RUNNING, S.RUNNING),
+        (None, S.SUCCEEDED, S.SUCCEEDED),
+        (S.QUEUED, S.RUNNING, S.RUNNING),
+        (S.QUEUED, S.SUCCEEDED, S.SUCCEEDED),
+        (S.RUNNING, S.FAILED, S.FAILED),
+        (S.RUNNING, S.QUEUED, None),  # reordered: never back to queued
+        (S.RUNNING, S.RUNNING, None),
+        (S.SUCCEEDED, S.RUNNING, None),  # a late running never reopens a finished run
+        (S.SUCCEEDED, S.FAILED, None),  # the first terminal answer sticks
+        (S.CANCELED, S.SUCCEEDED, None),
+        (S.FAILED, S.EXPIRED, None),
+        (S.RUNNING, S.EXPIRED, S.EXPIRED),
+        (S.EXPIRED, S.SUCCEEDED, S.SUCCEEDED),  # the platform's real answer beats our guess
+        (S.EXPIRED, S.RUNNING, None),
+        (S.EXPIRED, S.EXPIRED, None),
+    ],
+)
+def test_next_status(
+    current: RunStatus | None, reported: RunStatus, expected: RunStatus | None
+) -> None:
+    assert next_status(current, reported) == expected
+
+
+@given(st.lists(st.sampled_from(list(S)), min_size=1, max_size=12))
+def test_terminal_is_sticky_for_any_sequence(reports: list[RunStatus]) -> None:
+    current: RunStatus | None = None
+    seen_platform_terminal = False
+    for reported in reports:
+        moved = next_status(current, reported)
+        if seen_platform_terminal:
+            assert moved is None
+        if moved is not None:
+            assert moved is reported
+            current = moved
+        if current is not None and current.is_terminal and current is not S.EXPIRED:
+            seen_platform_terminal = True
+    # Once any terminal status was reported, the run ends terminal.
+    if any(r.is_terminal for r in reports):
+        assert current is not None
+        assert current.is_terminal
+
+
+def test_transition_key_is_stable_and_distinct() -> None:
+    a = transition_key("run-1", S.SUCCEEDED)
+    assert a == transition_key("run-1", "succeeded")
+    assert a.startswith("tr_")
+    assert a != transition_key("run-1", S.FAILED)
+    assert a != transition_key("run-2", S.SUCCEEDED)
+    # The separator keeps ids that share a prefix apart.
+    assert transition_key("ab", S.FAILED) != transition_key("a", S.FAILED)
+    assert Transition("run-1", S.SUCCEEDED).key == a
+
+
+def make_event(**changes: object) -> RunEvent:
+    event = RunEvent(
+        delivery_id="d-1",
+        provider="nextmv",
+        application="routing",
+        run_id="run-1",
+        status=S.SUCCEEDED,
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        origin=Origin.WEBHOOK,
+        payload={"a": 1},
+    )
+    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
+
+
+def test_run_event_is_frozen_and_keyed_by_transition() -> None:
+    event = make_event()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.status = S.FAILED  # type: ignore[misc]
+    # Another delivery of the same transition, by another path, has the same key.
+    assert make_event(delivery_id="poll-9", origin=Origin.POLL).key == event.key
+    assert make_event(status=S.FAILED).key != event.key
+    assert event.transition == Transition("run-1", S.SUCCEEDED)
+
+
+def test_run_event_to_dict_is_json_ready() -> None:
+    data = make_event().to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["status"] == "succeeded"
+    assert data["origin"] == "webhook"
+    assert data["occurred_at"] == "2026-01-02T03:04:05+00:00"
+    assert data["key"] == make_event().key
+
+
+async def test_fetch_result_uses_the_fetcher() -> None:
+    with pytest.raises(LookupError, match="nextmv"):
+        await make_event().fetch_result()
+
+    async def fetch(event: RunEvent) -> dict[str, str]:
+        return {"run": event.run_id}
+
+    event = make_event(result_fetcher=fetch)
+    assert await event.fetch_result() == {"run": "run-1"}
+    # The fetcher is not part of the event's identity.
+    assert event == make_event()
