@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint bench clean
+
+CODE := listener handlers tests bench $(wildcard examples)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +21,13 @@ demo: $(STAMP)
 	$(BIN)/listener demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check listener handlers tests bench examples
-	$(BIN)/ruff format --check listener handlers tests bench examples
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
-	$(BIN)/coverage combine --quiet 2>/dev/null || true
 	$(BIN)/coverage report
 
 bench: $(STAMP)
