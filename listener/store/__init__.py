@@ -1,0 +1,60 @@
+"""Durable storage: the `Store` protocol, SQLite (default) and PostgreSQL backends."""
+
+from __future__ import annotations
+
+from listener.store.base import (
+    CallState,
+    HandlerCall,
+    NewRun,
+    Page,
+    RecordResult,
+    RunRecord,
+    SchemaTooNew,
+    Store,
+    StoreCounts,
+    StoreError,
+    StoreUnavailable,
+    UnroutableRecord,
+)
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "CallState",
+    "HandlerCall",
+    "NewRun",
+    "Page",
+    "RecordResult",
+    "RunRecord",
+    "SchemaTooNew",
+    "Store",
+    "StoreCounts",
+    "StoreError",
+    "StoreUnavailable",
+    "UnroutableRecord",
+    "open_store",
+]
+
+DEFAULT_STORE_URL = "sqlite:///listener.db"
+
+
+async def open_store(url: str = DEFAULT_STORE_URL, *, default_grace_seconds: float = 60.0) -> Store:
+    """Open (and create or migrate) the store at `url`.
+
+    `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite://:memory:`;
+    `postgresql://user@host:port/db` (needs the `postgres` extra).
+    """
+    if url.startswith("sqlite:"):
+        from listener.store.sqlite import SQLiteStore
+
+        store: Store = SQLiteStore(url, default_grace_seconds=default_grace_seconds)
+    elif url.startswith(("postgresql:", "postgres:")):
+        from listener.store.postgres import PostgresStore
+
+        store = PostgresStore(url, default_grace_seconds=default_grace_seconds)
+    else:
+        raise ValueError(
+            "unsupported store URL scheme; use sqlite:///path/to/listener.db "
+            "or postgresql://user@host/db"
+        )
+    await store.open()
+    return store

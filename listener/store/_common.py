@@ -1,0 +1,1013 @@
+"""What both store backends share: time and JSON conversion, cursors, row to record
+conversion, URL redaction, the schema version check, every operation written once as a
+plan of SQL statements, and the group-commit writer thread.
+
+Nothing here opens a database: each backend says how its columns decode and runs the
+plans on its own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import queue
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from listener.events import Origin, RunEvent, RunStatus, Transition, next_status
+from listener.store.base import (
+    CallState,
+    HandlerCall,
+    NewRun,
+    Page,
+    RecordResult,
+    RunRecord,
+    SchemaTooNew,
+    StoreCounts,
+    StoreUnavailable,
+    UnroutableRecord,
+)
+
+# A group commit writes at most this many queued items in one transaction.
+MAX_BATCH = 256
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+TimeDecoder = Callable[[Any], datetime]
+JsonDecoder = Callable[[Any], Any]
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A timezone-aware datetime in UTC; naive datetimes are refused, since their zone is
+    a guess."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}; pass a timezone-aware one")
+    return value.astimezone(UTC)
+
+
+def from_epoch(value: Any) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def after(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
+def next_poll_at(status: RunStatus, base: datetime, grace_seconds: float) -> datetime | None:
+    """When the poller should next ask about a run: never once it is terminal."""
+    if status.is_terminal:
+        return None
+    return after(base, grace_seconds)
+
+
+def check_limit(limit: int) -> int:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    return limit
+
+
+def unique_handlers(handlers: Sequence[str]) -> list[str]:
+    """Handler names in first-seen order, each once: one call per handler per transition."""
+    return list(dict.fromkeys(handlers))
+
+
+# -- JSON ------------------------------------------------------------------------------
+
+
+# One encoder for every call: json.dumps with options builds a new one each time.
+# Strict: a payload that is not plain JSON is a caller bug, not something to coerce.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dump_json(value: Mapping[str, Any]) -> str:
+    return _ENCODER.encode(dict(value)) if value else "{}"
+
+
+def load_json(value: Any) -> Any:
+    if isinstance(value, str | bytes | bytearray):
+        return json.loads(value)
+    return value
+
+
+# -- cursors ---------------------------------------------------------------------------
+
+CursorValue = str | int | float
+
+
+def encode_cursor(kind: str, *values: CursorValue) -> str:
+    """An opaque page cursor: the listing it belongs to and the last row's sort key."""
+    raw = json.dumps([kind, *values], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str, types: Sequence[type]) -> list[Any]:
+    """The sort key inside `cursor`; ValueError when it is not one of ours for `kind`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid page cursor") from exc
+    if not isinstance(data, list) or len(data) != len(types) + 1 or data[0] != kind:
+        raise ValueError("invalid page cursor")
+    values = data[1:]
+    for value, expected in zip(values, types, strict=True):
+        ok = (
+            isinstance(value, int | float) and not isinstance(value, bool)
+            if expected is float
+            else type(value) is expected
+        )
+        if not ok:
+            raise ValueError("invalid page cursor")
+    return values
+
+
+# -- rows to records -------------------------------------------------------------------
+
+
+def _opt(decode: TimeDecoder, value: Any) -> datetime | None:
+    return None if value is None else decode(value)
+
+
+def run_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        provider=row["provider"],
+        application=row["application"],
+        status=RunStatus(row["status"]),
+        submitted_at=ts(row["submitted_at"]),
+        last_event_at=_opt(ts, row["last_event_at"]),
+        grace_seconds=float(row["grace_seconds"]),
+        deadline=_opt(ts, row["deadline"]),
+        next_poll_at=_opt(ts, row["next_poll_at"]),
+        poll_attempts=int(row["poll_attempts"]),
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_opt(ts, row["lease_expires_at"]),
+        callback=js(row["callback"]),
+        metadata=js(row["metadata"]),
+        updated_at=ts(row["updated_at"]),
+    )
+
+
+def event_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder, prefix: str = "") -> RunEvent:
+    """An event from an events row; `prefix` names its columns when joined to another table."""
+    return RunEvent(
+        delivery_id=row[f"{prefix}delivery_id"],
+        provider=row[f"{prefix}provider"],
+        application=row[f"{prefix}application"],
+        run_id=row[f"{prefix}run_id"],
+        status=RunStatus(row[f"{prefix}status"]),
+        occurred_at=ts(row[f"{prefix}occurred_at"]),
+        origin=Origin(row[f"{prefix}origin"]),
+        payload=js(row[f"{prefix}payload"]),
+    )
+
+
+# Columns of an events row joined to a handler call, as `event_from_row(prefix="e_")` reads them.
+EVENT_COLUMNS_FOR_CALL = (
+    "e.delivery_id AS e_delivery_id, e.provider AS e_provider, "
+    "e.application AS e_application, e.run_id AS e_run_id, e.status AS e_status, "
+    "e.occurred_at AS e_occurred_at, e.origin AS e_origin, e.payload AS e_payload"
+)
+
+CALL_COLUMNS = (
+    "c.id, c.handler, c.run_id, c.status, c.state, c.attempts, c.next_attempt_at, "
+    "c.last_error, c.lease_owner, c.lease_expires_at, c.replays, c.created_at, c.updated_at"
+)
+
+
+def call_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder) -> HandlerCall:
+    return HandlerCall(
+        id=int(row["id"]),
+        handler=row["handler"],
+        run_id=row["run_id"],
+        status=RunStatus(row["status"]),
+        event=event_from_row(row, ts, js, prefix="e_"),
+        state=CallState(row["state"]),
+        attempts=int(row["attempts"]),
+        next_attempt_at=ts(row["next_attempt_at"]),
+        last_error=row["last_error"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_opt(ts, row["lease_expires_at"]),
+        replays=int(row["replays"]),
+        created_at=ts(row["created_at"]),
+        updated_at=ts(row["updated_at"]),
+    )
+
+
+def unroutable_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder) -> UnroutableRecord:
+    return UnroutableRecord(
+        id=int(row["id"]),
+        source=row["source"],
+        delivery_id=row["delivery_id"],
+        reason=row["reason"],
+        body=bytes(row["body"]),
+        headers=js(row["headers"]),
+        received_at=ts(row["received_at"]),
+    )
+
+
+def make_counts(
+    runs: Iterable[tuple[str, int]], calls: Iterable[tuple[str, int]], events: int, unroutable: int
+) -> StoreCounts:
+    """Counts with every known status and state present, zero when there are none."""
+    by_status = {s.value: 0 for s in RunStatus}
+    by_status.update({k: int(v) for k, v in runs})
+    by_state = {s.value: 0 for s in CallState}
+    by_state.update({k: int(v) for k, v in calls})
+    return StoreCounts(
+        runs_by_status=by_status, calls_by_state=by_state, events=events, unroutable=unroutable
+    )
+
+
+# -- schema ----------------------------------------------------------------------------
+
+
+def check_schema_version(found: int, known: int, where: str) -> None:
+    if found > known:
+        raise SchemaTooNew(
+            f"{where} has schema version {found}, but this listener only knows versions up "
+            f"to {known}; upgrade the listener (or point it at another database)"
+        )
+
+
+# -- URLs and messages -----------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced, fit for logs and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc, query = parts.netloc, parts.query
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        cleaned = [(k, "***" if k == "password" else v) for k, v in pairs]
+        query = urllib.parse.urlencode(cleaned, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def url_secrets(url: str) -> list[str]:
+    """Passwords found in `url`, to scrub from messages that might echo them."""
+    found: list[str] = []
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password:
+            found.extend({parts.password, urllib.parse.unquote(parts.password)})
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if key == "password" and value:
+                found.append(value)
+    except ValueError:
+        pass
+    return [s for s in found if s]
+
+
+def scrub(message: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return message
+
+
+# -- operations as statement plans -----------------------------------------------------
+#
+# Each store operation is written once, here, as a generator that yields the statements to
+# run (SQL with `?` placeholders, and parameters) and is sent back each statement's rows.
+# A backend only drives plans inside its own transactions; what the SQL does and how a
+# result is built is shared, so the two backends cannot drift apart.
+
+Stmt = tuple[str, list[Any]]
+Plan = Generator[Stmt, list[Row], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How a backend keeps times and JSON, and how it locks rows it claims."""
+
+    time_param: Callable[[datetime], Any]  # a UTC datetime as a query parameter
+    time_value: TimeDecoder  # a time column's value as a UTC datetime
+    json_param: Callable[[Mapping[str, Any]], Any]  # a mapping as a query parameter
+    json_value: JsonDecoder  # a JSON column's value as Python data
+    key_to_cursor: Callable[[Any], CursorValue]  # a time column's value, for a cursor
+    cursor_to_key: Callable[[Any], Any]  # back from a cursor, as a query parameter
+    cursor_time_type: type
+    for_update: str  # appended to a SELECT of the row a write is about to change
+    skip_locked: str  # appended to the SELECT that picks rows to claim
+
+    def t(self, value: datetime) -> Any:
+        return self.time_param(as_utc(value))
+
+    def opt_t(self, value: datetime | None) -> Any:
+        return None if value is None else self.time_param(as_utc(value))
+
+
+class Query:
+    """A SELECT with its filters and parameters gathered as they are added."""
+
+    def __init__(self, head: str) -> None:
+        self.head = head
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def where(self, clause: str, *params: Any) -> None:
+        self.clauses.append(clause)
+        self.params.extend(params)
+
+    def where_in(self, column: str, values: Sequence[Any]) -> None:
+        if not values:
+            self.clauses.append("1 = 0")
+            return
+        self.clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+        self.params.extend(values)
+
+    def stmt(self, tail: str, limit: int) -> Stmt:
+        where = f" WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+        return f"{self.head}{where} {tail} LIMIT ?", [*self.params, limit + 1]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+CALL_SELECT = (
+    f"SELECT {CALL_COLUMNS}, {EVENT_COLUMNS_FOR_CALL} "
+    "FROM handler_calls c JOIN events e ON e.delivery_id = c.delivery_id"
+)
+
+OPEN_STATUSES = tuple(s.value for s in RunStatus if not s.is_terminal)
+_OPEN = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
+
+# When a run is due for a poll: its next poll time or its deadline, whichever is sooner.
+_RUN_DUE = (
+    "CASE WHEN next_poll_at IS NULL THEN deadline"
+    " WHEN deadline IS NULL OR next_poll_at <= deadline THEN next_poll_at"
+    " ELSE deadline END"
+)
+
+
+# -- runs --
+
+
+def register_run_plan(d: Dialect, run: NewRun) -> Plan[bool]:
+    now = utcnow()
+    submitted = as_utc(run.submitted_at) if run.submitted_at is not None else now
+    status = RunStatus(run.status)
+    grace = float(run.grace_seconds)
+    first_poll = grace if run.first_poll_seconds is None else float(run.first_poll_seconds)
+    rows = yield (
+        "INSERT INTO runs (run_id, provider, application, status, submitted_at,"
+        " grace_seconds, deadline, next_poll_at, poll_attempts, callback, metadata,"
+        " registered, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 1, ?)"
+        " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+        [
+            run.run_id,
+            run.provider,
+            run.application,
+            status.value,
+            d.t(submitted),
+            grace,
+            d.opt_t(run.deadline),
+            d.opt_t(next_poll_at(status, submitted, first_poll)),
+            d.json_param(run.callback),
+            d.json_param(run.metadata),
+            d.t(now),
+        ],
+    )
+    if rows:
+        return True
+    # Known already. When its own event created it (the webhook beat the registration), the
+    # run takes the registration's details; a registered run is left as it is.
+    rows = yield (
+        f"SELECT status, last_event_at, registered FROM runs WHERE run_id = ?{d.for_update}",
+        [run.run_id],
+    )
+    if not rows or rows[0]["registered"]:
+        return False
+    current = RunStatus(rows[0]["status"])
+    last = rows[0]["last_event_at"]
+    base = d.time_value(last) if last is not None else submitted
+    yield (
+        "UPDATE runs SET submitted_at = ?, grace_seconds = ?, deadline = ?, next_poll_at = ?,"
+        " callback = ?, metadata = ?, registered = 1, updated_at = ? WHERE run_id = ?",
+        [
+            d.t(submitted),
+            grace,
+            d.opt_t(run.deadline),
+            d.opt_t(next_poll_at(current, base, grace)),
+            d.json_param(run.callback),
+            d.json_param(run.metadata),
+            d.t(now),
+            run.run_id,
+        ],
+    )
+    return False
+
+
+def get_run_plan(d: Dialect, run_id: str) -> Plan[RunRecord | None]:
+    rows = yield ("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    return run_from_row(rows[0], d.time_value, d.json_value) if rows else None
+
+
+def list_runs_plan(
+    d: Dialect,
+    *,
+    status: Sequence[RunStatus] | None,
+    provider: str | None,
+    application: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Plan[Page[RunRecord]]:
+    check_limit(limit)
+    q = Query("SELECT * FROM runs")
+    if status is not None:
+        q.where_in("status", [RunStatus(s).value for s in status])
+    if provider is not None:
+        q.where("provider = ?", provider)
+    if application is not None:
+        q.where("application = ?", application)
+    if since is not None:
+        q.where("submitted_at >= ?", d.t(since))
+    if until is not None:
+        q.where("submitted_at < ?", d.t(until))
+    if cursor is not None:
+        key, run_id = decode_cursor("runs", cursor, (d.cursor_time_type, str))
+        q.where("(submitted_at, run_id) < (?, ?)", d.cursor_to_key(key), run_id)
+    rows = yield q.stmt("ORDER BY submitted_at DESC, run_id DESC", limit)
+    items = [run_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor("runs", d.key_to_cursor(last["submitted_at"]), last["run_id"])
+    return Page(items=items, next_cursor=next_cursor)
+
+
+# -- events --
+
+
+def record_plan(
+    d: Dialect, event: RunEvent, handlers: Sequence[str], default_grace_seconds: float
+) -> Plan[RecordResult]:
+    now = utcnow()
+    at = d.t(now)
+    reported = RunStatus(event.status)
+    occurred = as_utc(event.occurred_at)
+    stored = yield (
+        "INSERT INTO events (delivery_id, provider, application, run_id, status, occurred_at,"
+        " received_at, origin, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (delivery_id) DO NOTHING RETURNING id",
+        [
+            event.delivery_id,
+            event.provider,
+            event.application,
+            event.run_id,
+            reported.value,
+            d.t(occurred),
+            at,
+            Origin(event.origin).value,
+            d.json_param(event.payload),
+        ],
+    )
+    select_run = (
+        f"SELECT status, grace_seconds FROM runs WHERE run_id = ?{d.for_update}",
+        [event.run_id],
+    )
+    if not stored:
+        rows = yield select_run
+        status = RunStatus(rows[0]["status"]) if rows else reported
+        return RecordResult(duplicate=True, run_created=False, transition=None, status=status)
+
+    grace = float(default_grace_seconds)
+    current: RunStatus | None = None
+    created = False
+    rows = yield select_run
+    if not rows:
+        created_rows = yield (
+            "INSERT INTO runs (run_id, provider, application, status, submitted_at,"
+            " last_event_at, grace_seconds, deadline, next_poll_at, poll_attempts, callback,"
+            " metadata, registered, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, 0, ?, ?, 0, ?)"
+            " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+            [
+                event.run_id,
+                event.provider,
+                event.application,
+                reported.value,
+                d.t(min(occurred, now)),
+                at,
+                grace,
+                d.opt_t(next_poll_at(reported, now, grace)),
+                d.json_param({}),
+                d.json_param({}),
+                at,
+            ],
+        )
+        created = bool(created_rows)
+        if not created:
+            # Another writer created the run between our look and our insert.
+            rows = yield select_run
+    if not created:
+        current = RunStatus(rows[0]["status"])
+        grace = float(rows[0]["grace_seconds"])
+
+    moved: RunStatus | None = None
+    target = next_status(current, reported)
+    if target is not None:
+        inserted = yield (
+            "INSERT INTO transitions (run_id, status, delivery_id, created_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (run_id, status) DO NOTHING RETURNING run_id",
+            [event.run_id, target.value, event.delivery_id, at],
+        )
+        # A transition already stored is old news: handlers saw it once already.
+        moved = target if inserted else None
+    status = moved if moved is not None else (current if current is not None else reported)
+
+    if not created:
+        if status.is_terminal:
+            # Terminal: never polled again, and any poll lease on it is moot.
+            yield (
+                "UPDATE runs SET status = ?, last_event_at = ?, next_poll_at = NULL,"
+                " poll_attempts = 0, lease_owner = NULL, lease_expires_at = NULL,"
+                " updated_at = ? WHERE run_id = ?",
+                [status.value, at, at, event.run_id],
+            )
+        else:
+            yield (
+                "UPDATE runs SET status = ?, last_event_at = ?, next_poll_at = ?,"
+                " poll_attempts = 0, updated_at = ? WHERE run_id = ?",
+                [
+                    status.value,
+                    at,
+                    d.opt_t(next_poll_at(status, now, grace)),
+                    at,
+                    event.run_id,
+                ],
+            )
+
+    call_ids: list[int] = []
+    names = unique_handlers(handlers) if moved is not None else []
+    if moved is not None and names:
+        # One statement for all handlers; names are unique, so they map rows back to ids.
+        values = ", ".join(["(?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?)"] * len(names))
+        params: list[Any] = []
+        for name in names:
+            params.extend([name, event.run_id, moved.value, event.delivery_id, at, at, at])
+        call_rows = yield (
+            "INSERT INTO handler_calls (handler, run_id, status, delivery_id, state,"
+            f" attempts, next_attempt_at, replays, created_at, updated_at) VALUES {values}"
+            " RETURNING id, handler",
+            params,
+        )
+        ids = {row["handler"]: int(row["id"]) for row in call_rows}
+        call_ids = [ids[name] for name in names]
+    return RecordResult(
+        duplicate=False,
+        run_created=created,
+        transition=Transition(event.run_id, moved) if moved is not None else None,
+        status=status,
+        call_ids=tuple(call_ids),
+    )
+
+
+def record_unroutable_plan(
+    d: Dialect,
+    *,
+    source: str,
+    delivery_id: str | None,
+    reason: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Plan[bool]:
+    rows = yield (
+        "INSERT INTO unroutable (source, delivery_id, reason, body, headers, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING RETURNING id",
+        [source, delivery_id, reason, bytes(body), d.json_param(headers), d.t(utcnow())],
+    )
+    return bool(rows)
+
+
+def get_event_plan(d: Dialect, delivery_id: str) -> Plan[RunEvent | None]:
+    rows = yield ("SELECT * FROM events WHERE delivery_id = ?", [delivery_id])
+    return event_from_row(rows[0], d.time_value, d.json_value) if rows else None
+
+
+def list_events_plan(
+    d: Dialect,
+    *,
+    run_id: str | None,
+    status: Sequence[RunStatus] | None,
+    provider: str | None,
+    application: str | None,
+    origin: Origin | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Plan[Page[RunEvent]]:
+    check_limit(limit)
+    q = Query("SELECT * FROM events")
+    if run_id is not None:
+        q.where("run_id = ?", run_id)
+    if status is not None:
+        q.where_in("status", [RunStatus(s).value for s in status])
+    if provider is not None:
+        q.where("provider = ?", provider)
+    if application is not None:
+        q.where("application = ?", application)
+    if origin is not None:
+        q.where("origin = ?", Origin(origin).value)
+    if since is not None:
+        q.where("received_at >= ?", d.t(since))
+    if until is not None:
+        q.where("received_at < ?", d.t(until))
+    if cursor is not None:
+        key, event_id = decode_cursor("events", cursor, (d.cursor_time_type, int))
+        q.where("(received_at, id) < (?, ?)", d.cursor_to_key(key), event_id)
+    rows = yield q.stmt("ORDER BY received_at DESC, id DESC", limit)
+    items = [event_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor("events", d.key_to_cursor(last["received_at"]), int(last["id"]))
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def list_unroutable_plan(
+    d: Dialect, *, limit: int, cursor: str | None
+) -> Plan[Page[UnroutableRecord]]:
+    check_limit(limit)
+    q = Query("SELECT * FROM unroutable")
+    if cursor is not None:
+        (row_id,) = decode_cursor("unroutable", cursor, (int,))
+        q.where("id < ?", row_id)
+    rows = yield q.stmt("ORDER BY id DESC", limit)
+    items = [unroutable_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
+    next_cursor = encode_cursor("unroutable", items[-1].id) if len(rows) > limit else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+# -- handler calls --
+
+
+def claim_calls_plan(
+    d: Dialect, owner: str, *, limit: int, lease_seconds: float, now: datetime | None
+) -> Plan[list[HandlerCall]]:
+    check_limit(limit)
+    at = as_utc(now) if now is not None else utcnow()
+    # Claimable: pending and due, or running under a lease that ran out (a crashed claimer);
+    # never a call whose run and handler still has an earlier call pending or running, so
+    # one handler sees one run's transitions in order.
+    rows = yield (
+        "UPDATE handler_calls SET state = 'running', attempts = attempts + 1,"
+        " lease_owner = ?, lease_expires_at = ?, updated_at = ?"
+        " WHERE id IN (SELECT c.id FROM handler_calls c"
+        " WHERE ((c.state = 'pending' AND c.next_attempt_at <= ?)"
+        " OR (c.state = 'running' AND c.lease_expires_at <= ?))"
+        " AND NOT EXISTS (SELECT 1 FROM handler_calls p"
+        " WHERE p.run_id = c.run_id AND p.handler = c.handler AND p.id < c.id"
+        " AND p.state IN ('pending', 'running'))"
+        f" ORDER BY c.next_attempt_at, c.id LIMIT ?{d.skip_locked})"
+        " RETURNING id",
+        [owner, d.t(after(at, lease_seconds)), d.t(at), d.t(at), d.t(at), limit],
+    )
+    if not rows:
+        return []
+    ids = [int(r["id"]) for r in rows]
+    rows = yield (
+        f"{CALL_SELECT} WHERE c.id IN ({_marks(ids)}) ORDER BY c.next_attempt_at, c.id",
+        ids,
+    )
+    return [call_from_row(r, d.time_value, d.json_value) for r in rows]
+
+
+def complete_call_plan(d: Dialect, call_id: int, owner: str) -> Plan[bool]:
+    rows = yield (
+        "UPDATE handler_calls SET state = 'done', lease_owner = NULL, lease_expires_at = NULL,"
+        " updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING id",
+        [d.t(utcnow()), call_id, owner],
+    )
+    return bool(rows)
+
+
+def fail_call_plan(
+    d: Dialect, call_id: int, owner: str, *, error: str, retry_at: datetime | None
+) -> Plan[bool]:
+    now = d.t(utcnow())
+    if retry_at is None:
+        stmt: Stmt = (
+            "UPDATE handler_calls SET state = 'dead', last_error = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL, updated_at = ?"
+            " WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING id",
+            [error, now, call_id, owner],
+        )
+    else:
+        stmt = (
+            "UPDATE handler_calls SET state = 'pending', next_attempt_at = ?, last_error = ?,"
+            " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+            " WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING id",
+            [d.t(retry_at), error, now, call_id, owner],
+        )
+    rows = yield stmt
+    return bool(rows)
+
+
+def release_call_plan(d: Dialect, call_id: int, owner: str) -> Plan[bool]:
+    now = d.t(utcnow())
+    rows = yield (
+        "UPDATE handler_calls SET state = 'pending', next_attempt_at = ?,"
+        " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+        " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+        " WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING id",
+        [now, now, call_id, owner],
+    )
+    return bool(rows)
+
+
+def replay_call_plan(d: Dialect, call_id: int) -> Plan[bool]:
+    now = d.t(utcnow())
+    rows = yield (
+        "UPDATE handler_calls SET state = 'pending', attempts = 0, replays = replays + 1,"
+        " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+        " WHERE id = ? AND state IN ('dead', 'done') RETURNING id",
+        [now, now, call_id],
+    )
+    return bool(rows)
+
+
+def get_call_plan(d: Dialect, call_id: int) -> Plan[HandlerCall | None]:
+    rows = yield (f"{CALL_SELECT} WHERE c.id = ?", [call_id])
+    return call_from_row(rows[0], d.time_value, d.json_value) if rows else None
+
+
+def list_calls_plan(
+    d: Dialect,
+    *,
+    state: CallState | None,
+    run_id: str | None,
+    handler: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Plan[Page[HandlerCall]]:
+    check_limit(limit)
+    q = Query(CALL_SELECT)
+    if state is not None:
+        q.where("c.state = ?", CallState(state).value)
+    if run_id is not None:
+        q.where("c.run_id = ?", run_id)
+    if handler is not None:
+        q.where("c.handler = ?", handler)
+    if cursor is not None:
+        (call_id,) = decode_cursor("calls", cursor, (int,))
+        q.where("c.id < ?", call_id)
+    rows = yield q.stmt("ORDER BY c.id DESC", limit)
+    items = [call_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
+    next_cursor = encode_cursor("calls", items[-1].id) if len(rows) > limit else None
+    return Page(items=items, next_cursor=next_cursor)
+
+
+# -- polling --
+
+
+def claim_overdue_runs_plan(
+    d: Dialect,
+    owner: str,
+    *,
+    limit: int,
+    lease_seconds: float,
+    provider: str | None,
+    now: datetime | None,
+) -> Plan[list[RunRecord]]:
+    check_limit(limit)
+    moment = as_utc(now) if now is not None else utcnow()
+    at, expires = d.t(moment), d.t(after(moment, lease_seconds))
+    by_provider = " AND provider = ?" if provider is not None else ""
+    rows = yield (
+        "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?"
+        " WHERE run_id IN (SELECT run_id FROM runs"
+        f" WHERE status IN ({_OPEN}) AND (next_poll_at <= ? OR deadline <= ?)"
+        f" AND (lease_owner IS NULL OR lease_expires_at <= ?){by_provider}"
+        f" ORDER BY {_RUN_DUE}, run_id LIMIT ?{d.skip_locked})"
+        " RETURNING run_id",
+        [owner, expires, at, at, at, at, *([provider] if provider is not None else []), limit],
+    )
+    if not rows:
+        return []
+    ids = [r["run_id"] for r in rows]
+    rows = yield (
+        f"SELECT * FROM runs WHERE run_id IN ({_marks(ids)}) ORDER BY {_RUN_DUE}, run_id",
+        ids,
+    )
+    return [run_from_row(r, d.time_value, d.json_value) for r in rows]
+
+
+def reschedule_poll_plan(
+    d: Dialect, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+) -> Plan[bool]:
+    rows = yield (
+        "UPDATE runs SET next_poll_at = ?, poll_attempts = ?, lease_owner = NULL,"
+        " lease_expires_at = NULL, updated_at = ? WHERE run_id = ? AND lease_owner = ?"
+        " RETURNING run_id",
+        [d.t(next_poll_at), int(attempts), d.t(utcnow()), run_id, owner],
+    )
+    return bool(rows)
+
+
+def release_run_plan(d: Dialect, run_id: str, owner: str) -> Plan[bool]:
+    rows = yield (
+        "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+        " WHERE run_id = ? AND lease_owner = ? RETURNING run_id",
+        [d.t(utcnow()), run_id, owner],
+    )
+    return bool(rows)
+
+
+# -- reporting --
+
+
+def counts_plan() -> Plan[StoreCounts]:
+    runs = yield ("SELECT status AS k, count(*) AS n FROM runs GROUP BY status", [])
+    calls = yield ("SELECT state AS k, count(*) AS n FROM handler_calls GROUP BY state", [])
+    events = yield ("SELECT count(*) AS n FROM events", [])
+    unroutable = yield ("SELECT count(*) AS n FROM unroutable", [])
+    return make_counts(
+        [(r["k"], r["n"]) for r in runs],
+        [(r["k"], r["n"]) for r in calls],
+        int(events[0]["n"]),
+        int(unroutable[0]["n"]),
+    )
+
+
+def ping_plan() -> Plan[None]:
+    yield ("SELECT 1 AS one", [])
+
+
+def schema_version_plan() -> Plan[int]:
+    rows = yield ("SELECT coalesce(max(version), 0) AS v FROM schema_version", [])
+    return int(rows[0]["v"])
+
+
+def drive(plan: Plan[T], run: Callable[[str, list[Any]], list[Row]]) -> T:
+    """Run a plan to its end with `run` executing each statement (synchronous backends)."""
+    try:
+        stmt = next(plan)
+        while True:
+            stmt = plan.send(run(*stmt))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+# -- group commit ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Job:
+    """One queued write: what to run on the writer's connection, and who waits for it."""
+
+    fn: Callable[[Any], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
+# Commits a batch on the writer's connection and returns one outcome per job, or raises
+# when the whole batch failed (every caller then gets that exception).
+ApplyBatch = Callable[[list[Job]], list[Outcome]]
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():  # the caller gave up waiting (cancelled); the write still stands
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class GroupWriter:
+    """A dedicated thread that commits queued writes together.
+
+    It takes whatever is queued (up to `max_batch`), hands the batch to `apply`, which
+    commits it in one transaction, then wakes every caller of the batch with one hop to
+    its event loop. It never waits for company: a lone write is committed at once, and a
+    crowd that queued while the previous commit was in progress shares the next one.
+    """
+
+    def __init__(self, apply: ApplyBatch, *, max_batch: int, name: str) -> None:
+        self._apply = apply
+        self.max_batch = max(1, max_batch)
+        self.name = name
+        # Statistics: transactions committed, and writes they carried.
+        self.commits = 0
+        self.writes = 0
+        self.largest_batch = 0
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stopping
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+
+    async def submit(self, fn: Callable[[Any], T]) -> T:
+        if not self.running:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(Job(fn, loop, future))
+        return cast(T, await future)
+
+    async def stop(self) -> None:
+        """Finish what is queued (its callers are waiting), then end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping = True
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+
+    def _main(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                job = self._queue.get()
+                if job is None:
+                    break
+                batch = [job]
+                while len(batch) < self.max_batch:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    batch.append(more)
+                self._commit(batch)
+        finally:
+            while True:
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    self._wake([left], [(False, StoreUnavailable("the store is closed"))])
+
+    def _commit(self, batch: list[Job]) -> None:
+        try:
+            outcomes = self._apply(batch)
+        except Exception as exc:
+            self._wake(batch, [(False, exc)] * len(batch))
+            return
+        except BaseException:
+            # The thread is going down: whether the batch committed is unknown, so no
+            # caller may be told it did.
+            lost = StoreUnavailable("the store writer stopped")
+            self._wake(batch, [(False, lost)] * len(batch))
+            raise
+        self.commits += 1
+        self.writes += len(batch)
+        self.largest_batch = max(self.largest_batch, len(batch))
+        self._wake(batch, outcomes)
+        # Hand the GIL to the event loop now, so the callers just woken can queue their
+        # next writes before this thread picks up the next batch.
+        time.sleep(0)
+
+    @staticmethod
+    def _wake(batch: list[Job], outcomes: list[Outcome]) -> None:
+        """One hop to each event loop for the whole batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+        by_loop = {}
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():
+            # A RuntimeError means that event loop is gone: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_all, settled)

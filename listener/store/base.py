@@ -1,0 +1,322 @@
+"""The store protocol and the records it hands out.
+
+Every backend implements `Store`; the same contract tests run against each. Times are
+timezone-aware UTC datetimes at this boundary, whatever a backend keeps on disk.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from listener.events import Origin, RunEvent, RunStatus, Transition
+
+__all__ = [
+    "CallState",
+    "HandlerCall",
+    "NewRun",
+    "Page",
+    "RecordResult",
+    "RunRecord",
+    "SchemaTooNew",
+    "Store",
+    "StoreCounts",
+    "StoreError",
+    "StoreUnavailable",
+    "UnroutableRecord",
+]
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """Base class for store failures."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or cannot commit right now; callers should retry later.
+
+    The receiver answers 503 for it, so the sender retries the delivery.
+    """
+
+
+class SchemaTooNew(StoreError):
+    """The database was created by a newer listener than this one."""
+
+
+class CallState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run the listener should watch, as registered at submission."""
+
+    run_id: str
+    provider: str
+    application: str
+    status: RunStatus = RunStatus.QUEUED
+    submitted_at: datetime | None = None  # now, when left out
+    # How long silence is trusted after news of the run before the poller asks the
+    # provider; 0 means poll at once.
+    grace_seconds: float = 60.0
+    # How long after submission the first poll comes when the platform has said nothing
+    # at all yet; None means `grace_seconds`. A short one catches a webhook path that is
+    # down early, while a long grace keeps healthy runs free of polls.
+    first_poll_seconds: float | None = None
+    deadline: datetime | None = None
+    callback: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    provider: str
+    application: str
+    status: RunStatus
+    submitted_at: datetime
+    last_event_at: datetime | None
+    grace_seconds: float
+    deadline: datetime | None
+    next_poll_at: datetime | None  # None once terminal
+    poll_attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    callback: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What one `Store.record` call did."""
+
+    # The delivery id was seen before: nothing at all changed.
+    duplicate: bool
+    # The run was unknown to the store and was created from the event.
+    run_created: bool
+    # The transition applied, or None when the run did not move (a known or stale status).
+    transition: Transition | None
+    # The run's status after the call.
+    status: RunStatus
+    # Ids of the handler calls enqueued for the new transition.
+    call_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerCall:
+    """One handler to be called with one event (the one that made the transition)."""
+
+    id: int
+    handler: str
+    run_id: str
+    status: RunStatus
+    event: RunEvent
+    state: CallState
+    attempts: int  # counted when claimed, so a crash mid-call still counts
+    next_attempt_at: datetime
+    last_error: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    replays: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UnroutableRecord:
+    """A verified delivery whose payload could not be understood; kept, not dropped."""
+
+    id: int
+    source: str
+    delivery_id: str | None
+    reason: str
+    body: bytes
+    headers: Mapping[str, str]
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    # Opaque; pass it back to get the next page. None when there is no more.
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    runs_by_status: Mapping[str, int]
+    calls_by_state: Mapping[str, int]
+    events: int
+    unroutable: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable runs, events, transitions and handler calls.
+
+    `record` is the heart of it: one atomic operation that stores an event, moves its
+    run, and enqueues handler calls for a new transition. When it returns, all of that
+    is committed; when it raises `StoreUnavailable`, none of it is.
+    """
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and apply the schema (idempotent, safe across processes)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers a trivial query."""
+
+    async def schema_version(self) -> int: ...
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def register_run(self, run: NewRun) -> bool:
+        """Record a run to watch. True if new; registering it again changes nothing."""
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(
+        self,
+        *,
+        status: Sequence[RunStatus] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunRecord]:
+        """Runs, newest submitted first, filtered; `since`/`until` bound `submitted_at`."""
+
+    # -- events --------------------------------------------------------------------------
+
+    async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
+        """Store an event atomically; see `RecordResult` for what it reports.
+
+        - A delivery id seen before: `duplicate=True`, nothing changes.
+        - Otherwise the event is stored; an unknown run is created from it (grace and
+          deadline defaults of the store); the run moves per `events.next_status`.
+        - When the run moves, the transition (unique per run and status) is stored and
+          one pending handler call per name in `handlers` is enqueued, due now.
+        - `last_event_at` is set and the next poll is pushed back by the run's grace;
+          a terminal run is never polled again.
+
+        Concurrent calls are committed together in small groups; each call returns
+        only once its own data is committed.
+        """
+
+    async def record_unroutable(
+        self,
+        *,
+        source: str,
+        delivery_id: str | None,
+        reason: str,
+        body: bytes,
+        headers: Mapping[str, str],
+    ) -> bool:
+        """Keep a verified delivery that was not understood. False if that delivery id was
+        already kept."""
+
+    async def get_event(self, delivery_id: str) -> RunEvent | None: ...
+
+    async def list_events(
+        self,
+        *,
+        run_id: str | None = None,
+        status: Sequence[RunStatus] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        origin: Origin | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunEvent]:
+        """Events, newest received first; `since`/`until` bound the time received."""
+
+    async def list_unroutable(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UnroutableRecord]: ...
+
+    # -- handler calls -------------------------------------------------------------------
+
+    async def claim_calls(
+        self, owner: str, *, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[HandlerCall]:
+        """Claim due calls: pending with `next_attempt_at <= now`, or running with an
+        expired lease (a crashed claimer). Each claimed call is `running`, leased to
+        `owner` until now + lease, with `attempts` incremented.
+
+        Calls for one run and one handler run in transition order: a call is not claimed
+        while an earlier call for the same run and handler is pending or running.
+        Two claimers never get the same call.
+        """
+
+    async def complete_call(self, call_id: int, owner: str) -> bool:
+        """Mark done. False (and no change) if `owner` no longer holds the lease."""
+
+    async def fail_call(
+        self, call_id: int, owner: str, *, error: str, retry_at: datetime | None
+    ) -> bool:
+        """Record a failed attempt: pending again at `retry_at`, or dead when it is None.
+        False (and no change) if `owner` no longer holds the lease."""
+
+    async def release_call(self, call_id: int, owner: str) -> bool:
+        """Give an unstarted or interrupted call back (shutdown): pending, due now, and
+        the attempt it was claimed with is not counted."""
+
+    async def replay_call(self, call_id: int) -> bool:
+        """Make a dead or done call pending again with zero attempts; counts a replay.
+        False when the call does not exist or is pending or running."""
+
+    async def get_call(self, call_id: int) -> HandlerCall | None: ...
+
+    async def list_calls(
+        self,
+        *,
+        state: CallState | None = None,
+        run_id: str | None = None,
+        handler: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[HandlerCall]:
+        """Calls, newest first. `state=CallState.DEAD` lists the dead letters."""
+
+    # -- polling -------------------------------------------------------------------------
+
+    async def claim_overdue_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        provider: str | None = None,
+        now: datetime | None = None,
+    ) -> list[RunRecord]:
+        """Claim runs to poll: not terminal, with `next_poll_at <= now` or a deadline
+        passed, and no unexpired lease held by someone else. Soonest due first. Two
+        claimers never get the same run while a lease holds."""
+
+    async def reschedule_poll(
+        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+    ) -> bool:
+        """After a poll that learned nothing final: set the next poll time and attempt
+        count, and release the lease. False if `owner` no longer holds it."""
+
+    async def release_run(self, run_id: str, owner: str) -> bool:
+        """Release a poll lease without changing the schedule."""
+
+    # -- reporting -----------------------------------------------------------------------
+
+    async def counts(self) -> StoreCounts: ...

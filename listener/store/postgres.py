@@ -1,0 +1,595 @@
+"""The PostgreSQL store, for several listener replicas sharing one database.
+
+psycopg 3. `record` and `record_unroutable` go through one group writer: a thread with a
+connection of its own that takes the writes queued meanwhile (up to `MAX_BATCH`), applies
+them in one transaction, commits once and only then wakes the callers (a write that fails
+is rolled back alone: the batch is run again with a savepoint per write). Everything else
+runs in its own short transaction on an async connection pool. Claims pick rows with
+`FOR UPDATE SKIP LOCKED`, so replicas never get the same call or run. The schema is
+created in the connection's current schema (the first in `search_path`), under an
+advisory lock so that concurrent openers migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from listener.events import Origin, RunEvent, RunStatus
+from listener.store import _common as c
+from listener.store.base import (
+    CallState,
+    HandlerCall,
+    NewRun,
+    Page,
+    RecordResult,
+    RunRecord,
+    StoreCounts,
+    StoreUnavailable,
+    UnroutableRecord,
+)
+
+__all__ = ["MIGRATIONS", "PostgresStore"]
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[DictRow]
+SyncConn = psycopg.Connection[DictRow]
+
+# Ordered schema scripts: entry i takes a database from version i to version i + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            run_id text PRIMARY KEY,
+            provider text NOT NULL,
+            application text NOT NULL,
+            status text NOT NULL,
+            submitted_at timestamptz NOT NULL,
+            last_event_at timestamptz,
+            grace_seconds double precision NOT NULL,
+            deadline timestamptz,
+            next_poll_at timestamptz,
+            poll_attempts integer NOT NULL DEFAULT 0,
+            lease_owner text,
+            lease_expires_at timestamptz,
+            callback jsonb NOT NULL DEFAULT '{}',
+            metadata jsonb NOT NULL DEFAULT '{}',
+            registered integer NOT NULL DEFAULT 1,
+            updated_at timestamptz NOT NULL
+        )""",
+        "CREATE INDEX runs_by_submitted ON runs (submitted_at, run_id)",
+        "CREATE INDEX runs_by_next_poll ON runs (next_poll_at) WHERE next_poll_at IS NOT NULL",
+        "CREATE INDEX runs_by_deadline ON runs (deadline) WHERE deadline IS NOT NULL",
+        """CREATE TABLE events (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            delivery_id text NOT NULL UNIQUE,
+            provider text NOT NULL,
+            application text NOT NULL,
+            run_id text NOT NULL,
+            status text NOT NULL,
+            occurred_at timestamptz NOT NULL,
+            received_at timestamptz NOT NULL,
+            origin text NOT NULL,
+            payload jsonb NOT NULL
+        )""",
+        "CREATE INDEX events_by_received ON events (received_at, id)",
+        "CREATE INDEX events_by_run ON events (run_id, received_at, id)",
+        """CREATE TABLE transitions (
+            run_id text NOT NULL,
+            status text NOT NULL,
+            delivery_id text NOT NULL,
+            created_at timestamptz NOT NULL,
+            PRIMARY KEY (run_id, status)
+        )""",
+        """CREATE TABLE handler_calls (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            handler text NOT NULL,
+            run_id text NOT NULL,
+            status text NOT NULL,
+            delivery_id text NOT NULL,
+            state text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL,
+            last_error text,
+            lease_owner text,
+            lease_expires_at timestamptz,
+            replays integer NOT NULL DEFAULT 0,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        )""",
+        "CREATE INDEX calls_due ON handler_calls (next_attempt_at, id) WHERE state = 'pending'",
+        "CREATE INDEX calls_leased ON handler_calls (lease_expires_at) WHERE state = 'running'",
+        "CREATE INDEX calls_by_run_handler ON handler_calls (run_id, handler, id)",
+        "CREATE INDEX calls_by_state ON handler_calls (state, id)",
+        """CREATE TABLE unroutable (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            source text NOT NULL,
+            delivery_id text UNIQUE,
+            reason text NOT NULL,
+            body bytea NOT NULL,
+            headers jsonb NOT NULL,
+            received_at timestamptz NOT NULL
+        )""",
+    ),
+)
+
+# First half of the advisory lock key taken while migrating ("list" in ASCII); the second
+# half is the schema's name, so databases holding several schemas migrate them independently.
+_MIGRATION_LOCK = 0x6C697374
+# A batch that deadlocks with another replica's batch is rolled back and tried again.
+_BATCH_TRIES = 3
+
+
+def _utc(value: Any) -> datetime:
+    return cast(datetime, value).astimezone(UTC)
+
+
+def _cursor_time(value: Any) -> str:
+    return _utc(value).isoformat()
+
+
+def _jsonb(value: Mapping[str, Any]) -> Jsonb:
+    return Jsonb(dict(value))
+
+
+DIALECT = c.Dialect(
+    time_param=lambda value: value,  # Dialect.t has made it UTC already
+    time_value=_utc,
+    json_param=_jsonb,
+    json_value=lambda value: value,
+    key_to_cursor=_cursor_time,
+    cursor_to_key=datetime.fromisoformat,
+    cursor_time_type=str,
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_sql(sql: str) -> str:
+    """The shared `?` placeholders, spelled the way psycopg expects."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+async def _drive(conn: Conn, plan: c.Plan[T]) -> T:
+    try:
+        sql, params = next(plan)
+        while True:
+            cur = await conn.execute(_pg_sql(sql), params)
+            rows: list[c.Row] = []
+            if cur.description is not None:
+                rows.extend(await cur.fetchall())
+            sql, params = plan.send(rows)
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+class _JobFailed(Exception):
+    """A job failed on the fast path: the batch is rolled back and run again isolated."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _execute_sync(conn: SyncConn) -> Callable[[str, list[Any]], list[c.Row]]:
+    def run(sql: str, params: list[Any]) -> list[c.Row]:
+        cur = conn.execute(_pg_sql(sql), params)
+        return list(cur.fetchall()) if cur.description is not None else []
+
+    return run
+
+
+class PostgresStore:
+    """The `Store` on PostgreSQL. See the module docstring.
+
+    `url` keeps the address with any password masked, so it is safe to log; the real one
+    is only handed to the driver.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        default_grace_seconds: float = 60.0,
+        min_size: int = 1,
+        max_size: int = 10,
+        group_commit: bool = True,
+        pool_timeout: float = 5.0,
+    ) -> None:
+        self._conninfo = url
+        self.url = c.redact_url(url)
+        self.default_grace_seconds = default_grace_seconds
+        self.min_size = min_size
+        self.max_size = max(max_size, min_size)
+        # False commits every record alone, on its own pooled connection: the same SQL,
+        # one transaction per event. It is the baseline group commit is measured against.
+        self.group_commit = group_commit
+        self.pool_timeout = pool_timeout
+        self._secrets = c.url_secrets(url)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        # The group writer runs on a thread with a blocking connection of its own: a round
+        # trip there costs a fraction of one made through the event loop, and the writer
+        # makes several per event.
+        self._writer = c.GroupWriter(
+            self._apply, max_batch=c.MAX_BATCH, name="listener-postgres-writer"
+        )
+        self._writer_pool: ConnectionPool[SyncConn] | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        message = c.scrub(str(exc).strip() or type(exc).__name__, self._secrets)
+        err = StoreUnavailable(f"PostgreSQL store {self.url} unavailable: {message}")
+        err.__cause__ = exc
+        return err
+
+    def _ready_pool(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None or self._closing:
+            raise StoreUnavailable("the store is not open")
+        return self._pool
+
+    async def _run(self, make: Callable[[], c.Plan[T]]) -> T:
+        """One plan in its own transaction on a pooled connection."""
+        pool = self._ready_pool()
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                return await _drive(conn, make())
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _submit(self, make: Callable[[], c.Plan[T]]) -> T:
+        """A plan for the group writer, committed with whatever else is queued."""
+        if not self.group_commit:
+            return await self._run(make)
+        self._ready_pool()
+
+        def job(conn: SyncConn) -> T:
+            return c.drive(make(), _execute_sync(conn))
+
+        return await self._writer.submit(job)
+
+    # Statistics: transactions the group writer committed, and the writes they carried.
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @property
+    def writes(self) -> int:
+        return self._writer.writes
+
+    @property
+    def largest_batch(self) -> int:
+        return self._writer.largest_batch
+
+    def _apply(self, batch: list[c.Job]) -> list[c.Outcome]:
+        """Commit a batch (on the writer thread). The fast path runs it without savepoints;
+        when a job fails, the batch is rolled back and run again with one savepoint per job,
+        so the failing job loses only itself. A batch that deadlocks with another replica's
+        is rolled back and tried again."""
+        isolate = False
+        tries = 0
+        while True:
+            try:
+                return self._apply_once(batch, isolate=isolate)
+            except _JobFailed as failed:
+                if len(batch) == 1:
+                    return [(False, failed.error)]
+                isolate = True
+            except psycopg.errors.TransactionRollback as exc:
+                tries += 1
+                if tries >= _BATCH_TRIES:
+                    raise self._unavailable(exc) from exc
+            except psycopg.OperationalError as exc:
+                raise self._unavailable(exc) from exc
+
+    def _apply_once(self, batch: list[c.Job], *, isolate: bool) -> list[c.Outcome]:
+        pool = self._writer_pool
+        if pool is None:
+            raise StoreUnavailable("the store is not open")
+        outcomes: list[c.Outcome] = []
+        with pool.connection() as conn, conn.transaction():
+            for job in batch:
+                if not isolate:
+                    try:
+                        outcomes.append((True, job.fn(conn)))
+                    except psycopg.OperationalError:
+                        raise  # the connection or transaction is gone: the whole batch fails
+                    except Exception as exc:
+                        raise _JobFailed(exc) from exc  # rolls the transaction back
+                    continue
+                try:
+                    with conn.transaction():  # a savepoint
+                        value = job.fn(conn)
+                except psycopg.OperationalError:
+                    raise
+                except Exception as exc:
+                    outcomes.append((False, exc))
+                else:
+                    outcomes.append((True, value))
+        return outcomes
+
+    async def _migrate(self, conn: Conn) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK},"
+                " hashtext(coalesce(current_schema(), '')))"
+            )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version")
+            row = await cur.fetchone()
+            found = int(row["v"]) if row is not None else 0
+            where = f"PostgreSQL database {self.url}"
+            c.check_schema_version(found, len(MIGRATIONS), where)
+            for version in range(found + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [version])
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            connection_class=psycopg.AsyncConnection[DictRow],
+            kwargs={"row_factory": dict_row},
+            min_size=self.min_size,
+            max_size=self.max_size,
+            open=False,
+            timeout=self.pool_timeout,
+            # A connection broken by a server restart is replaced before it is handed out.
+            check=AsyncConnectionPool.check_connection,
+            name="listener-store",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.pool_timeout)
+            async with pool.connection() as conn:
+                await self._migrate(conn)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise self._unavailable(exc) from exc
+            raise
+        if self.group_commit:
+            writer_pool: ConnectionPool[SyncConn] = ConnectionPool(
+                self._conninfo,
+                connection_class=psycopg.Connection[DictRow],
+                kwargs={"row_factory": dict_row},
+                min_size=1,
+                max_size=1,
+                open=False,
+                timeout=self.pool_timeout,
+                check=ConnectionPool.check_connection,
+                name="listener-store-writer",
+                num_workers=1,
+            )
+            try:
+                await asyncio.to_thread(writer_pool.open, True, self.pool_timeout)
+            except BaseException as exc:
+                await asyncio.to_thread(writer_pool.close)
+                await pool.close()
+                if isinstance(exc, psycopg.OperationalError):
+                    raise self._unavailable(exc) from exc
+                raise
+            self._writer_pool = writer_pool
+            self._writer.start()
+        self._pool = pool
+        self._closing = False
+
+    async def close(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        # Queued writes finish first: their callers are still waiting.
+        await self._writer.stop()
+        if self._writer_pool is not None:
+            await asyncio.to_thread(self._writer_pool.close)
+            self._writer_pool = None
+        self._closing = True
+        self._pool = None
+        await pool.close()
+
+    async def ping(self) -> None:
+        await self._run(c.ping_plan)
+
+    async def schema_version(self) -> int:
+        return await self._run(c.schema_version_plan)
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def register_run(self, run: NewRun) -> bool:
+        return await self._run(lambda: c.register_run_plan(DIALECT, run))
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._run(lambda: c.get_run_plan(DIALECT, run_id))
+
+    async def list_runs(
+        self,
+        *,
+        status: Sequence[RunStatus] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunRecord]:
+        return await self._run(
+            lambda: c.list_runs_plan(
+                DIALECT,
+                status=status,
+                provider=provider,
+                application=application,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    # -- events ------------------------------------------------------------------------
+
+    async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
+        names = tuple(handlers)
+        return await self._submit(
+            lambda: c.record_plan(DIALECT, event, names, self.default_grace_seconds)
+        )
+
+    async def record_unroutable(
+        self,
+        *,
+        source: str,
+        delivery_id: str | None,
+        reason: str,
+        body: bytes,
+        headers: Mapping[str, str],
+    ) -> bool:
+        return await self._submit(
+            lambda: c.record_unroutable_plan(
+                DIALECT,
+                source=source,
+                delivery_id=delivery_id,
+                reason=reason,
+                body=body,
+                headers=headers,
+            )
+        )
+
+    async def get_event(self, delivery_id: str) -> RunEvent | None:
+        return await self._run(lambda: c.get_event_plan(DIALECT, delivery_id))
+
+    async def list_events(
+        self,
+        *,
+        run_id: str | None = None,
+        status: Sequence[RunStatus] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        origin: Origin | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunEvent]:
+        return await self._run(
+            lambda: c.list_events_plan(
+                DIALECT,
+                run_id=run_id,
+                status=status,
+                provider=provider,
+                application=application,
+                origin=origin,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    async def list_unroutable(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UnroutableRecord]:
+        return await self._run(lambda: c.list_unroutable_plan(DIALECT, limit=limit, cursor=cursor))
+
+    # -- handler calls -----------------------------------------------------------------
+
+    async def claim_calls(
+        self, owner: str, *, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[HandlerCall]:
+        return await self._run(
+            lambda: c.claim_calls_plan(
+                DIALECT, owner, limit=limit, lease_seconds=lease_seconds, now=now
+            )
+        )
+
+    async def complete_call(self, call_id: int, owner: str) -> bool:
+        return await self._run(lambda: c.complete_call_plan(DIALECT, call_id, owner))
+
+    async def fail_call(
+        self, call_id: int, owner: str, *, error: str, retry_at: datetime | None
+    ) -> bool:
+        return await self._run(
+            lambda: c.fail_call_plan(DIALECT, call_id, owner, error=error, retry_at=retry_at)
+        )
+
+    async def release_call(self, call_id: int, owner: str) -> bool:
+        return await self._run(lambda: c.release_call_plan(DIALECT, call_id, owner))
+
+    async def replay_call(self, call_id: int) -> bool:
+        return await self._run(lambda: c.replay_call_plan(DIALECT, call_id))
+
+    async def get_call(self, call_id: int) -> HandlerCall | None:
+        return await self._run(lambda: c.get_call_plan(DIALECT, call_id))
+
+    async def list_calls(
+        self,
+        *,
+        state: CallState | None = None,
+        run_id: str | None = None,
+        handler: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[HandlerCall]:
+        return await self._run(
+            lambda: c.list_calls_plan(
+                DIALECT, state=state, run_id=run_id, handler=handler, limit=limit, cursor=cursor
+            )
+        )
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def claim_overdue_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        provider: str | None = None,
+        now: datetime | None = None,
+    ) -> list[RunRecord]:
+        return await self._run(
+            lambda: c.claim_overdue_runs_plan(
+                DIALECT,
+                owner,
+                limit=limit,
+                lease_seconds=lease_seconds,
+                provider=provider,
+                now=now,
+            )
+        )
+
+    async def reschedule_poll(
+        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+    ) -> bool:
+        return await self._run(
+            lambda: c.reschedule_poll_plan(
+                DIALECT, run_id, owner, next_poll_at=next_poll_at, attempts=attempts
+            )
+        )
+
+    async def release_run(self, run_id: str, owner: str) -> bool:
+        return await self._run(lambda: c.release_run_plan(DIALECT, run_id, owner))
+
+    # -- reporting ---------------------------------------------------------------------
+
+    async def counts(self) -> StoreCounts:
+        return await self._run(c.counts_plan)

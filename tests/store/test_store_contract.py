@@ -1,0 +1,801 @@
+"""The store contract: every test runs against SQLite and against PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from listener.events import Origin, RunEvent, RunStatus, Transition, next_status
+from listener.store import CallState, NewRun, SchemaTooNew, StoreUnavailable
+from listener.store.postgres import PostgresStore
+from listener.store.sqlite import SQLiteStore
+
+AnyStore = SQLiteStore | PostgresStore
+Factory = Callable[..., Awaitable[Any]]
+S = RunStatus
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ev(
+    delivery: str,
+    run: str,
+    status: RunStatus,
+    *,
+    provider: str = "nextmv",
+    app: str = "routing",
+    origin: Origin = Origin.WEBHOOK,
+    payload: dict[str, Any] | None = None,
+) -> RunEvent:
+    return RunEvent(
+        delivery_id=delivery,
+        provider=provider,
+        application=app,
+        run_id=run,
+        status=status,
+        origin=origin,
+        payload=payload if payload is not None else {"run": run, "status": status.value},
+    )
+
+
+def raw(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement straight on the test database, outside any store."""
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url[len("sqlite:///") :])
+        try:
+            with conn:
+                return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        cur = pg.execute(sql)
+        return cur.fetchall() if cur.description is not None else []
+
+
+async def all_pages(fetch: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
+
+
+# -- opening -------------------------------------------------------------------------
+
+
+async def test_open_is_idempotent_and_reports_version(store: AnyStore) -> None:
+    await store.open()
+    await store.ping()
+    assert await store.schema_version() == 1
+
+
+async def test_schema_too_new_is_refused(store_factory: Factory, store_url: str) -> None:
+    first = await store_factory()
+    await first.close()
+    raw(
+        store_url, "INSERT INTO schema_version (version, applied_at) VALUES (99, CURRENT_TIMESTAMP)"
+    )
+    with pytest.raises(SchemaTooNew, match="99"):
+        await store_factory()
+
+
+async def test_concurrent_opens_apply_the_schema_once(
+    store_factory: Factory, store_url: str
+) -> None:
+    stores = [await store_factory(open_store=False) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    assert [await s.schema_version() for s in stores] == [1] * 6
+    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(1,)]
+    # All of them write to the same tables.
+    await asyncio.gather(*(s.record(ev(f"d{i}", f"r{i}", S.RUNNING)) for i, s in enumerate(stores)))
+    assert (await stores[0].counts()).events == 6
+
+
+async def test_closed_store_is_unavailable(store_factory: Factory) -> None:
+    store = await store_factory()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.record(ev("d1", "r1", S.RUNNING))
+    with pytest.raises(StoreUnavailable):
+        await store.get_run("r1")
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+async def test_register_run_twice_is_harmless(store: AnyStore) -> None:
+    submitted = now() - timedelta(minutes=5)
+    deadline = now() + timedelta(hours=1)
+    run = NewRun(
+        run_id="r1",
+        provider="nextmv",
+        application="routing",
+        submitted_at=submitted,
+        grace_seconds=30,
+        deadline=deadline,
+        callback={"url": "https://example.invalid/hooks/nextmv"},
+        metadata={"team": "ops", "n": 3},
+    )
+    assert await store.register_run(run) is True
+    first = await store.get_run("r1")
+    again = NewRun("r1", "nextmv", "routing", grace_seconds=1, metadata={"team": "other"})
+    assert await store.register_run(again) is False
+    assert await store.get_run("r1") == first
+    assert first is not None
+    assert first.status is S.QUEUED
+    assert first.submitted_at == submitted
+    assert first.submitted_at.tzinfo == UTC
+    assert first.grace_seconds == 30
+    assert first.deadline == deadline
+    assert first.next_poll_at == submitted + timedelta(seconds=30)
+    assert first.last_event_at is None
+    assert first.poll_attempts == 0
+    assert first.lease_owner is None
+    assert first.lease_expires_at is None
+    assert first.callback == {"url": "https://example.invalid/hooks/nextmv"}
+    assert first.metadata == {"team": "ops", "n": 3}
+    assert await store.get_run("missing") is None
+
+
+async def test_registration_after_the_runs_own_event_fills_in_details(store: AnyStore) -> None:
+    created = await store.record(ev("d1", "r1", S.RUNNING))
+    assert created.run_created
+    deadline = now() + timedelta(hours=2)
+    run = NewRun("r1", "nextmv", "routing", grace_seconds=5, deadline=deadline, metadata={"a": 1})
+    assert await store.register_run(run) is False
+    record = await store.get_run("r1")
+    assert record is not None
+    assert record.status is S.RUNNING  # the event's news stands
+    assert record.grace_seconds == 5
+    assert record.deadline == deadline
+    assert record.metadata == {"a": 1}
+    assert record.last_event_at is not None
+    assert record.next_poll_at == record.last_event_at + timedelta(seconds=5)
+    # Now registered: a further registration changes nothing.
+    assert await store.register_run(NewRun("r1", "nextmv", "routing", grace_seconds=99)) is False
+    assert await store.get_run("r1") == record
+
+
+# -- record ----------------------------------------------------------------------------
+
+
+async def test_record_new_event_moves_the_run_and_enqueues_calls(store: AnyStore) -> None:
+    await store.register_run(NewRun("r1", "nextmv", "routing", grace_seconds=20))
+    event = ev("d1", "r1", S.RUNNING, payload={"nested": {"list": [1, 2.5, "x", None]}, "ü": "✓"})
+    result = await store.record(event, ["a", "b"])
+    assert result.duplicate is False
+    assert result.run_created is False
+    assert result.transition == Transition("r1", S.RUNNING)
+    assert result.status is S.RUNNING
+    assert len(result.call_ids) == 2
+    assert await store.get_event("d1") == event
+    assert await store.get_event("nope") is None
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.status is S.RUNNING
+    assert run.last_event_at is not None
+    assert run.next_poll_at == run.last_event_at + timedelta(seconds=20)
+    calls = [await store.get_call(i) for i in result.call_ids]
+    assert [(c.handler, c.status, c.state, c.attempts) for c in calls if c] == [
+        ("a", S.RUNNING, CallState.PENDING, 0),
+        ("b", S.RUNNING, CallState.PENDING, 0),
+    ]
+    assert all(c is not None and c.event == event for c in calls)
+    assert await store.get_call(10_000) is None
+
+
+async def test_duplicate_delivery_changes_nothing(store: AnyStore) -> None:
+    await store.record(ev("d1", "r1", S.RUNNING), ["a"])
+    before = (await store.get_run("r1"), await store.counts())
+    # Same delivery id, even claiming another status: nothing moves.
+    result = await store.record(ev("d1", "r1", S.SUCCEEDED), ["a", "b"])
+    assert result.duplicate is True
+    assert result.transition is None
+    assert result.status is S.RUNNING
+    assert result.call_ids == ()
+    assert (await store.get_run("r1"), await store.counts()) == before
+    event = await store.get_event("d1")
+    assert event is not None
+    assert event.status is S.RUNNING
+
+
+async def test_out_of_order_events_never_move_a_run_back(store: AnyStore) -> None:
+    await store.register_run(NewRun("r1", "nextmv", "routing"))
+    assert (await store.record(ev("d1", "r1", S.RUNNING), ["h"])).transition is not None
+    late_queued = await store.record(ev("d2", "r1", S.QUEUED), ["h"])
+    assert late_queued.transition is None
+    assert late_queued.status is S.RUNNING
+    assert late_queued.call_ids == ()
+    assert (await store.record(ev("d3", "r1", S.SUCCEEDED), ["h"])).status is S.SUCCEEDED
+    late_running = await store.record(ev("d4", "r1", S.RUNNING), ["h"])
+    assert late_running.duplicate is False  # stored, but no news
+    assert late_running.transition is None
+    assert late_running.status is S.SUCCEEDED
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.status is S.SUCCEEDED
+    assert run.next_poll_at is None
+    assert await store.get_event("d4") is not None
+    assert (await store.counts()).calls_by_state["pending"] == 2
+
+
+async def test_terminal_status_is_sticky(store: AnyStore) -> None:
+    await store.record(ev("d1", "r1", S.SUCCEEDED), ["h"])
+    for i, status in enumerate([S.FAILED, S.CANCELED, S.EXPIRED, S.QUEUED]):
+        result = await store.record(ev(f"late{i}", "r1", status), ["h"])
+        assert result.transition is None
+        assert result.status is S.SUCCEEDED
+    calls = await store.list_calls(run_id="r1")
+    assert [c.status for c in calls.items] == [S.SUCCEEDED]
+
+
+async def test_expired_then_a_real_terminal_answer_moves(store: AnyStore) -> None:
+    await store.record(ev("d1", "r1", S.RUNNING), ["h"])
+    expired = await store.record(ev("p1", "r1", S.EXPIRED, origin=Origin.POLL), ["h"])
+    assert expired.transition == Transition("r1", S.EXPIRED)
+    succeeded = await store.record(ev("d2", "r1", S.SUCCEEDED), ["h"])
+    assert succeeded.transition == Transition("r1", S.SUCCEEDED)
+    assert len(succeeded.call_ids) == 1
+    assert (await store.record(ev("d3", "r1", S.FAILED), ["h"])).transition is None
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.status is S.SUCCEEDED
+
+
+async def test_record_for_an_unknown_run_creates_it(store_factory: Factory) -> None:
+    store = await store_factory(default_grace_seconds=42.0)
+    result = await store.record(ev("d1", "new-run", S.RUNNING, provider="flow", app="etl"), ["h"])
+    assert result.run_created is True
+    assert result.transition == Transition("new-run", S.RUNNING)
+    run = await store.get_run("new-run")
+    assert run is not None
+    assert (run.provider, run.application, run.status) == ("flow", "etl", S.RUNNING)
+    assert run.grace_seconds == 42.0
+    assert run.deadline is None
+    assert run.last_event_at is not None
+    assert run.next_poll_at == run.last_event_at + timedelta(seconds=42)
+    finished = await store.record(ev("d2", "done-run", S.FAILED))
+    assert finished.run_created is True
+    assert finished.call_ids == ()
+    done = await store.get_run("done-run")
+    assert done is not None
+    assert done.status is S.FAILED
+    assert done.next_poll_at is None
+
+
+async def test_calls_are_enqueued_once_per_handler_and_only_on_a_new_transition(
+    store: AnyStore,
+) -> None:
+    first = await store.record(ev("d1", "r1", S.SUCCEEDED), ["a", "b", "a"])
+    assert len(first.call_ids) == 2
+    # The same transition reported again by another path (a poll): no new calls.
+    again = await store.record(ev("p1", "r1", S.SUCCEEDED, origin=Origin.POLL), ["a", "b"])
+    assert again.duplicate is False
+    assert again.transition is None
+    assert again.call_ids == ()
+    calls = (await store.list_calls(run_id="r1")).items
+    assert sorted(c.handler for c in calls) == ["a", "b"]
+    assert {c.event.delivery_id for c in calls} == {"d1"}
+    # A transition with no handlers subscribed is still stored.
+    quiet = await store.record(ev("d2", "r2", S.RUNNING), [])
+    assert quiet.transition == Transition("r2", S.RUNNING)
+    assert quiet.call_ids == ()
+
+
+async def test_random_event_sequences_follow_next_status(store: AnyStore) -> None:
+    rng = random.Random(20240509)
+    statuses = list(RunStatus)
+    for n in range(12):
+        run_id = f"seq{n}"
+        expected: RunStatus | None = None
+        moves: list[RunStatus] = []
+        for i in range(rng.randint(1, 8)):
+            status = rng.choice(statuses)
+            result = await store.record(ev(f"{run_id}-{i}", run_id, status), ["h"])
+            target = next_status(expected, status)
+            if target is not None and target not in moves:
+                moves.append(target)
+                expected = target
+                assert result.transition == Transition(run_id, target)
+            else:
+                assert result.transition is None
+            assert result.status is expected
+        calls = await store.list_calls(run_id=run_id)
+        assert [c.status for c in reversed(calls.items)] == moves
+
+
+async def test_group_commit_batches_concurrent_records(store: AnyStore) -> None:
+    before = store.commits
+    events = [ev(f"g{i}", f"run{i % 50}", S.RUNNING if i < 50 else S.SUCCEEDED) for i in range(500)]
+    results = await asyncio.gather(*(store.record(e, ["h"]) for e in events))
+    assert all(not r.duplicate for r in results)
+    counts = await store.counts()
+    assert counts.events == 500
+    assert counts.runs_by_status["succeeded"] + counts.runs_by_status["running"] == 50
+    for e in events[::37]:
+        assert await store.get_event(e.delivery_id) == e
+    commits = store.commits - before
+    # Behaviour, not timing: many callers shared each commit.
+    assert 0 < commits < len(events)
+    assert store.largest_batch > 1
+
+
+async def test_a_failing_write_in_a_batch_loses_only_itself(store: AnyStore) -> None:
+    good = [ev(f"ok{i}", f"ok-run{i}", S.SUCCEEDED) for i in range(40)]
+    bad = ev("bad", "bad-run", S.SUCCEEDED)
+    writes = [store.record(e, ["h"]) for e in good[:20]]
+    writes.append(store.record(bad, [None]))  # type: ignore[list-item]
+    writes.extend(store.record(e, ["h"]) for e in good[20:])
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    failure = results[20]
+    assert isinstance(failure, Exception)
+    assert not isinstance(failure, StoreUnavailable)
+    assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 20)
+    assert await store.get_event("bad") is None
+    assert await store.get_run("bad-run") is None
+    assert (await store.counts()).events == 40
+    assert (await store.counts()).calls_by_state["pending"] == 40
+
+
+# -- unroutable ----------------------------------------------------------------------
+
+
+async def test_unroutable_deliveries_are_kept_once(store: AnyStore) -> None:
+    body = b'{"weird": true}\x00\xff'
+    headers = {"content-type": "application/json", "webhook-id": "u1"}
+    kw: dict[str, Any] = {"source": "nextmv", "reason": "no run id", "headers": headers}
+    assert await store.record_unroutable(delivery_id="u1", body=body, **kw) is True
+    assert await store.record_unroutable(delivery_id="u1", body=b"again", **kw) is False
+    assert await store.record_unroutable(delivery_id=None, body=b"a", **kw) is True
+    assert await store.record_unroutable(delivery_id=None, body=b"b", **kw) is True
+    page = await store.list_unroutable(limit=2)
+    assert [r.body for r in page.items] == [b"b", b"a"]
+    assert page.next_cursor is not None
+    rest = await store.list_unroutable(limit=2, cursor=page.next_cursor)
+    assert rest.next_cursor is None
+    (kept,) = rest.items
+    assert (kept.source, kept.delivery_id, kept.reason, kept.body) == (
+        "nextmv",
+        "u1",
+        "no run id",
+        body,
+    )
+    assert kept.headers == headers
+    assert kept.received_at.tzinfo == UTC
+    assert (await store.counts()).unroutable == 3
+
+
+# -- handler calls ---------------------------------------------------------------------
+
+
+async def one_call(store: AnyStore, run_id: str = "r1", handler: str = "h") -> int:
+    result = await store.record(ev(f"d-{run_id}", run_id, S.SUCCEEDED), [handler])
+    (call_id,) = result.call_ids
+    return call_id
+
+
+async def test_claim_and_complete(store: AnyStore) -> None:
+    call_id = await one_call(store)
+    t0 = now() + timedelta(seconds=1)
+    (call,) = await store.claim_calls("w1", limit=10, lease_seconds=30, now=t0)
+    assert call.id == call_id
+    assert call.state is CallState.RUNNING
+    assert call.attempts == 1
+    assert call.lease_owner == "w1"
+    assert call.lease_expires_at == t0 + timedelta(seconds=30)
+    assert call.event.delivery_id == "d-r1"
+    assert await store.claim_calls("w2", limit=10, lease_seconds=30, now=t0) == []
+    assert await store.complete_call(call_id, "w2") is False
+    assert await store.complete_call(call_id, "w1") is True
+    done = await store.get_call(call_id)
+    assert done is not None
+    assert done.state is CallState.DONE
+    assert done.lease_owner is None
+    assert await store.complete_call(call_id, "w1") is False
+    assert (
+        await store.claim_calls("w1", limit=10, lease_seconds=30, now=t0 + timedelta(days=1)) == []
+    )
+
+
+async def test_fail_retries_then_dead_letters(store: AnyStore) -> None:
+    call_id = await one_call(store)
+    t0 = now() + timedelta(seconds=1)
+    await store.claim_calls("w1", limit=1, lease_seconds=30, now=t0)
+    retry_at = t0 + timedelta(seconds=10)
+    assert await store.fail_call(call_id, "w2", error="nope", retry_at=retry_at) is False
+    assert await store.fail_call(call_id, "w1", error="boom", retry_at=retry_at) is True
+    waiting = await store.get_call(call_id)
+    assert waiting is not None
+    assert (waiting.state, waiting.attempts, waiting.last_error) == (CallState.PENDING, 1, "boom")
+    assert waiting.next_attempt_at == retry_at
+    assert waiting.lease_owner is None
+    assert await store.claim_calls("w1", limit=1, lease_seconds=30, now=t0) == []
+    (again,) = await store.claim_calls("w1", limit=1, lease_seconds=30, now=retry_at)
+    assert again.attempts == 2
+    assert await store.fail_call(call_id, "w1", error="still boom", retry_at=None) is True
+    dead = await store.get_call(call_id)
+    assert dead is not None
+    assert dead.state is CallState.DEAD
+    assert dead.last_error == "still boom"
+    assert await store.fail_call(call_id, "w1", error="x", retry_at=None) is False
+    far = t0 + timedelta(days=30)
+    assert await store.claim_calls("w1", limit=1, lease_seconds=30, now=far) == []
+    assert [c.id for c in (await store.list_calls(state=CallState.DEAD)).items] == [call_id]
+
+
+async def test_an_expired_lease_makes_a_call_claimable_again(store: AnyStore) -> None:
+    call_id = await one_call(store)
+    t0 = now() + timedelta(seconds=1)
+    await store.claim_calls("w1", limit=5, lease_seconds=30, now=t0)
+    assert (
+        await store.claim_calls("w2", limit=5, lease_seconds=30, now=t0 + timedelta(seconds=29))
+        == []
+    )
+    (taken,) = await store.claim_calls(
+        "w2", limit=5, lease_seconds=30, now=t0 + timedelta(seconds=31)
+    )
+    assert taken.id == call_id
+    assert taken.attempts == 2
+    assert taken.lease_owner == "w2"
+    # The crashed claimer came back: it no longer holds the call.
+    assert await store.complete_call(call_id, "w1") is False
+    assert await store.fail_call(call_id, "w1", error="late", retry_at=None) is False
+    assert await store.release_call(call_id, "w1") is False
+    assert await store.complete_call(call_id, "w2") is True
+
+
+async def test_release_gives_a_call_back_without_counting_the_attempt(store: AnyStore) -> None:
+    call_id = await one_call(store)
+    (call,) = await store.claim_calls("w1", limit=1, lease_seconds=30)
+    assert call.attempts == 1
+    assert await store.release_call(call_id, "w2") is False
+    assert await store.release_call(call_id, "w1") is True
+    released = await store.get_call(call_id)
+    assert released is not None
+    assert (released.state, released.attempts, released.lease_owner) == (CallState.PENDING, 0, None)
+    (again,) = await store.claim_calls("w2", limit=1, lease_seconds=30)
+    assert again.attempts == 1
+    assert await store.release_call(call_id, "w1") is False
+
+
+async def test_replay_makes_dead_and_done_calls_pending(store: AnyStore) -> None:
+    dead_id = await one_call(store, "r1")
+    done_id = await one_call(store, "r2")
+    pending_id = await one_call(store, "r3")
+    claimed = await store.claim_calls("w", limit=2, lease_seconds=30)
+    assert [c.id for c in claimed] == [dead_id, done_id]
+    await store.fail_call(dead_id, "w", error="bad", retry_at=None)
+    await store.complete_call(done_id, "w")
+    (running,) = await store.claim_calls("w", limit=1, lease_seconds=30)
+    assert running.id == pending_id
+    assert await store.replay_call(pending_id) is False  # running
+    assert await store.replay_call(dead_id) is True
+    assert await store.replay_call(dead_id) is False  # pending now
+    assert await store.replay_call(done_id) is True
+    assert await store.replay_call(999_999) is False
+    for call_id in (dead_id, done_id):
+        call = await store.get_call(call_id)
+        assert call is not None
+        assert (call.state, call.attempts, call.replays) == (CallState.PENDING, 0, 1)
+    assert {c.id for c in await store.claim_calls("w", limit=9, lease_seconds=5)} == {
+        dead_id,
+        done_id,
+    }
+
+
+async def test_calls_for_one_run_and_handler_run_in_transition_order(store: AnyStore) -> None:
+    first = await store.record(ev("d1", "r1", S.RUNNING), ["a", "b"])
+    second = await store.record(ev("d2", "r1", S.SUCCEEDED), ["a", "b"])
+    a1, b1 = first.call_ids
+    a2, b2 = second.call_ids
+    claimed = await store.claim_calls("w", limit=10, lease_seconds=30)
+    assert [c.id for c in claimed] == [a1, b1]
+    await store.complete_call(a1, "w")
+    assert [c.id for c in await store.claim_calls("w", limit=10, lease_seconds=3600)] == [a2]
+    # b1 failing and waiting for a retry still holds b2 back.
+    retry_at = now() + timedelta(minutes=5)
+    await store.fail_call(b1, "w", error="x", retry_at=retry_at)
+    assert await store.claim_calls("w", limit=10, lease_seconds=30) == []
+    (b1_again,) = await store.claim_calls("w", limit=10, lease_seconds=30, now=retry_at)
+    assert b1_again.id == b1
+    await store.fail_call(b1, "w", error="x", retry_at=None)  # dead: no longer in the way
+    assert [c.id for c in await store.claim_calls("w", limit=10, lease_seconds=30)] == [b2]
+
+
+async def test_list_calls_filters_and_pages(store: AnyStore) -> None:
+    ids: list[int] = []
+    for i in range(6):
+        ids.extend((await store.record(ev(f"d{i}", f"r{i}", S.SUCCEEDED), ["a", "b"])).call_ids)
+    everything = await all_pages(lambda cur: store.list_calls(limit=5, cursor=cur))
+    assert [c.id for c in everything] == sorted(ids, reverse=True)
+    claimed = await store.claim_calls("w", limit=3, lease_seconds=30)
+    for call in claimed:
+        await store.fail_call(call.id, "w", error="dead", retry_at=None)
+    dead = await all_pages(lambda cur: store.list_calls(state=CallState.DEAD, limit=2, cursor=cur))
+    assert sorted(c.id for c in dead) == sorted(c.id for c in claimed)
+    only_a = await store.list_calls(handler="a")
+    assert {c.handler for c in only_a.items} == {"a"}
+    assert len(only_a.items) == 6
+    one_run = await store.list_calls(run_id="r2", handler="b")
+    assert [(c.run_id, c.handler) for c in one_run.items] == [("r2", "b")]
+    assert (await store.list_calls(run_id="nope")).items == []
+
+
+# -- polling ---------------------------------------------------------------------------
+
+
+async def test_overdue_after_grace_and_leased_to_one_claimer(store: AnyStore) -> None:
+    t0 = now()
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=10))
+    assert (
+        await store.claim_overdue_runs(
+            "p1", limit=5, lease_seconds=60, now=t0 + timedelta(seconds=9)
+        )
+        == []
+    )
+    at = t0 + timedelta(seconds=11)
+    (run,) = await store.claim_overdue_runs("p1", limit=5, lease_seconds=60, now=at)
+    assert run.run_id == "r1"
+    assert run.lease_owner == "p1"
+    assert run.lease_expires_at == at + timedelta(seconds=60)
+    assert await store.claim_overdue_runs("p2", limit=5, lease_seconds=60, now=at) == []
+    later = at + timedelta(seconds=61)
+    (taken,) = await store.claim_overdue_runs("p2", limit=5, lease_seconds=60, now=later)
+    assert taken.lease_owner == "p2"
+
+
+async def test_first_poll_comes_early_until_the_platform_speaks(store: AnyStore) -> None:
+    t0 = now()
+    await store.register_run(
+        NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=600, first_poll_seconds=5)
+    )
+    fresh = await store.get_run("r1")
+    assert fresh is not None
+    assert fresh.next_poll_at == t0 + timedelta(seconds=5)
+    at = t0 + timedelta(seconds=6)
+    (due,) = await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=at)
+    assert due.run_id == "r1"
+    # Once the platform has said something, silence is trusted for the whole grace.
+    await store.register_run(
+        NewRun("r2", "nextmv", "routing", submitted_at=t0, grace_seconds=600, first_poll_seconds=5)
+    )
+    await store.record(ev("d2", "r2", S.RUNNING))
+    heard = await store.get_run("r2")
+    assert heard is not None
+    assert heard.last_event_at is not None
+    assert heard.next_poll_at == heard.last_event_at + timedelta(seconds=600)
+
+
+async def test_overdue_when_the_deadline_passes(store: AnyStore) -> None:
+    t0 = now()
+    deadline = t0 + timedelta(seconds=5)
+    run = NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=3600, deadline=deadline)
+    await store.register_run(run)
+    assert await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=t0) == []
+    (due,) = await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=deadline)
+    assert due.run_id == "r1"
+
+
+async def test_terminal_runs_are_never_overdue(store: AnyStore) -> None:
+    await store.register_run(NewRun("r1", "nextmv", "routing", grace_seconds=0, deadline=now()))
+    await store.record(ev("d1", "r1", S.CANCELED))
+    far = now() + timedelta(days=365)
+    assert await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=far) == []
+
+
+async def test_overdue_runs_soonest_first_and_by_provider(store: AnyStore) -> None:
+    t0 = now()
+    for run_id, provider, grace in [("r1", "nextmv", 20), ("r2", "nextmv", 10), ("r3", "flow", 5)]:
+        await store.register_run(
+            NewRun(run_id, provider, "app", submitted_at=t0, grace_seconds=grace)
+        )
+    at = t0 + timedelta(seconds=30)
+    (soonest,) = await store.claim_overdue_runs(
+        "p", limit=1, lease_seconds=60, provider="nextmv", now=at
+    )
+    assert soonest.run_id == "r2"
+    rest = await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=at)
+    assert [r.run_id for r in rest] == ["r3", "r1"]
+
+
+async def test_an_event_pushes_the_next_poll_back(store: AnyStore) -> None:
+    long_ago = now() - timedelta(hours=1)
+    await store.register_run(
+        NewRun("r1", "nextmv", "routing", submitted_at=long_ago, grace_seconds=10)
+    )
+    (_run,) = await store.claim_overdue_runs("p", limit=5, lease_seconds=60)
+    assert await store.reschedule_poll("r1", "p", next_poll_at=long_ago, attempts=3)
+    await store.record(ev("d1", "r1", S.RUNNING))
+    fresh = await store.get_run("r1")
+    assert fresh is not None
+    assert fresh.last_event_at is not None
+    assert fresh.next_poll_at == fresh.last_event_at + timedelta(seconds=10)
+    assert fresh.poll_attempts == 0
+    assert await store.claim_overdue_runs("p", limit=5, lease_seconds=60) == []
+    assert fresh.next_poll_at is not None
+    (due,) = await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=fresh.next_poll_at)
+    assert due.run_id == "r1"
+
+
+async def test_a_terminal_event_clears_the_poll_lease(store: AnyStore) -> None:
+    await store.register_run(NewRun("r1", "nextmv", "routing", grace_seconds=0))
+    (_run,) = await store.claim_overdue_runs(
+        "p", limit=5, lease_seconds=60, now=now() + timedelta(seconds=1)
+    )
+    await store.record(ev("d1", "r1", S.RUNNING))
+    leased = await store.get_run("r1")
+    assert leased is not None
+    assert leased.lease_owner == "p"
+    await store.record(ev("d2", "r1", S.SUCCEEDED))
+    done = await store.get_run("r1")
+    assert done is not None
+    assert done.lease_owner is None
+    assert done.next_poll_at is None
+    assert await store.reschedule_poll("r1", "p", next_poll_at=now(), attempts=1) is False
+    assert await store.release_run("r1", "p") is False
+
+
+async def test_reschedule_and_release(store: AnyStore) -> None:
+    t0 = now()
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=0))
+    await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=t0)
+    next_poll = t0 + timedelta(seconds=40)
+    assert await store.reschedule_poll("r1", "other", next_poll_at=next_poll, attempts=2) is False
+    assert await store.reschedule_poll("r1", "p", next_poll_at=next_poll, attempts=2) is True
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.next_poll_at, run.poll_attempts, run.lease_owner) == (next_poll, 2, None)
+    assert await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=t0) == []
+    (_again,) = await store.claim_overdue_runs("p", limit=5, lease_seconds=60, now=next_poll)
+    assert await store.release_run("r1", "other") is False
+    assert await store.release_run("r1", "p") is True
+    released = await store.get_run("r1")
+    assert released is not None
+    assert released.lease_owner is None
+    assert released.next_poll_at == next_poll
+    assert released.poll_attempts == 2
+    (back,) = await store.claim_overdue_runs("q", limit=5, lease_seconds=60, now=next_poll)
+    assert back.lease_owner == "q"
+
+
+# -- listings and counts ---------------------------------------------------------------
+
+
+async def test_list_runs_filters_and_pages(store: AnyStore) -> None:
+    base = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    providers = ["nextmv", "flow", "workflow"]
+    for i in range(25):
+        # Every fifth run shares its submission time with the one before: ties break by id.
+        moment = base + timedelta(seconds=i - (i % 5 == 4))
+        run = NewRun(f"r{i:02d}", providers[i % 3], f"app{i % 2}", submitted_at=moment)
+        await store.register_run(run)
+    for i in range(0, 25, 4):
+        await store.record(ev(f"d{i}", f"r{i:02d}", S.RUNNING))
+    everything = await all_pages(lambda cur: store.list_runs(limit=7, cursor=cur))
+    keys = [(r.submitted_at, r.run_id) for r in everything]
+    assert keys == sorted(keys, reverse=True)
+    assert len({r.run_id for r in everything}) == 25
+    running = await all_pages(lambda cur: store.list_runs(status=[S.RUNNING], limit=2, cursor=cur))
+    assert sorted(r.run_id for r in running) == [f"r{i:02d}" for i in range(0, 25, 4)]
+    flow_app1 = await store.list_runs(provider="flow", application="app1")
+    assert sorted(r.run_id for r in flow_app1.items) == [
+        f"r{i:02d}" for i in range(25) if i % 3 == 1 and i % 2 == 1
+    ]
+    window = await store.list_runs(
+        since=base + timedelta(seconds=10), until=base + timedelta(seconds=15)
+    )
+    assert sorted(r.run_id for r in window.items) == ["r10", "r11", "r12", "r13", "r14"]
+    assert (await store.list_runs(status=[])).items == []
+    assert (await store.list_runs(provider="none")).next_cursor is None
+
+
+async def test_list_events_filters_and_pages(store: AnyStore) -> None:
+    first = [
+        ev(f"a{i}", f"r{i % 4}", [S.QUEUED, S.RUNNING][i % 2], origin=Origin.WEBHOOK)
+        for i in range(12)
+    ]
+    for e in first:
+        await store.record(e)
+    between = now()
+    second = [
+        ev(f"b{i}", f"r{i % 4}", S.SUCCEEDED, provider="flow", origin=Origin.POLL) for i in range(9)
+    ]
+    for e in second:
+        await store.record(e)
+    everything = await all_pages(lambda cur: store.list_events(limit=4, cursor=cur))
+    assert [e.delivery_id for e in everything] == [e.delivery_id for e in reversed(first + second)]
+    polled = await all_pages(lambda cur: store.list_events(origin=Origin.POLL, limit=4, cursor=cur))
+    assert {e.delivery_id for e in polled} == {e.delivery_id for e in second}
+    run1 = await store.list_events(run_id="r1")
+    assert {e.delivery_id for e in run1.items} == {
+        e.delivery_id for e in first + second if e.run_id == "r1"
+    }
+    running = await store.list_events(status=[S.RUNNING], provider="nextmv", application="routing")
+    assert {e.delivery_id for e in running.items} == {
+        e.delivery_id for e in first if e.status is S.RUNNING
+    }
+    recent = await store.list_events(since=between)
+    assert {e.delivery_id for e in recent.items} == {e.delivery_id for e in second}
+    older = await store.list_events(until=between)
+    assert {e.delivery_id for e in older.items} == {e.delivery_id for e in first}
+
+
+async def test_bad_arguments_are_refused(store: AnyStore) -> None:
+    for bad in ["not a cursor!", "", "WyJjYWxscyIsMV0"]:  # the last is a calls cursor
+        with pytest.raises(ValueError, match="cursor"):
+            await store.list_runs(cursor=bad)
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_events(limit=0)
+    with pytest.raises(ValueError, match="naive"):
+        await store.claim_calls("w", limit=1, lease_seconds=1, now=datetime(2025, 1, 1))
+
+
+async def test_counts(store: AnyStore) -> None:
+    await store.register_run(NewRun("q1", "nextmv", "routing"))
+    await store.record(ev("d1", "r1", S.RUNNING), ["a"])
+    await store.record(ev("d2", "r2", S.SUCCEEDED), ["a", "b"])
+    await store.record(ev("d3", "r2", S.SUCCEEDED))
+    await store.record_unroutable(source="s", delivery_id=None, reason="r", body=b"", headers={})
+    (_claimed,) = await store.claim_calls("w", limit=1, lease_seconds=30)
+    counts = await store.counts()
+    assert counts.runs_by_status == {
+        "queued": 1,
+        "running": 1,
+        "succeeded": 1,
+        "failed": 0,
+        "canceled": 0,
+        "expired": 0,
+    }
+    assert counts.calls_by_state == {"pending": 2, "running": 1, "done": 0, "dead": 0}
+    assert (counts.events, counts.unroutable) == (3, 1)
+
+
+# -- several stores on one database ----------------------------------------------------
+
+
+async def test_two_stores_never_claim_the_same_call_or_run(store_factory: Factory) -> None:
+    one = await store_factory()
+    two = await store_factory()
+    results = await asyncio.gather(
+        *(one.record(ev(f"d{i}", f"r{i}", S.SUCCEEDED), ["h"]) for i in range(120))
+    )
+    all_calls = {i for r in results for i in r.call_ids}
+    t0 = now()
+    for i in range(80):
+        await two.register_run(
+            NewRun(f"poll{i}", "nextmv", "app", submitted_at=t0, grace_seconds=0)
+        )
+
+    async def claim_calls(store: AnyStore, owner: str) -> list[int]:
+        got: list[int] = []
+        while batch := await store.claim_calls(owner, limit=7, lease_seconds=300):
+            got.extend(c.id for c in batch)
+        return got
+
+    async def claim_runs(store: AnyStore, owner: str) -> list[str]:
+        got: list[str] = []
+        while batch := await store.claim_overdue_runs(owner, limit=6, lease_seconds=300):
+            got.extend(r.run_id for r in batch)
+        return got
+
+    calls_a, calls_b, runs_a, runs_b = await asyncio.gather(
+        claim_calls(one, "a"), claim_calls(two, "b"), claim_runs(one, "a"), claim_runs(two, "b")
+    )
+    assert not set(calls_a) & set(calls_b)
+    assert len(calls_a) + len(calls_b) == len(all_calls)
+    assert set(calls_a) | set(calls_b) == all_calls
+    assert not set(runs_a) & set(runs_b)
+    assert sorted(runs_a + runs_b) == sorted(f"poll{i}" for i in range(80))

@@ -1,0 +1,107 @@
+"""What only the SQLite backend does: URLs, files, locking, and its failure modes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from listener.events import RunEvent, RunStatus
+from listener.store import StoreUnavailable, open_store
+from listener.store.sqlite import SQLiteStore, parse_sqlite_url
+
+
+def event(delivery: str, run: str = "r1") -> RunEvent:
+    return RunEvent(delivery, "nextmv", "routing", run, RunStatus.SUCCEEDED)
+
+
+def test_url_forms() -> None:
+    assert parse_sqlite_url("sqlite:///relative/x.db") == "relative/x.db"
+    assert parse_sqlite_url("sqlite:////abs/x.db") == "/abs/x.db"
+    assert parse_sqlite_url("sqlite://:memory:") is None
+    assert parse_sqlite_url("sqlite:///:memory:") is None
+    for bad in ["sqlite:x.db", "sqlite://host/x.db", "sqlite:///", "sqlite:///x.db?mode=ro"]:
+        with pytest.raises(ValueError, match="sqlite"):
+            parse_sqlite_url(bad)
+
+
+async def test_memory_store_works_end_to_end() -> None:
+    store = await open_store("sqlite://:memory:")
+    try:
+        assert isinstance(store, SQLiteStore)
+        first = event("d1")
+        result = await store.record(first, ["h"])
+        assert result.run_created
+        assert await store.get_event("d1") == first
+        (call,) = await store.claim_calls("w", limit=5, lease_seconds=10)
+        assert await store.complete_call(call.id, "w")
+        assert (await store.counts()).calls_by_state["done"] == 1
+    finally:
+        await store.close()
+
+
+async def test_relative_path_creates_its_directory_in_wal_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = await open_store("sqlite:///data/sub/listener.db")
+    try:
+        await store.record(event("d1"))
+    finally:
+        await store.close()
+    path = tmp_path / "data" / "sub" / "listener.db"
+    assert path.is_file()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+async def test_a_path_that_cannot_be_created_is_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        await SQLiteStore(f"sqlite:///{blocker}/listener.db").open()
+
+
+async def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a database file at all" * 200)
+    with pytest.raises(StoreUnavailable):
+        await SQLiteStore(f"sqlite:///{path}").open()
+
+
+async def test_a_write_lock_held_too_long_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = SQLiteStore(f"sqlite:///{path}", busy_timeout=0.2)
+    await store.open()
+    try:
+        await store.record(event("d0", "r0"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await store.record(event("d1"))
+            # WAL: readers are not held up by another writer.
+            assert await store.get_event("d0") is not None
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert (await store.record(event("d1"))).run_created
+        assert await store.get_event("d1") is not None
+    finally:
+        await store.close()
+
+
+async def test_one_commit_per_write_without_group_commit(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'naive.db'}", group_commit=False)
+    await store.open()
+    try:
+        for i in range(5):
+            await store.record(event(f"d{i}", f"r{i}"))
+        assert (store.commits, store.writes, store.largest_batch) == (5, 5, 1)
+    finally:
+        await store.close()
