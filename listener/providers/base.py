@@ -1,0 +1,110 @@
+"""What every platform integration provides: the `Provider` protocol and payload parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from listener.events import RunEvent, RunStatus
+
+__all__ = [
+    "BatchStatus",
+    "EventParser",
+    "PayloadNotUnderstood",
+    "Provider",
+    "ProviderError",
+    "RunResult",
+    "RunState",
+    "Submission",
+]
+
+
+class PayloadNotUnderstood(ValueError):
+    """A verified payload that names no run or status we can read; kept as unroutable."""
+
+
+class ProviderError(Exception):
+    """A platform call failed after its retries (or could not be retried safely)."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        # Seconds the platform asked us to wait (429/503 `Retry-After`), when it said.
+        self.retry_after = retry_after
+
+
+class EventParser(Protocol):
+    """Turns one verified webhook payload into a `RunEvent`; pure, no I/O.
+
+    Raises `PayloadNotUnderstood` for anything it cannot read.
+    """
+
+    def __call__(self, payload: Any, *, delivery_id: str) -> RunEvent: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What to run: the input and the platform's own options for it."""
+
+    application: str
+    input: Any
+    options: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+    # Provider-specific extras (instance id, content type, ...).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """A run's status as the platform answers a status query."""
+
+    run_id: str
+    application: str
+    status: RunStatus
+    updated_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A run's final information: status, output on success, error on failure."""
+
+    run_id: str
+    status: RunStatus
+    output: Any = None
+    error: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One platform. `name` is what sources, runs and handler filters refer to."""
+
+    name: str
+
+    def parse_event(self, payload: Any, *, delivery_id: str) -> RunEvent: ...
+
+    async def submit(self, submission: Submission, *, callback_url: str | None) -> str:
+        """Start a run and return its id. Never retried in a way that could start two."""
+
+    async def status(self, application: str, run_id: str) -> RunState: ...
+
+    async def result(self, application: str, run_id: str) -> RunResult: ...
+
+    async def cancel(self, application: str, run_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class BatchStatus(Protocol):
+    """Optional: a provider that can report many runs' statuses in one platform call
+    (a run list), so the poller checks a whole batch of overdue runs at once."""
+
+    async def statuses(self, application: str, run_ids: Sequence[str]) -> dict[str, RunState]:
+        """States of the runs it found; runs missing from the answer are left out."""

@@ -1,0 +1,447 @@
+"""Nextmv Cloud: runs over its REST API, and its `run.status` webhooks.
+
+Nextmv webhooks are account-level endpoints (see :meth:`NextmvProvider.register_webhook`),
+not per-run callbacks, so :meth:`NextmvProvider.submit` ignores ``callback_url``: register
+the listener's endpoint once and every run of the account reports there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Self
+
+import httpx
+
+from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_nextmv
+from listener.providers._transport import (
+    Sleep,
+    Transport,
+    as_mapping,
+    compact_json,
+    first_str,
+    path_segment,
+    str_options,
+)
+from listener.providers.base import (
+    PayloadNotUnderstood,
+    ProviderError,
+    RunResult,
+    RunState,
+    Submission,
+)
+from listener.providers.native import parse_time
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "UPLOAD_THRESHOLD",
+    "NextmvProvider",
+    "RunPage",
+    "parse_event",
+]
+
+DEFAULT_BASE_URL: Final = "https://api.cloud.nextmv.io"
+# Inputs larger than this (as compact JSON) go through an upload URL, as the official SDK does.
+UPLOAD_THRESHOLD: Final = 5 * 1024 * 1024
+EVENT_TYPES: Final = ("run.status",)
+
+
+def _format(input_type: str) -> dict[str, Any]:
+    return {"format": {"input": {"type": input_type}, "output": {"type": "json"}}}
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of a run listing and the token of the next one (None on the last page)."""
+
+    runs: list[Mapping[str, Any]]
+    next_page_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    data: bytes
+    input_type: str
+    content_type: str
+    inline: bool
+    value: Any = field(default=None)
+
+
+class NextmvProvider:
+    """A Nextmv Cloud account, through its REST API.
+
+    ``Submission.application`` is the application id; ``Submission.extra`` may hold
+    ``instance_id`` (else the provider's default) and ``configuration`` (else a JSON or text
+    format configuration matching the input).
+    """
+
+    name = "nextmv"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        instance_id: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        retry_after_cap: float = 60.0,
+        upload_threshold: int = UPLOAD_THRESHOLD,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("NextmvProvider needs an API key")
+        self.instance_id = instance_id
+        self.upload_threshold = upload_threshold
+        self._http = Transport(
+            base_url,
+            auth_headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            retry_after_cap=retry_after_cap,
+            sleep=sleep,
+            rng=rng,
+            http_transport=http_transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"NextmvProvider(base_url={self._http.base_url!r}, instance_id={self.instance_id!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def submit(self, submission: Submission, *, callback_url: str | None = None) -> str:
+        """Start a run and return its id; ``callback_url`` is ignored (webhooks are per account).
+
+        The new-run POST is never retried once it may have reached the platform, so a run
+        is never started twice; the upload steps before it are safe to repeat.
+        """
+        app = _app_path(submission.application)
+        encoded = _encode_input(submission.input)
+        body: dict[str, Any] = {}
+        if encoded.inline and len(encoded.data) <= self.upload_threshold:
+            body["input"] = encoded.value
+        else:
+            body["upload_id"] = await self._upload(app, encoded)
+        if submission.name is not None:
+            body["name"] = submission.name
+        if submission.description is not None:
+            body["description"] = submission.description
+        if submission.options:
+            body["options"] = str_options(submission.options)
+        configuration = submission.extra.get("configuration")
+        body["configuration"] = (
+            configuration if configuration is not None else _format(encoded.input_type)
+        )
+        instance_id = submission.extra.get("instance_id", self.instance_id)
+        params = {"instance_id": str(instance_id)} if instance_id else None
+        answer = await self._http.request_json(
+            "POST", f"{app}/runs", params=params, json_body=body, idempotent=False
+        )
+        run_id = first_str(as_mapping(answer).get("run_id"))
+        if run_id is None:
+            raise ProviderError("Nextmv answered a new run without a run_id")
+        return run_id
+
+    async def _upload(self, app: str, encoded: _Encoded) -> str:
+        # Asking twice for an upload URL only leaves one unused, so this POST may be retried.
+        answer = as_mapping(
+            await self._http.request_json("POST", f"{app}/runs/uploadurl", idempotent=True)
+        )
+        upload_id = first_str(answer.get("upload_id"))
+        upload_url = first_str(answer.get("upload_url"))
+        if upload_id is None or upload_url is None:
+            raise ProviderError("Nextmv answered an upload URL request without upload_id/url")
+        # A pre-signed storage URL: sending our bearer key there would leak it (and fail).
+        await self._http.request(
+            "PUT",
+            upload_url,
+            content=encoded.data,
+            headers={"Content-Type": encoded.content_type},
+            auth=False,
+            idempotent=True,
+        )
+        return upload_id
+
+    async def run_information(self, application: str, run_id: str) -> Mapping[str, Any]:
+        """The run's metadata document (no output)."""
+        path = f"{_run_path(application, run_id)}/metadata"
+        return as_mapping(await self._http.request_json("GET", path, idempotent=True))
+
+    async def status(self, application: str, run_id: str) -> RunState:
+        info = await self.run_information(application, run_id)
+        metadata = as_mapping(info.get("metadata"))
+        status = _status_of(info)
+        return RunState(
+            run_id=run_id,
+            application=first_str(metadata.get("application_id")) or application,
+            status=status,
+            updated_at=None,
+            raw=info,
+        )
+
+    async def result(self, application: str, run_id: str) -> RunResult:
+        """The run's final information; a large output is fetched through its download URL."""
+        path = _run_path(application, run_id)
+        info = as_mapping(await self._http.request_json("GET", path, idempotent=True))
+        status = _status_of(info)
+        metadata = as_mapping(info.get("metadata"))
+        output: Any = None
+        error: str | None = None
+        if status is RunStatus.SUCCEEDED:
+            output = info.get("output")
+            # The platform leaves a large output out of the run document; it is downloaded.
+            if output is None and metadata.get("output_size") != 0:
+                output = await self._download_output(path)
+        elif status is RunStatus.FAILED:
+            error_log = as_mapping(info.get("error_log"))
+            error = first_str(error_log.get("error"), metadata.get("error")) or "run failed"
+        return RunResult(run_id=run_id, status=status, output=output, error=error, raw=info)
+
+    async def _download_output(self, run_path: str) -> Any:
+        answer = as_mapping(
+            await self._http.request_json(
+                "GET", f"{run_path}/output", params={"format": "url"}, idempotent=True
+            )
+        )
+        url = first_str(answer.get("url"))
+        if url is None:
+            raise ProviderError("Nextmv answered an output URL request without a url")
+        response = await self._http.request("GET", url, auth=False, idempotent=True)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            return response.text
+
+    async def cancel(self, application: str, run_id: str) -> None:
+        # Canceling twice cancels once, so the PATCH is retried like a read.
+        await self._http.request(
+            "PATCH", f"{_run_path(application, run_id)}/cancel", idempotent=True
+        )
+
+    async def logs(self, application: str, run_id: str) -> str:
+        answer = await self._http.request_json(
+            "GET", f"{_run_path(application, run_id)}/logs", idempotent=True
+        )
+        log = as_mapping(answer).get("log")
+        return log if isinstance(log, str) else ""
+
+    async def runs_page(self, application: str, page_token: str | None = None) -> RunPage:
+        """One page of the application's runs, newest first as the platform orders them."""
+        params = {"pagereturn": "true"}
+        if page_token:
+            params["pagetoken"] = page_token
+        answer = as_mapping(
+            await self._http.request_json(
+                "GET", f"{_app_path(application)}/runs", params=params, idempotent=True
+            )
+        )
+        runs = [run for run in answer.get("runs") or [] if isinstance(run, Mapping)]
+        return RunPage(runs=runs, next_page_token=first_str(answer.get("next_page_token")))
+
+    async def list_runs(
+        self, application: str, page_token: str | None = None
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Every run of the application from ``page_token`` on, page after page."""
+        seen: set[str] = set()
+        token = page_token
+        while True:
+            page = await self.runs_page(application, token)
+            for run in page.runs:
+                yield run
+            token = page.next_page_token
+            # A token seen before would loop forever; the listing is complete.
+            if token is None or token in seen:
+                return
+            seen.add(token)
+
+    async def statuses(
+        self, application: str, run_ids: Sequence[str], *, max_pages: int = 5
+    ) -> dict[str, RunState]:
+        """Many runs' states from the run listing, one call a page: the poller's batch check.
+
+        Pages are read newest first until every run is found or `max_pages` is reached;
+        runs not found are left out (the caller asks about those one by one).
+        """
+        wanted = set(run_ids)
+        found: dict[str, RunState] = {}
+        token: str | None = None
+        for _ in range(max_pages):
+            page = await self.runs_page(application, token)
+            for info in page.runs:
+                run_id = first_str(info.get("id"))
+                if run_id in wanted and run_id not in found:
+                    try:
+                        status = _status_of(info)
+                    except ProviderError:
+                        continue
+                    found[run_id] = RunState(run_id, application, status, raw=info)
+            token = page.next_page_token
+            if token is None or len(found) == len(wanted):
+                break
+        return found
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    async def register_webhook(
+        self, endpoint_id: str, endpoint_url: str, description: str = ""
+    ) -> Mapping[str, Any]:
+        """Create an account-level endpoint receiving `run.status` events for every run."""
+        body = {
+            "id": endpoint_id,
+            "event_types": list(EVENT_TYPES),
+            "endpoint_url": endpoint_url,
+            "description": description,
+        }
+        return as_mapping(
+            await self._http.request_json("POST", "v1/webhooks", json_body=body, idempotent=False)
+        )
+
+    async def webhook_secret(self, endpoint_id: str) -> str:
+        """The signing secret of an endpoint, for the receiver's `nextmv` scheme."""
+        answer = await self._http.request_json(
+            "GET", f"v1/webhooks/{path_segment(endpoint_id)}/secret", idempotent=True
+        )
+        if isinstance(answer, str) and answer:
+            return answer
+        secret = first_str(as_mapping(answer).get("secret"))
+        if secret is None:
+            raise ProviderError("Nextmv answered a webhook secret request without a secret")
+        return secret
+
+    def parse_event(self, payload: Any, *, delivery_id: str) -> RunEvent:
+        return parse_event(payload, delivery_id=delivery_id)
+
+
+def _app_path(application: str) -> str:
+    return f"v1/applications/{path_segment(application)}"
+
+
+def _run_path(application: str, run_id: str) -> str:
+    return f"{_app_path(application)}/runs/{path_segment(run_id)}"
+
+
+def _status_of(info: Mapping[str, Any]) -> RunStatus:
+    metadata = as_mapping(info.get("metadata"))
+    word = metadata.get("status_v2", info.get("status_v2"))
+    try:
+        return status_from_nextmv(word)
+    except UnknownStatus as exc:
+        raise ProviderError(f"Nextmv answered {exc}") from None
+
+
+def _encode_input(value: Any) -> _Encoded:
+    if isinstance(value, str):
+        return _Encoded(value.encode(), "text", "text/plain; charset=utf-8", inline=False)
+    if isinstance(value, bytes | bytearray):
+        return _Encoded(bytes(value), "text", "application/octet-stream", inline=False)
+    try:
+        data = compact_json(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"run input is neither text nor JSON-serialisable: {exc}") from None
+    return _Encoded(data, "json", "application/json", inline=True, value=value)
+
+
+# --- webhook payloads -----------------------------------------------------------------------
+
+
+def parse_event(payload: Any, *, delivery_id: str) -> RunEvent:
+    """A `run.status` webhook body as a `RunEvent`; `PayloadNotUnderstood` for anything else.
+
+    Nextmv does not publish the exact body, so this reads it tolerantly: the run may sit under
+    ``data.run``, ``data``, ``payload.run``, ``payload`` or at the top; its id is ``run_id``
+    or ``id``; its status ``status_v2`` or ``status``, also under ``metadata``; the
+    application ``application_id``. A top-level ``id`` beside a ``data`` or ``payload``
+    object is the event's id, not the run's, and is not used. Pure: no I/O, and no exception
+    other than `PayloadNotUnderstood` whatever JSON value it is given.
+    """
+    if not isinstance(payload, Mapping):
+        raise PayloadNotUnderstood("payload is not a JSON object")
+    candidates = _candidates(payload)
+    run_id: str | None = None
+    for candidate, nested in candidates:
+        # A top-level id beside a nested run object is the event's id, not the run's.
+        own_id = candidate.get("id") if nested or len(candidates) == 1 else None
+        run_id = first_str(candidate.get("run_id"), own_id)
+        if run_id is not None:
+            break
+    if run_id is None:
+        raise PayloadNotUnderstood("no run id (run_id or id) in the payload")
+
+    word: Any = None
+    for candidate, _ in candidates:
+        metadata = as_mapping(candidate.get("metadata"))
+        for value in (
+            candidate.get("status_v2"),
+            candidate.get("status"),
+            metadata.get("status_v2"),
+            metadata.get("status"),
+        ):
+            if isinstance(value, str) and value:
+                word = value
+                break
+        if word is not None:
+            break
+    if word is None:
+        raise PayloadNotUnderstood("no run status (status_v2 or status) in the payload")
+    try:
+        status = status_from_nextmv(word)
+    except UnknownStatus as exc:
+        raise PayloadNotUnderstood(str(exc)) from None
+
+    application = ""
+    occurred: Any = None
+    for candidate, _ in candidates:
+        metadata = as_mapping(candidate.get("metadata"))
+        if not application:
+            application = (
+                first_str(candidate.get("application_id"), metadata.get("application_id")) or ""
+            )
+        if occurred is None:
+            for key in ("occurred_at", "updated_at", "timestamp"):
+                occurred = candidate.get(key, metadata.get(key))
+                if occurred is not None:
+                    break
+    return RunEvent(
+        delivery_id=delivery_id,
+        provider="nextmv",
+        application=application,
+        run_id=run_id,
+        status=status,
+        occurred_at=parse_time(occurred),
+        origin=Origin.WEBHOOK,
+        payload=payload,
+    )
+
+
+def _candidates(payload: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], bool]]:
+    """Objects that may describe the run, most specific first, each with a nested flag."""
+    found: list[tuple[Mapping[str, Any], bool]] = []
+    for key in ("data", "payload"):
+        outer = payload.get(key)
+        if isinstance(outer, Mapping):
+            inner = outer.get("run")
+            if isinstance(inner, Mapping):
+                found.append((inner, True))
+            found.append((outer, True))
+    run = payload.get("run")
+    if isinstance(run, Mapping):
+        found.append((run, True))
+    found.append((payload, False))
+    return found
