@@ -1,0 +1,474 @@
+"""Signed deliveries per second through the receiver, against a bare Starlette endpoint.
+
+    python bench/receiver.py
+
+Two servers, each run alone under uvicorn in a process of its own on loopback:
+
+* bare: a Starlette endpoint that reads the body and answers 202, the floor for any
+  receiver on this stack;
+* receiver: the listener's app with a SQLite store in a temporary directory, one
+  Standard Webhooks source and one handler attached (so the dispatcher runs too).
+
+Throughput: `wrk` with pre-signed requests, each with its own delivery id, when `wrk` is
+installed; otherwise a few Python client processes, each holding keep-alive connections
+and writing pre-rendered HTTP/1.1 requests (an HTTP client library's own bookkeeping
+would be the bottleneck, not the servers). Latency: an
+open-loop sender at a fixed 1,000 deliveries/s, measuring from each request's scheduled
+send time to its 2xx (so a stall is not hidden by the sender waiting on it).
+
+Targets: receiver throughput at least 0.5x the bare endpoint's; p99 under 10 ms at
+1,000/s. The script reports; it always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from listener.signatures import StandardWebhooks, generate_hmac_secret
+
+THROUGHPUT_SECONDS = 8
+LATENCY_RATE = 1000
+LATENCY_SECONDS = 5
+WRK_CONNECTIONS = 32
+WRK_THREADS = 2
+CLIENT_CONCURRENCY = 16
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 10.0
+# Enough unique requests that wrk never wraps around at several times the expected rate.
+WRK_REQUESTS = 160_000
+
+WRK_SCRIPT = r"""
+local requests = {}
+local counter = 0
+local n = 0
+
+function setup(thread)
+  thread:set("index", counter)
+  counter = counter + 1
+end
+
+function init(args)
+  local file = io.open(args[1], "rb")
+  local data = file:read("*a")
+  file:close()
+  local threads = tonumber(args[2])
+  local i = 0
+  for chunk in string.gmatch(data, "(.-)\30\30") do
+    if i % threads == index then
+      table.insert(requests, chunk)
+    end
+    i = i + 1
+  end
+end
+
+function request()
+  n = n + 1
+  if n > #requests then
+    n = 1
+  end
+  return requests[n]
+end
+"""
+
+
+# -- payloads ------------------------------------------------------------------------------
+
+
+def body_for(run_id: str) -> bytes:
+    """A run.status delivery of a realistic size (~400 bytes)."""
+    data = {
+        "type": "run.status",
+        "data": {
+            "run_id": run_id,
+            "provider": "local",
+            "application": "routing-optimizer",
+            "status": "succeeded",
+            "occurred_at": "2026-01-01T00:00:00+00:00",
+            "metadata": {"instance": "latest", "duration_ms": 5123, "tags": ["bench"]},
+        },
+    }
+    return json.dumps(data).encode()
+
+
+def signed_request(scheme: StandardWebhooks, prefix: str, n: int) -> tuple[bytes, dict[str, str]]:
+    body = body_for(f"{prefix}-run-{n}")
+    headers = scheme.sign(body, msg_id=f"{prefix}-msg-{n}")
+    headers["content-type"] = "application/json"
+    return body, headers
+
+
+def raw_request(body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [
+        "POST /hooks/std HTTP/1.1",
+        "Host: 127.0.0.1",
+        *(f"{name}: {value}" for name, value in headers.items()),
+        f"Content-Length: {len(body)}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+# -- servers -------------------------------------------------------------------------------
+
+
+def serve(kind: str, secret: str, db: str) -> None:
+    """Run one server under test and print its port (the child process side)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from listener import Listener, RunEvent, Source
+
+    if kind == "bare":
+
+        async def endpoint(request: Request) -> Response:
+            await request.body()
+            return Response(status_code=202)
+
+        app = Starlette(routes=[Route("/hooks/{source}", endpoint, methods=["POST"])])
+    else:
+        listener = Listener(
+            store_url=f"sqlite:///{db}",
+            sources=[Source("std", "local", StandardWebhooks([secret]))],
+        )
+
+        @listener.on_any(name="bench.handler")
+        async def handler(event: RunEvent) -> None:
+            pass
+
+        app = listener.asgi()
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                return
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(f"PORT {port}", flush=True)
+        await task
+
+    asyncio.run(main())
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start(kind: str, secret: str, db: str) -> Server:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--secret", secret, "--db", db],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("PORT "):
+        process.kill()
+        raise RuntimeError(f"{kind} server did not start")
+    return Server(process, f"http://127.0.0.1:{int(line.split()[1])}")
+
+
+# -- load ----------------------------------------------------------------------------------
+
+
+def wrk_throughput(url: str, requests_file: Path, script: Path) -> tuple[float, int]:
+    """Requests per second and the count of non-2xx answers, as wrk reports them."""
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{WRK_THREADS}",
+            f"-c{WRK_CONNECTIONS}",
+            f"-d{THROUGHPUT_SECONDS}s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(requests_file),
+            str(WRK_THREADS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=THROUGHPUT_SECONDS + 30,
+        check=False,
+    )
+    rate, errors = 0.0, 0
+    for line in result.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            rate = float(line.split()[1])
+        if "Non-2xx or 3xx responses:" in line:
+            errors = int(line.split()[-1])
+    return rate, errors
+
+
+def client_worker(url: str, secret: str, prefix: str, seconds: float) -> tuple[int, int]:
+    """One load process: keep-alive connections sending unique signed deliveries."""
+
+    async def run() -> tuple[int, int]:
+        scheme = StandardWebhooks([secret])
+        ok = failed = 0
+        counter = 0
+        deadline = time.monotonic() + seconds
+
+        async def loop() -> None:
+            nonlocal ok, failed, counter
+            connection = await RawConnection.open(url)
+            try:
+                while time.monotonic() < deadline:
+                    counter += 1
+                    request = raw_request(*signed_request(scheme, prefix, counter))
+                    if 200 <= await connection.send(request) < 300:
+                        ok += 1
+                    else:
+                        failed += 1
+            finally:
+                connection.close()
+
+        await asyncio.gather(*(loop() for _ in range(CLIENT_CONCURRENCY)))
+        return ok, failed
+
+    return asyncio.run(run())
+
+
+def client_throughput(url: str, secret: str) -> tuple[float, int]:
+    processes = max(2, min(4, os.cpu_count() or 2))
+    prefix = uuid.uuid4().hex[:8]
+    with ProcessPoolExecutor(processes) as pool:
+        started = time.monotonic()
+        futures = [
+            pool.submit(client_worker, url, secret, f"{prefix}{n}", THROUGHPUT_SECONDS)
+            for n in range(processes)
+        ]
+        results = [future.result() for future in futures]
+        elapsed = time.monotonic() - started
+    ok = sum(r[0] for r in results)
+    return ok / elapsed, sum(r[1] for r in results)
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection sending pre-rendered requests.
+
+    The latency run uses this rather than an HTTP client library so the measurement is of
+    the server, not of a client's connection pool bookkeeping.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, url: str) -> RawConnection:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def paced_latency(url: str, secret: str) -> tuple[float, float, int]:
+    """p50 and p99 milliseconds from scheduled send to 2xx at LATENCY_RATE per second."""
+    scheme = StandardWebhooks([secret])
+    prefix = uuid.uuid4().hex[:8]
+    count = LATENCY_RATE * LATENCY_SECONDS
+    prepared = [raw_request(*signed_request(scheme, f"lat{prefix}", n)) for n in range(count)]
+    latencies: list[float] = []
+    failures = 0
+    # Open the connections before the clock starts; more are opened if all are busy.
+    idle = [await RawConnection.open(url) for _ in range(32)]
+
+    async def send(request: bytes, scheduled: float) -> None:
+        nonlocal failures
+        connection = idle.pop() if idle else await RawConnection.open(url)
+        try:
+            status = await connection.send(request)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            failures += 1
+            connection.close()
+            return
+        idle.append(connection)
+        if 200 <= status < 300:
+            latencies.append(time.perf_counter() - scheduled)
+        else:
+            failures += 1
+
+    tasks = []
+    start = time.perf_counter() + 0.05
+    for n, request in enumerate(prepared):
+        scheduled = start + n / LATENCY_RATE
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(request, scheduled)))
+    await asyncio.gather(*tasks)
+    for connection in idle:
+        connection.close()
+    if not latencies:
+        return float("nan"), float("nan"), failures
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49] * 1000, cuts[98] * 1000, failures
+
+
+def warm_up(url: str, secret: str) -> None:
+    scheme = StandardWebhooks([secret])
+    prefix = f"warm{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=url) as client:
+        for n in range(300):
+            body, headers = signed_request(scheme, prefix, n)
+            client.post("/hooks/std", content=body, headers=headers)
+
+
+def accepted_count(url: str) -> dict[str, float]:
+    """Deliveries by outcome, from the receiver's own metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("listener_deliveries_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            found[outcome] = found.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(*, allow_wrk: bool = True) -> int:
+    bench_started = time.monotonic()
+    secret = generate_hmac_secret()
+    workdir = Path(tempfile.mkdtemp(prefix="listener-bench-"))
+    use_wrk = allow_wrk and shutil.which("wrk") is not None
+    requests_file = workdir / "requests.bin"
+    script = workdir / "signed.lua"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        if use_wrk:
+            scheme = StandardWebhooks([secret])
+            prefix = uuid.uuid4().hex[:8]
+            with requests_file.open("wb") as out:
+                for n in range(WRK_REQUESTS):
+                    out.write(raw_request(*signed_request(scheme, prefix, n)) + b"\x1e\x1e")
+            script.write_text(WRK_SCRIPT)
+        loader = (
+            f"wrk ({WRK_THREADS} threads, {WRK_CONNECTIONS} connections)"
+            if use_wrk
+            else "Python client processes on keep-alive connections"
+        )
+        print(f"load generator: {loader}; {os.cpu_count()} CPUs; loopback only")
+
+        for kind in ("bare", "receiver"):
+            # Latency first, on a fresh store: after the throughput run the dispatcher has a
+            # backlog of handler calls that would compete with the deliveries measured.
+            server = start(kind, secret, str(workdir / f"{kind}-latency.db"))
+            try:
+                warm_up(server.url, secret)
+                p50, p99, failures = asyncio.run(paced_latency(server.url, secret))
+            finally:
+                server.stop()
+            server = start(kind, secret, str(workdir / f"{kind}-throughput.db"))
+            try:
+                warm_up(server.url, secret)
+                before = accepted_count(server.url) if kind == "receiver" else {}
+                if use_wrk:
+                    rate, errors = wrk_throughput(server.url, requests_file, script)
+                else:
+                    rate, errors = client_throughput(server.url, secret)
+                after = accepted_count(server.url) if kind == "receiver" else {}
+            finally:
+                server.stop()
+            results[kind] = {
+                "rate": rate,
+                "errors": errors,
+                "p50": p50,
+                "p99": p99,
+                "latency_failures": failures,
+                "accepted": after.get("accepted", 0) - before.get("accepted", 0),
+                "duplicate": after.get("duplicate", 0) - before.get("duplicate", 0),
+            }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    bare, receiver = results["bare"], results["receiver"]
+    print()
+    print(f"{'endpoint':<10} {'deliveries/s':>13} {'non-2xx':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print("-" * 51)
+    for name, row in results.items():
+        print(
+            f"{name:<10} {row['rate']:>13.0f} {row['errors'] + row['latency_failures']:>8.0f} "
+            f"{row['p50']:>8.2f} {row['p99']:>8.2f}"
+        )
+    print(f"(latency at {LATENCY_RATE}/s open loop for {LATENCY_SECONDS} s)")
+    print(
+        f"receiver stored {receiver['accepted']:.0f} new deliveries and "
+        f"{receiver['duplicate']:.0f} duplicates during the throughput run"
+    )
+    print()
+    ratio = receiver["rate"] / bare["rate"] if bare["rate"] else 0.0
+    verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
+    print(f"{verdict}  receiver at least {TARGET_RATIO}x the bare endpoint: {ratio:.2f}x")
+    verdict = "PASS" if receiver["p99"] < TARGET_P99_MS else "FAIL"
+    print(
+        f"{verdict}  receiver p99 under {TARGET_P99_MS:g} ms at {LATENCY_RATE}/s: "
+        f"{receiver['p99']:.2f} ms"
+    )
+    print(f"bench took {time.monotonic() - bench_started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=["bare", "receiver"])
+    parser.add_argument("--secret")
+    parser.add_argument("--db")
+    parser.add_argument("--no-wrk", action="store_true", help="use Python clients even with wrk")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.secret, args.db)
+        sys.exit(0)
+    try:
+        main(allow_wrk=not args.no_wrk)
+    except Exception as exc:  # report, never fail the caller
+        print(f"bench failed: {type(exc).__name__}: {exc}")
+    sys.exit(0)

@@ -1,0 +1,100 @@
+"""Run a command for each run transition.
+
+The command gets the event as JSON (`RunEvent.to_dict()`) on stdin and these environment
+variables on top of the listener's own: `LISTENER_RUN_ID`, `LISTENER_STATUS`,
+`LISTENER_PROVIDER`, `LISTENER_APPLICATION`, `LISTENER_EVENT_KEY`. Its stdout goes to the
+listener's stdout. A non-zero exit raises (with the end of its stderr), so the dispatcher
+retries; when the call times out or the listener stops, the process is killed.
+
+Settings (`configure({...})` or environment):
+
+- `command` / `LISTENER_HANDLER_COMMAND_COMMAND`: the command line (split like a shell
+  would, without running one) or, through `configure`, a list of arguments (required).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from handlers._settings import Settings
+from listener.events import RunEvent
+from listener.registry import Handlers
+
+__all__ = ["CommandFailed", "configure", "handlers", "run_command"]
+
+log = logging.getLogger("listener.handlers.command")
+
+handlers = Handlers()
+settings = Settings("command")
+
+STDERR_TAIL_CHARS = 1000
+
+
+class CommandFailed(RuntimeError):
+    """The command exited with a non-zero status."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def configure(values: Mapping[str, Any]) -> None:
+    settings.configure(values)
+
+
+def _argv() -> list[str]:
+    value = settings.get("command")
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        argv = [str(part) for part in value]
+    else:
+        argv = shlex.split(settings.require("command"))
+    if not argv:
+        raise RuntimeError(f"{settings.prefix}COMMAND is empty")
+    return argv
+
+
+def environment(event: RunEvent) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LISTENER_RUN_ID": event.run_id,
+        "LISTENER_STATUS": event.status.value,
+        "LISTENER_PROVIDER": event.provider,
+        "LISTENER_APPLICATION": event.application,
+        "LISTENER_EVENT_KEY": event.key,
+    }
+
+
+@handlers.on_any
+async def run_command(event: RunEvent) -> None:
+    argv = _argv()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment(event),
+    )
+    try:
+        _, stderr = await process.communicate(json.dumps(event.to_dict()).encode())
+    except BaseException:
+        # Cancelled (timeout or shutdown): do not leave the command running.
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        raise
+    tail = stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:].strip()
+    code = process.returncode
+    assert code is not None
+    if code != 0:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        message = f"{argv[0]} {how}"
+        raise CommandFailed(f"{message}: {tail}" if tail else message, code)
+    if tail:
+        log.info("%s wrote to stderr: %s", argv[0], tail)

@@ -1,0 +1,452 @@
+"""`Listener`: one store, its webhook sources, handler routers and the dispatcher.
+
+    listener = Listener(store_url="sqlite:///listener.db", sources=[...])
+    listener.include(my_handlers)
+    app = listener.asgi()          # serve with uvicorn; its lifespan starts the listener
+
+Mounted inside another Starlette app, the host's lifespan must start it (Starlette does
+not run a mounted app's lifespan); `listener.lifespan` is a ready one:
+
+    host = Starlette(routes=[Mount("/listener", app=listener.asgi())],
+                     lifespan=listener.lifespan)
+
+or, from a host lifespan of its own, `async with listener: yield`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, Self, overload
+
+from starlette.applications import Starlette
+
+from listener.client import CallbackPlan, RunClient, RunHandle
+from listener.dispatch import Dispatcher
+from listener.events import RunEvent, RunStatus
+from listener.metrics import Metrics
+from listener.poller import Poller, PollSchedule
+from listener.providers.base import Provider, RunResult
+from listener.receiver import DEFAULT_MAX_BODY_BYTES, Receiver, create_app
+from listener.registry import (
+    ENTRY_POINT_GROUP,
+    F,
+    Handlers,
+    load_entry_points,
+    load_plugin,
+)
+from listener.sources import Source, callback_url
+from listener.store import DEFAULT_STORE_URL, RecordResult, Store, open_store
+
+__all__ = ["Listener"]
+
+
+class Listener:
+    """The service: receives webhooks into `store` and calls handlers for new transitions.
+
+    Give either `store_url` (the listener opens and closes the store) or an open `store`
+    (the caller owns it). `plugins` are loaded at once (see `registry.load_plugin`), so a
+    broken plugin fails construction with a `PluginError` naming it; `entry_points=True`
+    also loads the `listener.handlers` entry-point group.
+
+    Handler calls: at most `concurrency` at once, each limited to `handler_timeout`
+    seconds (per handler with `on(..., timeout=)`), retried with jittered exponential
+    backoff from `backoff_base` up to `backoff_cap` seconds, dead-lettered after
+    `max_attempts`. `dispatch=False` runs a receiver only (another replica dispatches).
+    """
+
+    def __init__(
+        self,
+        *,
+        store_url: str | None = None,
+        store: Store | None = None,
+        sources: Sequence[Source] = (),
+        handlers: Sequence[Handlers] = (),
+        plugins: Sequence[str] = (),
+        entry_points: bool = False,
+        providers: Sequence[Provider] = (),
+        callback_secret: str | bytes | None = None,
+        public_url: str | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        retry_after: int = 5,
+        dispatch: bool = True,
+        concurrency: int = 16,
+        handler_timeout: float = 60.0,
+        max_attempts: int = 5,
+        sweep_interval: float = 1.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        shutdown_timeout: float = 10.0,
+        default_grace_seconds: float = 60.0,
+        owner: str | None = None,
+        poll: bool = True,
+        grace: float = 300.0,
+        first_poll: float | None = 30.0,
+        deadline: float | None = None,
+        poll_interval: float = 1.0,
+        poll_schedule: PollSchedule | None = None,
+        poll_rate_limit: float = 10.0,
+        poll_batch_size: int = 100,
+    ) -> None:
+        if store is not None and store_url is not None:
+            raise ValueError("give store_url or store, not both")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self.store_url = store.url if store is not None else (store_url or DEFAULT_STORE_URL)
+        self._given_store = store
+        self._store: Store | None = None
+        self.callback_secret = callback_secret
+        self.public_url = public_url
+        self.dispatch = dispatch
+        self.concurrency = concurrency
+        self.handler_timeout = handler_timeout
+        self.max_attempts = max_attempts
+        self.sweep_interval = sweep_interval
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.shutdown_timeout = shutdown_timeout
+        self.default_grace_seconds = default_grace_seconds
+        self.owner = owner
+        self.poll = poll
+        self.poll_interval = poll_interval
+        self.poll_schedule = poll_schedule or PollSchedule()
+        self.poll_rate_limit = poll_rate_limit
+        self.poll_batch_size = poll_batch_size
+        self._poller: Poller | None = None
+        self.handlers = Handlers()
+        self.metrics = Metrics()
+        self.receiver = Receiver(
+            sources=(),
+            handlers=self.handlers,
+            metrics=self.metrics,
+            on_recorded=self._on_recorded,
+            callback_secret=callback_secret,
+            max_body_bytes=max_body_bytes,
+            retry_after=retry_after,
+        )
+        self.providers: dict[str, Provider] = {}
+        self.client = RunClient(
+            lambda: self.store,
+            self.providers,
+            self.record,
+            callbacks=self._callback_plan,
+            grace=grace,
+            first_poll=first_poll,
+            deadline=deadline,
+        )
+        self._dispatcher: Dispatcher | None = None
+        self._app: Starlette | None = None
+        for source in sources:
+            self.add_source(source)
+        for provider in providers:
+            self.add_provider(provider)
+        self.include(*handlers)
+        self.load_plugins(*plugins)
+        if entry_points:
+            self.load_entry_points()
+
+    def __repr__(self) -> str:
+        state = "started" if self.started else "stopped"
+        return f"<Listener {state} sources={sorted(self.sources)} handlers={len(self.handlers)}>"
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        return self.receiver.sources
+
+    def add_source(self, source: Source) -> None:
+        if source.uses_token and not self.callback_secret:
+            raise ValueError(
+                f"source {source.name!r} takes unsigned callbacks, which need callback_secret"
+            )
+        self.receiver.add_source(source)
+
+    def add_provider(self, provider: Provider) -> None:
+        """Let handlers of this provider's runs call `event.fetch_result()`."""
+        self.providers[provider.name] = provider
+
+    def include(self, *routers: Handlers) -> None:
+        for router in routers:
+            self.handlers.include(router)
+
+    def load_plugins(self, *plugins: str) -> None:
+        """Include the routers of each plugin spec (module, module:attr, file, directory)."""
+        for plugin in plugins:
+            self.include(*load_plugin(plugin))
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        self.include(*load_entry_points(group))
+
+    def on(
+        self,
+        *statuses: RunStatus | str,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: register a handler on this listener's own router."""
+        return self.handlers.on(
+            *statuses, provider=provider, application=application, name=name, timeout=timeout
+        )
+
+    @overload
+    def on_any(
+        self,
+        func: F,
+        *,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> F: ...
+
+    @overload
+    def on_any(
+        self,
+        func: None = None,
+        *,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def on_any(
+        self,
+        func: F | None = None,
+        *,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Decorator for every status, on this listener's own router."""
+        if func is not None:
+            return self.handlers.on_any(
+                func, provider=provider, application=application, name=name, timeout=timeout
+            )
+        return self.handlers.on_any(
+            provider=provider, application=application, name=name, timeout=timeout
+        )
+
+    def callback_url(self, source: str, nonce: str, *, base_url: str | None = None) -> str:
+        """The per-run URL a token source's platform should call (see `sources`)."""
+        base = base_url or self.public_url
+        if base is None:
+            raise ValueError("no base_url given and no public_url configured")
+        if self.callback_secret is None:
+            raise ValueError("callback URLs need callback_secret")
+        if source not in self.sources or not self.sources[source].uses_token:
+            raise ValueError(f"{source!r} is not a configured token source")
+        return callback_url(base, source, nonce, secret=self.callback_secret)
+
+    def _callback_plan(self, provider: str, nonce: str) -> CallbackPlan:
+        """Where `provider`'s platform should report a new run: the first source that reads
+        that provider's payloads; none without a public URL (then the poller finds out)."""
+        if self.public_url is None:
+            return CallbackPlan(None, {})
+        for source in self.sources.values():
+            if source.provider != provider:
+                continue
+            if source.uses_token:
+                if self.callback_secret is None:
+                    continue
+                url = self.callback_url(source.name, nonce)
+                return CallbackPlan(url, {"source": source.name, "nonce": nonce})
+            url = f"{self.public_url.rstrip('/')}/hooks/{source.name}"
+            return CallbackPlan(url, {"source": source.name})
+        return CallbackPlan(None, {})
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def record(self, event: RunEvent) -> RecordResult:
+        """Store an event from any path (poll, track, replay) exactly as a webhook is:
+        deduplicated, routed to the matching handlers, waking the dispatcher."""
+        result = await self.store.record(event, self.handlers.match(event))
+        if not result.duplicate:
+            self._on_recorded(event, result)
+        return result
+
+    async def submit(
+        self, provider: str, application: str, input: Any, **options: Any
+    ) -> RunHandle:
+        """Start a run and watch it; see `RunClient.submit` for the options."""
+        return await self.client.submit(provider, application, input, **options)
+
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> RunEvent:
+        """The event that ended the run, the moment it is recorded (by any replica)."""
+        return await self.client.wait(run_id, timeout=timeout)
+
+    async def run(
+        self,
+        provider: str,
+        application: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> RunEvent:
+        """Submit and wait for the end."""
+        return await self.client.run(provider, application, input, timeout=timeout, **options)
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        return await self.client.cancel(run_id)
+
+    async def track(
+        self, provider: str, application: str, run_id: str, status: RunStatus | str, **details: Any
+    ) -> RecordResult:
+        """Record a run that happened elsewhere and route it to handlers."""
+        return await self.client.track(provider, application, run_id, status, **details)
+
+    def run_sync(
+        self,
+        provider: str,
+        application: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> RunEvent:
+        """`run` for scripts without an event loop: starts the listener, runs, stops it."""
+
+        async def main() -> RunEvent:
+            async with self:
+                return await self.run(provider, application, input, timeout=timeout, **options)
+
+        return asyncio.run(main())
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._store is not None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the listener is not started")
+        return self._store
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        return self._dispatcher
+
+    async def start(self) -> None:
+        """Open the store, start the dispatcher and the fallback poller."""
+        if self._store is not None:
+            raise RuntimeError("the listener is already started")
+        self.handlers.check()
+        store = self._given_store
+        if store is None:
+            store = await open_store(
+                self.store_url, default_grace_seconds=self.default_grace_seconds
+            )
+        try:
+            if self.dispatch:
+                dispatcher = Dispatcher(
+                    store,
+                    self.handlers,
+                    owner=self.owner,
+                    concurrency=self.concurrency,
+                    timeout=self.handler_timeout,
+                    max_attempts=self.max_attempts,
+                    sweep_interval=self.sweep_interval,
+                    backoff_base=self.backoff_base,
+                    backoff_cap=self.backoff_cap,
+                    shutdown_timeout=self.shutdown_timeout,
+                    metrics=self.metrics,
+                    prepare=self._prepare,
+                )
+                await dispatcher.start()
+                self._dispatcher = dispatcher
+            if self.poll:
+                poller = Poller(
+                    store,
+                    self.providers,
+                    self.record,
+                    owner=self.owner,
+                    schedule=self.poll_schedule,
+                    interval=self.poll_interval,
+                    batch_size=self.poll_batch_size,
+                    rate_limit=self.poll_rate_limit,
+                )
+                await poller.start()
+                self._poller = poller
+        except BaseException:
+            if self._dispatcher is not None:
+                await self._dispatcher.stop()
+                self._dispatcher = None
+            if self._given_store is None:
+                await store.close()
+            raise
+        self._store = store
+        self.receiver.store = store
+
+    async def stop(self) -> None:
+        """Refuse new deliveries (503), stop polling, finish or release handler calls, close
+        the store."""
+        store = self._store
+        if store is None:
+            return
+        self.receiver.store = None
+        self._store = None
+        try:
+            if self._poller is not None:
+                await self._poller.stop()
+            if self._dispatcher is not None:
+                await self._dispatcher.stop()
+        finally:
+            self._poller = None
+            self._dispatcher = None
+            if self._given_store is None:
+                await store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """A Starlette lifespan that runs this listener for the app's lifetime."""
+        async with self:
+            yield
+
+    def asgi(self) -> Starlette:
+        """The Starlette app; its own lifespan starts and stops the listener."""
+        if self._app is None:
+            self._app = create_app(self.receiver, lifespan=self.lifespan)
+        return self._app
+
+    # -- internals -----------------------------------------------------------------------
+
+    @property
+    def poller(self) -> Poller | None:
+        return self._poller
+
+    def _on_recorded(self, event: RunEvent, result: RecordResult) -> None:
+        if result.call_ids and self._dispatcher is not None:
+            self._dispatcher.wake()
+        self.client.notify(event, result)
+
+    def _prepare(self, event: RunEvent) -> RunEvent:
+        provider = self.providers.get(event.provider)
+        if provider is None or event.result_fetcher is not None:
+            return event
+
+        async def fetch(event: RunEvent) -> RunResult:
+            return await provider.result(event.application, event.run_id)
+
+        return replace(event, result_fetcher=fetch)

@@ -1,0 +1,285 @@
+"""Submit runs, wait for them, cancel them, and track runs that happened elsewhere.
+
+`RunClient` is what `Listener.submit`, `wait`, `run`, `cancel` and `track` delegate to.
+Waiting is resolved the moment a terminal transition is recorded: at once for events
+recorded in this process, and within `poll_interval` for those recorded by another
+process sharing the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from listener.events import Origin, RunEvent, RunStatus, next_status
+from listener.providers.base import Provider, Submission
+from listener.store.base import NewRun, RecordResult, RunRecord, Store
+
+__all__ = ["CallbackPlan", "RunClient", "RunHandle", "RunNotFound", "WaitTimeout"]
+
+Recorder = Callable[[RunEvent], Awaitable[RecordResult]]
+
+
+class RunNotFound(LookupError):
+    """The store knows no run with that id."""
+
+
+class WaitTimeout(TimeoutError):
+    """The run did not finish within the time given to `wait`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandle:
+    run_id: str
+    provider: str
+    application: str
+    submitted_at: datetime
+    callback_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackPlan:
+    """Where a provider's platform should report a run, and what the store keeps of it."""
+
+    url: str | None
+    details: Mapping[str, Any]
+
+
+# Given a provider name and a fresh nonce, the callback to hand that provider's platform.
+CallbackPlanner = Callable[[str, str], CallbackPlan]
+
+
+def _no_callback(provider: str, nonce: str) -> CallbackPlan:
+    return CallbackPlan(None, {})
+
+
+class RunClient:
+    """Run submission and waiting over one store and a set of providers.
+
+    `grace` is how long silence is trusted once a run's webhooks are known to flow;
+    `first_poll` is how soon after submission the poller checks a run the platform has
+    said nothing about (by default the grace). Both are seconds; `deadline` too, and a
+    run still unfinished at its deadline is declared `expired`.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        providers: Mapping[str, Provider],
+        record: Recorder,
+        *,
+        callbacks: CallbackPlanner = _no_callback,
+        grace: float = 60.0,
+        first_poll: float | None = None,
+        deadline: float | None = None,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self._store = store
+        self.providers = providers
+        self._record = record
+        self._callbacks = callbacks
+        self.grace = grace
+        self.first_poll = first_poll
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self._waiters: dict[str, list[asyncio.Event]] = defaultdict(list)
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise LookupError(f"no provider {name!r} configured; configured: {known}") from None
+
+    # -- notifications -------------------------------------------------------------------
+
+    def notify(self, event: RunEvent, result: RecordResult) -> None:
+        """Told of every event recorded in this process; wakes waiters on a final status."""
+        if result.status.is_terminal:
+            for waiter in self._waiters.pop(event.run_id, ()):
+                waiter.set()
+
+    # -- submit, wait, run ---------------------------------------------------------------
+
+    async def submit(
+        self,
+        provider: str,
+        application: str,
+        input: Any,
+        *,
+        options: Mapping[str, str] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        grace: float | None = None,
+        first_poll: float | None = None,
+        deadline: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RunHandle:
+        """Start a run on `provider` and record it, so its end is learned and routed."""
+        platform = self.provider(provider)
+        plan = self._callbacks(provider, secrets.token_hex(8))
+        submission = Submission(
+            application=application,
+            input=input,
+            options=dict(options or {}),
+            name=name,
+            description=description,
+            extra=dict(extra or {}),
+        )
+        run_id = await platform.submit(submission, callback_url=plan.url)
+        submitted_at = datetime.now(UTC)
+        grace = self.grace if grace is None else grace
+        first_poll = first_poll if first_poll is not None else self.first_poll
+        deadline = deadline if deadline is not None else self.deadline
+        await self._store().register_run(
+            NewRun(
+                run_id=run_id,
+                provider=provider,
+                application=application,
+                submitted_at=submitted_at,
+                grace_seconds=grace,
+                first_poll_seconds=first_poll,
+                deadline=None if deadline is None else submitted_at + timedelta(seconds=deadline),
+                callback=plan.details,
+                metadata=dict(metadata or {}),
+            )
+        )
+        return RunHandle(run_id, provider, application, submitted_at, plan.url)
+
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> RunEvent:
+        """The event that finished the run, as soon as one is recorded."""
+        loop = asyncio.get_running_loop()
+        give_up = None if timeout is None else loop.time() + timeout
+        while True:
+            waiter = asyncio.Event()
+            # Registered before the read, so a transition recorded in between is not missed.
+            self._waiters[run_id].append(waiter)
+            try:
+                run = await self._store().get_run(run_id)
+                if run is not None and run.status.is_terminal:
+                    return await self._final_event(run)
+                pause = self.poll_interval
+                if give_up is not None:
+                    remaining = give_up - loop.time()
+                    if remaining <= 0:
+                        raise WaitTimeout(f"run {run_id!r} did not finish within {timeout} s")
+                    pause = min(pause, remaining)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), timeout=pause)
+            finally:
+                waiters = self._waiters.get(run_id)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[run_id]
+
+    async def run(
+        self,
+        provider: str,
+        application: str,
+        input: Any,
+        *,
+        timeout: float | None = None,
+        **submit_options: Any,
+    ) -> RunEvent:
+        """Submit and wait: the webhook-driven counterpart of "new run with result"."""
+        handle = await self.submit(provider, application, input, **submit_options)
+        return await self.wait(handle.run_id, timeout=timeout)
+
+    async def _final_event(self, run: RunRecord) -> RunEvent:
+        page = await self._store().list_events(run_id=run.run_id, status=[run.status], limit=1)
+        if page.items:
+            return page.items[0]
+        # Terminal without an event of that status: only a store edited by hand does this.
+        return RunEvent(
+            delivery_id=f"state:{run.run_id}",
+            provider=run.provider,
+            application=run.application,
+            run_id=run.run_id,
+            status=run.status,
+            occurred_at=run.updated_at,
+            origin=Origin.POLL,
+        )
+
+    # -- cancel, track -------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        """Ask the platform to cancel; record what it then reports. Returns the status."""
+        run = await self._get(run_id)
+        if run.status.is_terminal:
+            return run.status
+        platform = self.provider(run.provider)
+        await platform.cancel(run.application, run_id)
+        state = await platform.status(run.application, run_id)
+        if next_status(run.status, state.status) is None:
+            return run.status
+        result = await self._record(
+            RunEvent(
+                delivery_id=f"poll:{run.provider}:{run_id}:{state.status.value}",
+                provider=run.provider,
+                application=run.application,
+                run_id=run_id,
+                status=state.status,
+                origin=Origin.POLL,
+                payload=dict(state.raw),
+            )
+        )
+        return result.status
+
+    async def track(
+        self,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus | str,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        duration: float | None = None,
+        occurred_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RecordResult:
+        """Record a run that happened elsewhere and route it to handlers (origin `track`)."""
+        status = RunStatus(status)
+        payload: dict[str, Any] = {"status": status.value}
+        if output is not None:
+            payload["output"] = output
+        if error is not None:
+            payload["error"] = error
+        if duration is not None:
+            payload["duration_ms"] = round(duration * 1000)
+        await self._store().register_run(
+            NewRun(
+                run_id=run_id,
+                provider=provider,
+                application=application,
+                status=RunStatus.QUEUED,
+                grace_seconds=self.grace,
+                metadata=dict(metadata or {}),
+            )
+        )
+        return await self._record(
+            RunEvent(
+                delivery_id=f"track:{provider}:{run_id}:{status.value}",
+                provider=provider,
+                application=application,
+                run_id=run_id,
+                status=status,
+                occurred_at=occurred_at or datetime.now(UTC),
+                origin=Origin.TRACK,
+                payload=payload,
+            )
+        )
+
+    async def _get(self, run_id: str) -> RunRecord:
+        run = await self._store().get_run(run_id)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r} in the store")
+        return run

@@ -1,0 +1,335 @@
+"""The dispatcher: claims pending handler calls from the store and runs them.
+
+Calls are claimed with a lease, run on a bounded pool (async handlers as tasks, sync ones
+on a bounded thread pool), then completed, retried with backoff, or dead-lettered. A
+call is at-least-once: a crash between a handler's return and `complete_call` runs it
+again once the lease expires, so handlers should be idempotent on `event.key`.
+
+Sync handlers cannot be interrupted: when one overruns its timeout the call counts as
+failed and is retried, but its thread keeps running (and holds a pool thread) until the
+function returns by itself; Python also waits for it before the process exits. Give sync
+handlers their own timeouts on whatever they block on.
+
+A stored call naming a handler this process does not have (a plugin removed, or replicas
+with different plugins) fails like an error and ends in the dead-letter list, from where
+it can be replayed once the handler is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from listener import backoff
+from listener.events import Origin, RunEvent
+from listener.metrics import Metrics
+from listener.registry import Handler, Handlers
+from listener.store.base import HandlerCall, Store
+
+__all__ = ["Dispatcher", "UnknownHandler", "default_owner", "describe_error"]
+
+log = logging.getLogger("listener.dispatch")
+
+MAX_ERROR_CHARS = 2000
+# Added to the longest handler timeout to get the lease, so a lease never ends while its
+# call may still be running here.
+LEASE_MARGIN_SECONDS = 30.0
+
+
+class UnknownHandler(LookupError):
+    """A stored call names a handler that is not registered in this process."""
+
+
+def default_owner() -> str:
+    """A claimer id unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def describe_error(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """`Type: message`, truncated, as kept in the store's `last_error`."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    text = f"{name}: {exc}" if str(exc) else name
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Dispatcher:
+    """Runs handler calls from `store` with the functions registered in `handlers`.
+
+    `wake()` makes it claim within `claim_delay` seconds (the receiver calls it after a
+    delivery enqueued calls; the short delay turns the wakes of a burst into one claim);
+    a sweep every `sweep_interval` seconds picks up the rest: retries coming due, calls
+    left by a crashed process or enqueued by another replica. At most `concurrency`
+    calls run at once; sync handlers share `thread_workers` threads. A call is leased for
+    `lease_seconds` (default: the longest handler timeout plus a margin), so no other
+    claimer takes it while it may still be running here.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Handlers,
+        *,
+        owner: str | None = None,
+        concurrency: int = 16,
+        thread_workers: int | None = None,
+        timeout: float = 60.0,
+        lease_seconds: float | None = None,
+        max_attempts: int = 5,
+        sweep_interval: float = 1.0,
+        claim_delay: float = 0.005,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        shutdown_timeout: float = 10.0,
+        metrics: Metrics | None = None,
+        prepare: Callable[[RunEvent], RunEvent] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if timeout <= 0 or sweep_interval <= 0:
+            raise ValueError("timeout and sweep_interval must be positive")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.store = store
+        self.handlers = handlers
+        self.owner = owner or default_owner()
+        self.concurrency = concurrency
+        self.thread_workers = thread_workers or concurrency
+        self.timeout = timeout
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.sweep_interval = sweep_interval
+        self.claim_delay = claim_delay
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.shutdown_timeout = shutdown_timeout
+        self.metrics = metrics
+        self.prepare = prepare
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._inflight: dict[asyncio.Task[None], HandlerCall] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    def wake(self) -> None:
+        """Claim soon rather than at the next sweep. Safe to call at any rate."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._loop_task is not None:
+            raise RuntimeError("the dispatcher is already started")
+        self._stopping = False
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.thread_workers, thread_name_prefix="listener-handler"
+        )
+        self._loop_task = asyncio.create_task(self._loop(), name="listener-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming, wait up to `shutdown_timeout` for running calls, release the rest."""
+        if self._loop_task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        await self._loop_task
+        self._loop_task = None
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight), timeout=self.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            # Each cancelled call releases itself back to the store before finishing.
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._executor is not None:
+            # Threads still inside a sync handler cannot be stopped; do not wait for them.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # -- the claim loop ------------------------------------------------------------------
+
+    def _lease(self) -> float:
+        if self.lease_seconds is not None:
+            return self.lease_seconds
+        longest = max([self.timeout, *(h.timeout or 0.0 for h in self.handlers)])
+        return longest + LEASE_MARGIN_SECONDS
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.concurrency - len(self._inflight)
+            if free > 0:
+                await self._claim(free)
+            if self._stopping:
+                break
+            # Woken by a new delivery, a finished call (a slot is free, and the next call
+            # of that run and handler may now be due) or stop(); else sweep on a timer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sweep_interval):
+                    await self._wake.wait()
+            if self._wake.is_set() and self.claim_delay > 0 and not self._stopping:
+                # Let the wakes of a burst gather into one claim: every claim is a write
+                # the receiver's commits would otherwise queue behind.
+                await asyncio.sleep(self.claim_delay)
+
+    async def _claim(self, limit: int) -> None:
+        try:
+            calls = await self.store.claim_calls(
+                self.owner, limit=limit, lease_seconds=self._lease()
+            )
+        except Exception as exc:
+            # The store may be down for a while; the next sweep tries again.
+            log.warning("claiming handler calls failed: %s", type(exc).__name__)
+            return
+        for call in calls:
+            if self._stopping:
+                await self._release(call)
+                continue
+            task = asyncio.create_task(self._run(call), name=f"listener-call-{call.id}")
+            self._inflight[task] = call
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler call task crashed: %r", task.exception())
+        self._wake.set()
+
+    # -- one call ------------------------------------------------------------------------
+
+    def _event_for(self, call: HandlerCall) -> RunEvent:
+        event = call.event
+        if call.replays > 0 and event.origin is not Origin.REPLAY:
+            event = replace(event, origin=Origin.REPLAY)
+        if self.prepare is not None:
+            event = self.prepare(event)
+        return event
+
+    async def _invoke(self, handler: Handler, event: RunEvent) -> None:
+        if handler.is_async:
+            await handler.func(event)
+            return
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        result = await loop.run_in_executor(self._executor, context.run, handler.func, event)
+        # A plain function may still hand back an awaitable (a lambda around a coroutine).
+        if inspect.isawaitable(result):
+            await result
+
+    async def _run(self, call: HandlerCall) -> None:
+        if call.attempts > self.max_attempts:
+            # Claimed more often than allowed without ever finishing: the process running
+            # it keeps dying. Stop the loop here rather than run it again.
+            error = (
+                f"gave up after {call.attempts - 1} attempts: the call kept being claimed "
+                "without finishing (did the process crash while running it?)"
+            )
+            await self._fail(call, error, outcome="abandoned", seconds=None, dead=True)
+            return
+        handler = self.handlers.get(call.handler)
+        timeout = (handler.timeout if handler else None) or self.timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = asyncio.timeout(timeout)
+        try:
+            if handler is None:
+                raise UnknownHandler(f"no handler named {call.handler!r} is registered")
+            event = self._event_for(call)
+            async with deadline:
+                await self._invoke(handler, event)
+        except asyncio.CancelledError:
+            # Only stop() cancels calls: hand this one back without counting the attempt.
+            await self._release(call)
+            raise
+        except TimeoutError as exc:
+            seconds = loop.time() - started
+            if deadline.expired():
+                error = f"TimeoutError: the handler did not finish within {timeout:g} s"
+                await self._fail(call, error, outcome="timeout", seconds=seconds)
+            else:
+                # The handler itself raised TimeoutError (its own downstream timed out).
+                await self._fail(call, describe_error(exc), outcome="error", seconds=seconds)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a handler calling sys.exit() must not stop the service.
+            await self._fail(
+                call, describe_error(exc), outcome="error", seconds=loop.time() - started
+            )
+            log.debug("handler %s raised", call.handler, exc_info=exc)
+        else:
+            seconds = loop.time() - started
+            if self.metrics is not None:
+                self.metrics.handler_call(call.handler, "ok", seconds)
+            try:
+                await self.store.complete_call(call.id, self.owner)
+            except Exception as exc:
+                # The lease expires and the call runs again: at-least-once, never lost.
+                log.warning("completing call %d failed: %s", call.id, type(exc).__name__)
+
+    async def _fail(
+        self,
+        call: HandlerCall,
+        error: str,
+        *,
+        outcome: str,
+        seconds: float | None,
+        dead: bool = False,
+    ) -> None:
+        dead = dead or call.attempts >= self.max_attempts
+        retry_at: datetime | None = None
+        if not dead:
+            wait = backoff.delay(call.attempts, self.backoff_base, self.backoff_cap, self._rng)
+            retry_at = datetime.now(UTC) + timedelta(seconds=wait)
+        if self.metrics is not None:
+            self.metrics.handler_call(call.handler, outcome, seconds)
+            if dead:
+                self.metrics.dead_letter(call.handler)
+        if dead:
+            log.warning(
+                "handler %s failed on run %s (attempt %d of %d); dead-lettered: %s",
+                call.handler,
+                call.run_id,
+                call.attempts,
+                self.max_attempts,
+                error,
+            )
+        else:
+            log.info(
+                "handler %s failed on run %s (attempt %d of %d); retrying: %s",
+                call.handler,
+                call.run_id,
+                call.attempts,
+                self.max_attempts,
+                error,
+            )
+        try:
+            await self.store.fail_call(call.id, self.owner, error=error, retry_at=retry_at)
+        except Exception as exc:
+            log.warning("recording failure of call %d failed: %s", call.id, type(exc).__name__)
+
+    async def _release(self, call: HandlerCall) -> None:
+        try:
+            await self.store.release_call(call.id, self.owner)
+        except Exception as exc:
+            log.warning("releasing call %d failed: %s", call.id, type(exc).__name__)

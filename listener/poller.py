@@ -1,0 +1,358 @@
+"""Fallback reconciliation: ask providers about runs whose webhook has not come in time.
+
+Only overdue runs are polled (see `Store.claim_overdue_runs`), so with healthy webhooks
+the poller makes no calls at all. What a poll learns goes through the same `record`
+path as a webhook, so deduplication and handler routing are identical. With no public
+URL (grace zero, no receiver) this is plain polling mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from listener.events import Origin, RunEvent, RunStatus, next_status
+from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
+from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
+
+__all__ = ["PollReport", "PollSchedule", "Poller", "RateLimiter"]
+
+logger = logging.getLogger("listener.poller")
+
+Recorder = Callable[[RunEvent], Awaitable[RecordResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class PollSchedule:
+    """When to ask again about a run that is still not finished. Pure; no clock.
+
+    The first poll happens when the run's grace period has passed with no news (the
+    store keeps that time). After `attempt` polls that learned nothing final, the next
+    comes `interval * factor ** (attempt - 1)` seconds later, capped at `cap`, spread by
+    +/- `jitter` (a fraction) so runs submitted together do not poll in lockstep.
+    """
+
+    interval: float = 2.0
+    factor: float = 2.0
+    cap: float = 60.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.cap <= 0:
+            raise ValueError("interval and cap must be positive")
+        if self.factor < 1:
+            raise ValueError("factor must be at least 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+
+    def ceiling(self, attempt: int) -> float:
+        if attempt < 1:
+            raise ValueError("attempt counts from 1")
+        # Past ~60 doublings every sane value is at the cap; stop before floats overflow.
+        return min(self.cap, self.interval * self.factor ** min(attempt - 1, 60))
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = self.ceiling(attempt)
+        return base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))
+
+
+class RateLimiter:
+    """A token bucket: at most `rate` calls a second on average, bursts up to `burst`."""
+
+    def __init__(
+        self, rate: float, *, burst: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    def wait_time(self) -> float:
+        """Seconds until a token is free; takes it when that is zero."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            # Sleeping for the computed gap is the point of a token bucket.
+            while (wait := self.wait_time()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+
+
+@dataclass(slots=True)
+class PollReport:
+    """What one pass did, for logs, metrics and tests."""
+
+    claimed: int = 0
+    status_calls: int = 0
+    learned: int = 0  # events recorded from what providers answered
+    expired: int = 0
+    errors: int = 0
+    rescheduled: int = 0
+    providers_paused: set[str] = field(default_factory=set)
+
+
+class Poller:
+    """Claims overdue runs from the store, asks their providers, records what it learns.
+
+    `record` is the listener's own path for events (match handlers, store, wake the
+    dispatcher). `rate_limit` is status calls a second per provider. Runs of a provider
+    that implements `BatchStatus` are checked `batch_size` at a time in one call.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        record: Recorder,
+        *,
+        owner: str | None = None,
+        schedule: PollSchedule | None = None,
+        interval: float = 1.0,
+        batch_size: int = 100,
+        lease_seconds: float = 60.0,
+        rate_limit: float = 10.0,
+        concurrency: int = 8,
+        max_pause: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.store = store
+        self.providers = providers
+        self.record = record
+        self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
+        self.schedule = schedule or PollSchedule()
+        self.interval = interval
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.rate_limit = rate_limit
+        self.max_pause = max_pause
+        self.rng = rng or random.Random()
+        self._limiters: dict[str, RateLimiter] = {}
+        self._paused_until: dict[str, datetime] = {}
+        self._unknown_providers: set[str] = set()
+        self._concurrency = asyncio.Semaphore(concurrency)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the poller is already started")
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._loop(), name="listener-poller")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        self._wakeup.set()
+        await task
+
+    def wake(self) -> None:
+        """Run a pass now rather than at the next interval."""
+        self._wakeup.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                report = await self.poll_once()
+            except StoreUnavailable as exc:
+                logger.warning("poll pass skipped: store unavailable (%s)", type(exc).__name__)
+                report = PollReport()
+            # A full batch means more runs are due: go again without waiting.
+            if report.claimed >= self.batch_size:
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.interval)
+
+    # -- one pass ------------------------------------------------------------------------
+
+    async def poll_once(self, now: datetime | None = None) -> PollReport:
+        """Claim the runs due now, poll them, record what was learned."""
+        now = now or datetime.now(UTC)
+        report = PollReport()
+        runs = await self.store.claim_overdue_runs(
+            self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds, now=now
+        )
+        report.claimed = len(runs)
+        groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+        for run in runs:
+            groups[(run.provider, run.application)].append(run)
+        await asyncio.gather(
+            *(self._poll_group(p, app, group, now, report) for (p, app), group in groups.items())
+        )
+        return report
+
+    async def _poll_group(
+        self,
+        provider_name: str,
+        application: str,
+        runs: Sequence[RunRecord],
+        now: datetime,
+        report: PollReport,
+    ) -> None:
+        provider = self.providers.get(provider_name)
+        paused_until = self._paused_until.get(provider_name)
+        if provider is None or (paused_until is not None and paused_until > now):
+            if provider is None:
+                if provider_name not in self._unknown_providers:
+                    self._unknown_providers.add(provider_name)
+                    logger.warning("no provider %r configured to poll its runs", provider_name)
+            else:
+                report.providers_paused.add(provider_name)
+            for run in runs:
+                await self._settle(run, None, now, report)
+            return
+        if isinstance(provider, BatchStatus) and len(runs) > 1:
+            states = await self._batch_states(provider, provider_name, application, runs, report)
+            if states is None:  # the batch call failed: try again on the schedule
+                for run in runs:
+                    await self._settle(run, None, now, report)
+                return
+            for run in runs:
+                if run.run_id in states:
+                    await self._settle(run, states[run.run_id], now, report)
+            # Runs the listing did not reach are asked about one by one.
+            runs = [run for run in runs if run.run_id not in states]
+        await asyncio.gather(
+            *(self._poll_one(provider, provider_name, run, now, report) for run in runs)
+        )
+
+    async def _batch_states(
+        self,
+        provider: BatchStatus,
+        provider_name: str,
+        application: str,
+        runs: Sequence[RunRecord],
+        report: PollReport,
+    ) -> dict[str, RunState] | None:
+        await self._limiter(provider_name).acquire()
+        report.status_calls += 1
+        try:
+            return await provider.statuses(application, [run.run_id for run in runs])
+        except ProviderError as exc:
+            self._on_error(provider_name, exc, report)
+            return None
+
+    async def _poll_one(
+        self,
+        provider: Provider,
+        provider_name: str,
+        run: RunRecord,
+        now: datetime,
+        report: PollReport,
+    ) -> None:
+        state: RunState | None = None
+        async with self._concurrency:
+            await self._limiter(provider_name).acquire()
+            report.status_calls += 1
+            try:
+                state = await provider.status(run.application, run.run_id)
+            except ProviderError as exc:
+                self._on_error(provider_name, exc, report)
+        await self._settle(run, state, now, report)
+
+    def _on_error(self, provider_name: str, exc: ProviderError, report: PollReport) -> None:
+        report.errors += 1
+        logger.warning(
+            "status call to %s failed (%s%s)",
+            provider_name,
+            type(exc).__name__,
+            f" {exc.status_code}" if exc.status_code else "",
+        )
+        if exc.retry_after is not None:
+            # The platform asked every caller to hold off: pause the whole provider.
+            pause = min(self.max_pause, max(0.0, exc.retry_after))
+            self._paused_until[provider_name] = datetime.now(UTC) + timedelta(seconds=pause)
+
+    async def _settle(
+        self,
+        run: RunRecord,
+        state: RunState | None,
+        now: datetime,
+        report: PollReport,
+    ) -> None:
+        """Record what a poll learned about `run`, expire it, or schedule its next poll."""
+        status = run.status
+        if state is not None and next_status(run.status, state.status) is not None:
+            result = await self.record(self._poll_event(run, state, now))
+            report.learned += 1
+            status = result.status
+            if status.is_terminal:
+                return
+        if run.deadline is not None and run.deadline <= now:
+            await self.record(self._expiry_event(run, now))
+            report.expired += 1
+            return
+        attempts = run.poll_attempts + 1
+        next_poll = now + timedelta(seconds=self.schedule.delay(attempts, self.rng))
+        paused_until = self._paused_until.get(run.provider)
+        if paused_until is not None and next_poll < paused_until:
+            next_poll = paused_until
+        if run.deadline is not None and next_poll > run.deadline:
+            # Look once more exactly at the deadline before declaring the run expired.
+            next_poll = run.deadline
+        await self.store.reschedule_poll(
+            run.run_id, self.owner, next_poll_at=next_poll, attempts=attempts
+        )
+        report.rescheduled += 1
+
+    @staticmethod
+    def _poll_event(run: RunRecord, state: RunState, now: datetime) -> RunEvent:
+        return RunEvent(
+            # One id per run and status: two pollers learning the same thing dedupe.
+            delivery_id=f"poll:{run.provider}:{run.run_id}:{state.status.value}",
+            provider=run.provider,
+            application=run.application,
+            run_id=run.run_id,
+            status=state.status,
+            occurred_at=state.updated_at or now,
+            origin=Origin.POLL,
+            payload=dict(state.raw),
+        )
+
+    @staticmethod
+    def _expiry_event(run: RunRecord, now: datetime) -> RunEvent:
+        deadline = run.deadline.isoformat() if run.deadline else None
+        return RunEvent(
+            delivery_id=f"expire:{run.provider}:{run.run_id}",
+            provider=run.provider,
+            application=run.application,
+            run_id=run.run_id,
+            status=RunStatus.EXPIRED,
+            occurred_at=now,
+            origin=Origin.POLL,
+            payload={"reason": "deadline passed with no final status", "deadline": deadline},
+        )
+
+    def _limiter(self, provider_name: str) -> RateLimiter:
+        limiter = self._limiters.get(provider_name)
+        if limiter is None:
+            limiter = RateLimiter(self.rate_limit, burst=max(1, int(self.rate_limit)))
+            self._limiters[provider_name] = limiter
+        return limiter

@@ -1,0 +1,396 @@
+"""The HTTP side: verified webhook deliveries in, durably stored events out.
+
+`POST /hooks/{source}` answers per the receiver contract (see DESIGN.md): 2xx only once
+the event is committed, 4xx for what the sender must not retry, 503 for what it should.
+The hot path is receive, verify, store, answer; handlers run later, in the dispatcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Lifespan
+
+from listener.events import RunEvent
+from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
+from listener.registry import Handlers
+from listener.signatures import SignatureError, Verified
+from listener.sources import Source, check_token
+from listener.store.base import RecordResult, Store, StoreUnavailable
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyTooLarge", "Receiver", "create_app", "delivery_id_for"]
+
+log = logging.getLogger("listener.receiver")
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Longer ids are hashed, so a sender cannot make the store keep huge keys.
+MAX_ID_CHARS = 200
+# Headers whose values are credentials: never kept with an unroutable delivery.
+_SECRET_HEADER_WORDS = ("signature", "authorization", "cookie", "token", "secret", "key")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def delivery_id_for(source: str, verified: Verified | None, body: bytes) -> str:
+    """The delivery id, namespaced by source so two senders' ids never collide.
+
+    Schemes without a message id (Nextmv) get one from the signed timestamp and the body:
+    an exact retry of a delivery then deduplicates, as it should.
+    """
+    msg_id = verified.msg_id if verified is not None else None
+    if msg_id:
+        if len(msg_id) > MAX_ID_CHARS:
+            return f"{source}:sha256:{hashlib.sha256(msg_id.encode()).hexdigest()}"
+        return f"{source}:{msg_id}"
+    stamp = verified.timestamp if verified is not None else None
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return f"{source}:t{stamp}:{digest}" if stamp is not None else f"{source}:b:{digest}"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or `BodyTooLarge` as soon as it is known to exceed `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+# Answers without per-request content, encoded once.
+_DUPLICATE = b'{"status":"duplicate"}'
+_KNOWN = b'{"status":"known"}'
+
+
+def _error(
+    status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONResponse({"error": reason, "detail": detail}, status_code=status, headers=headers)
+
+
+def _safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in headers.items()
+        if not any(word in name.lower() for word in _SECRET_HEADER_WORDS)
+    }
+
+
+def _text_ok(*values: str) -> bool:
+    # Lone surrogates (from JSON escapes) and NUL cannot be stored as text by every backend.
+    for value in values:
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def _quote(value: str | None) -> str:
+    if value is None:
+        return "-"
+    if value.isascii() and value.isprintable() and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value)
+
+
+class _Outcome(Exception):
+    """A finished delivery that ends in an error answer; carries what to log and count."""
+
+    def __init__(self, response: Response, outcome: str) -> None:
+        self.response = response
+        self.outcome = outcome
+
+
+class Receiver:
+    """The webhook endpoints over one store, handler registry and set of sources.
+
+    `store` is None until the owning listener has opened it; deliveries get 503 until then.
+    `on_recorded` is told of every delivery that moved a run (wakes the dispatcher and
+    anyone waiting for the run).
+    """
+
+    def __init__(
+        self,
+        *,
+        sources: Sequence[Source],
+        handlers: Handlers,
+        metrics: Metrics,
+        store: Store | None = None,
+        on_recorded: Callable[[RunEvent, RecordResult], None] | None = None,
+        callback_secret: str | bytes | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        retry_after: int = 5,
+    ) -> None:
+        self.sources: dict[str, Source] = {}
+        for source in sources:
+            self.add_source(source)
+        self.handlers = handlers
+        self.metrics = metrics
+        self.store = store
+        self.on_recorded = on_recorded
+        self.callback_secret = callback_secret
+        self.max_body_bytes = max_body_bytes
+        self.retry_after = retry_after
+
+    def add_source(self, source: Source) -> None:
+        if source.name in self.sources:
+            raise ValueError(f"a source named {source.name!r} is already configured")
+        self.sources[source.name] = source
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/hooks/{source}", self.hook, methods=["POST"]),
+            Route("/hooks/{source}/{token}", self.hook, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+        ]
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    async def hook(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name: str = request.path_params["source"]
+        token: str | None = request.path_params.get("token")
+        source = self.sources.get(name)
+        label = name if source is not None else UNKNOWN_SOURCE
+        delivery_id: str | None = None
+        event: RunEvent | None = None
+        # Read once: stop() clears it, and this delivery must see one store throughout.
+        store = self.store
+        try:
+            if source is None:
+                raise _Outcome(_error(404, "unknown_source", "no such source"), "unknown_source")
+            if store is None:
+                raise _Outcome(self._unavailable("not_started"), "unavailable")
+            body = await self._body(request)
+            if source.scheme is not None:
+                if token is not None:
+                    raise _Outcome(
+                        _error(404, "not_found", "this source takes signed deliveries only"),
+                        "not_found",
+                    )
+                verified = self._verify(source, body, request)
+                delivery_id = delivery_id_for(name, verified, body)
+                event, problem = self._parse(source, body, delivery_id)
+                if event is None:
+                    response, outcome = await self._unroutable(
+                        store, source, delivery_id, problem, body, request
+                    )
+                    return self._done(response, label, outcome, delivery_id, None, started)
+            else:
+                delivery_id = delivery_id_for(name, None, body)
+                event = await self._check_token_delivery(store, source, token, body, delivery_id)
+            response, outcome = await self._record(store, event)
+            return self._done(response, label, outcome, delivery_id, event, started)
+        except _Outcome as finished:
+            return self._done(
+                finished.response, label, finished.outcome, delivery_id, event, started
+            )
+        except Exception as exc:
+            # Nothing was stored; 503 makes the sender retry. Only the type is logged: the
+            # message could quote request data.
+            log.error("delivery to %s failed unexpectedly: %s", label, type(exc).__name__)
+            response = self._unavailable("internal_error")
+            return self._done(response, label, "error", delivery_id, event, started)
+
+    async def _body(self, request: Request) -> bytes:
+        try:
+            return await read_body(request, self.max_body_bytes)
+        except BodyTooLarge:
+            detail = f"the body exceeds {self.max_body_bytes} bytes"
+            raise _Outcome(_error(413, "body_too_large", detail), "too_large") from None
+        except ClientDisconnect:
+            raise _Outcome(
+                _error(400, "disconnected", "the client went away"), "disconnected"
+            ) from None
+
+    def _verify(self, source: Source, body: bytes, request: Request) -> Verified:
+        assert source.scheme is not None
+        try:
+            return source.scheme.verify(body, request.headers)
+        except SignatureError as exc:
+            self.metrics.verification_failure(source.name, exc.reason)
+            # Scheme messages name headers at most, never a secret or a received signature.
+            raise _Outcome(_error(exc.status_code, exc.reason, exc.message), "rejected") from None
+
+    def _parse(self, source: Source, body: bytes, delivery_id: str) -> tuple[RunEvent | None, str]:
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return None, "the body is not JSON"
+        try:
+            event = source.parse(payload, delivery_id=delivery_id)
+        except Exception as exc:
+            # PayloadNotUnderstood, or a parser bug: either way the delivery is kept.
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        if not _text_ok(event.run_id, event.provider, event.application):
+            return None, "the run id, provider or application is not valid text"
+        return event, ""
+
+    async def _check_token_delivery(
+        self, store: Store, source: Source, token: str | None, body: bytes, delivery_id: str
+    ) -> RunEvent:
+        if token is None:
+            detail = "this source takes callbacks at /hooks/{source}/{token}"
+            self.metrics.verification_failure(source.name, "missing_token")
+            raise _Outcome(_error(400, "missing_token", detail), "rejected")
+        secret = self.callback_secret
+        if secret is None:
+            raise _Outcome(self._unavailable("no_callback_secret"), "unavailable")
+        nonce = check_token(secret, token)
+        if nonce is None:
+            self.metrics.verification_failure(source.name, "bad_token")
+            raise _Outcome(_error(401, "bad_token", "this callback URL was not issued"), "rejected")
+        event, _ = self._parse(source, body, delivery_id)
+        if event is None:
+            # Nothing unauthenticated is kept: without a run the URL cannot be tied to it.
+            self.metrics.verification_failure(source.name, "unverifiable_payload")
+            detail = "the payload names no run to check the token against"
+            raise _Outcome(_error(400, "unverifiable_payload", detail), "rejected")
+        try:
+            run = await store.get_run(event.run_id)
+        except StoreUnavailable:
+            raise _Outcome(self._unavailable("store_unavailable"), "unavailable") from None
+        # A run submitted with a callback keeps its nonce: another run's URL cannot report
+        # on it. A run not yet registered (the callback beat the submission's record) is
+        # accepted, as the URL itself is proof the listener handed it out.
+        issued = run.callback.get("nonce") if run is not None else None
+        if issued is not None and not hmac.compare_digest(str(issued), nonce):
+            self.metrics.verification_failure(source.name, "bad_token")
+            raise _Outcome(
+                _error(401, "bad_token", "the token does not match this run"), "rejected"
+            )
+        return event
+
+    async def _record(self, store: Store, event: RunEvent) -> tuple[Response, str]:
+        try:
+            result = await store.record(event, handlers=self.handlers.match(event))
+        except StoreUnavailable:
+            return self._unavailable("store_unavailable"), "unavailable"
+        if result.duplicate:
+            return _json(200, _DUPLICATE), "duplicate"
+        if result.transition is None:
+            return _json(200, _KNOWN), "known"
+        if self.on_recorded is not None:
+            self.on_recorded(event, result)
+        body = b'{"status":"accepted","delivery_id":%s}' % json.dumps(event.delivery_id).encode()
+        return _json(202, body), "accepted"
+
+    async def _unroutable(
+        self,
+        store: Store,
+        source: Source,
+        delivery_id: str,
+        reason: str,
+        body: bytes,
+        request: Request,
+    ) -> tuple[Response, str]:
+        try:
+            new = await store.record_unroutable(
+                source=source.name,
+                delivery_id=delivery_id,
+                reason=reason,
+                body=body,
+                headers=_safe_headers(request.headers),
+            )
+        except StoreUnavailable:
+            return self._unavailable("store_unavailable"), "unavailable"
+        if not new:
+            return _json(200, _DUPLICATE), "duplicate"
+        answer = {"status": "unroutable", "delivery_id": delivery_id, "detail": reason}
+        return JSONResponse(answer, status_code=202), "unroutable"
+
+    def _unavailable(self, reason: str) -> Response:
+        headers = {"Retry-After": str(self.retry_after)}
+        return _error(503, reason, "try again later", headers)
+
+    def _done(
+        self,
+        response: Response,
+        source: str,
+        outcome: str,
+        delivery_id: str | None,
+        event: RunEvent | None,
+        started: float,
+    ) -> Response:
+        self.metrics.delivery(source, outcome)
+        self.metrics.receive_seconds.observe(time.perf_counter() - started)
+        # Unroutable deliveries are 2xx but need a person's attention.
+        quiet = outcome in ("accepted", "duplicate", "known")
+        level = logging.INFO if quiet else logging.WARNING
+        if log.isEnabledFor(level):
+            run = event.run_id if event is not None else None
+            status = event.status.value if event is not None else None
+            log.log(
+                level,
+                "delivery source=%s id=%s run=%s status=%s outcome=%s http=%d",
+                source,
+                _quote(delivery_id),
+                _quote(run),
+                status or "-",
+                outcome,
+                response.status_code,
+                extra={
+                    "source": source,
+                    "delivery_id": delivery_id,
+                    "run_id": run,
+                    "outcome": outcome,
+                    "http_status": response.status_code,
+                },
+            )
+        return response
+
+    # -- probes and metrics --------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.store is None:
+            return JSONResponse({"status": "not_started"}, status_code=503)
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            log.warning("readiness check failed: %s", type(exc).__name__)
+            return JSONResponse({"status": "store_unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        counts: Any = None
+        if self.store is not None:
+            try:
+                counts = await self.store.counts()
+            except Exception as exc:
+                log.warning("reading store counts for metrics failed: %s", type(exc).__name__)
+        self.metrics.store_counts(counts)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def create_app(receiver: Receiver, *, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
+    """A Starlette app serving `receiver`'s routes; `lifespan` runs when served standalone."""
+    return Starlette(routes=receiver.routes(), lifespan=lifespan)

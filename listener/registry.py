@@ -1,0 +1,405 @@
+"""Handler registration: routers, decorators, filters and plugin discovery.
+
+A `Handlers` router needs no running service, so plugin modules create one at import
+time and decorate their functions with it::
+
+    handlers = Handlers()
+
+    @handlers.on("succeeded", provider="nextmv", application="routing")
+    async def publish(event: RunEvent) -> None: ...
+
+Every handler has a unique, stable name because the store keeps handler calls by name:
+a call enqueued before a restart must find the same function after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar, overload
+
+from listener.events import RunEvent, RunStatus
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DuplicateHandler",
+    "Handler",
+    "HandlerFunc",
+    "Handlers",
+    "PluginError",
+    "load_entry_points",
+    "load_plugin",
+]
+
+ENTRY_POINT_GROUP = "listener.handlers"
+# Modules loaded from files get names under this prefix, so they cannot shadow real ones.
+FILE_MODULE_PREFIX = "listener_plugins"
+
+HandlerFunc = Callable[[RunEvent], Any]
+F = TypeVar("F", bound=HandlerFunc)
+
+
+class DuplicateHandler(ValueError):
+    """Two handlers share one name; the store could not tell their calls apart."""
+
+
+class PluginError(Exception):
+    """A handler plugin could not be loaded. The message names the plugin."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(f"handler plugin {plugin!r}: {message}")
+        self.plugin = plugin
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """One registered function and what it subscribes to (None means any)."""
+
+    name: str
+    func: HandlerFunc
+    statuses: frozenset[RunStatus] | None = None
+    providers: frozenset[str] | None = None
+    applications: frozenset[str] | None = None
+    # Seconds before a call counts as failed; None uses the dispatcher's default.
+    timeout: float | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return _is_async(self.func)
+
+    def matches(self, event: RunEvent) -> bool:
+        return (
+            (self.statuses is None or event.status in self.statuses)
+            and (self.providers is None or event.provider in self.providers)
+            and (self.applications is None or event.application in self.applications)
+        )
+
+
+def _is_async(func: object) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    # A callable object with an `async def __call__`.
+    call = getattr(func, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(call)
+
+
+def _names(value: str | Iterable[str] | None, what: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    items = frozenset([value] if isinstance(value, str) else value)
+    if not items or not all(isinstance(item, str) and item for item in items):
+        raise ValueError(f"{what} must be a non-empty string or list of strings")
+    return items
+
+
+def _statuses(values: Sequence[RunStatus | str]) -> frozenset[RunStatus] | None:
+    if not values:
+        return None
+    statuses: set[RunStatus] = set()
+    for value in values:
+        try:
+            statuses.add(RunStatus(value))
+        except ValueError:
+            known = ", ".join(s.value for s in RunStatus)
+            raise ValueError(f"unknown run status {value!r}; known: {known}") from None
+    return frozenset(statuses)
+
+
+def default_name(func: object) -> str:
+    module = getattr(func, "__module__", None) or "__main__"
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{qualname}"
+
+
+class Handlers:
+    """A router of handler functions; routers can include other routers.
+
+    Included routers are kept by reference, so handlers a module registers after
+    `include` are still seen.
+    """
+
+    # Bumped by every change to any router, so flattened views can be cached safely.
+    _generation = 0
+
+    def __init__(self) -> None:
+        self._own: dict[str, Handler] = {}
+        self._included: list[Handlers] = []
+        self._flat: tuple[int, list[Handler]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Handlers({len(self)} handlers)"
+
+    # -- registration --------------------------------------------------------------------
+
+    def add(
+        self,
+        func: HandlerFunc,
+        *statuses: RunStatus | str,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Handler:
+        """Register `func` for `statuses` (all of them when none are given)."""
+        if not callable(func):
+            raise TypeError(f"handler {func!r} is not callable")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+        handler = Handler(
+            name=name or default_name(func),
+            func=func,
+            statuses=_statuses(statuses),
+            providers=_names(provider, "provider"),
+            applications=_names(application, "application"),
+            timeout=timeout,
+        )
+        if self.get(handler.name) is not None:
+            raise DuplicateHandler(
+                f"a handler named {handler.name!r} is already registered; pass name= to tell "
+                "them apart"
+            )
+        self._own[handler.name] = handler
+        Handlers._generation += 1
+        return handler
+
+    def on(
+        self,
+        *statuses: RunStatus | str,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: call the function for runs reaching any of `statuses`."""
+        # Validate now, so a typo fails at import rather than at the first event.
+        _statuses(statuses)
+
+        def decorate(func: F) -> F:
+            self.add(
+                func,
+                *statuses,
+                provider=provider,
+                application=application,
+                name=name,
+                timeout=timeout,
+            )
+            return func
+
+        return decorate
+
+    @overload
+    def on_any(
+        self,
+        func: F,
+        *,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> F: ...
+
+    @overload
+    def on_any(
+        self,
+        func: None = None,
+        *,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def on_any(
+        self,
+        func: F | None = None,
+        *,
+        provider: str | Iterable[str] | None = None,
+        application: str | Iterable[str] | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Decorator for every status; usable bare (`@on_any`) or with filters."""
+        decorate = self.on(provider=provider, application=application, name=name, timeout=timeout)
+        if func is not None:
+            return decorate(func)
+        return decorate
+
+    def include(self, router: Handlers) -> None:
+        """Route to `router`'s handlers too. Including the same router twice is a no-op."""
+        if router is self or self in router._routers():
+            raise ValueError("including this router would make a cycle")
+        if any(existing is router for existing in self._routers()):
+            return
+        clash = set(self.names()) & set(router.names())
+        if clash:
+            raise DuplicateHandler(f"handler names registered twice: {', '.join(sorted(clash))}")
+        self._included.append(router)
+        Handlers._generation += 1
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def _routers(self) -> list[Handlers]:
+        seen: list[Handlers] = []
+        stack: list[Handlers] = [self]
+        while stack:
+            router = stack.pop()
+            if any(router is known for known in seen):
+                continue
+            seen.append(router)
+            stack.extend(reversed(router._included))
+        return seen
+
+    def _handlers(self) -> list[Handler]:
+        flat = self._flat
+        if flat is None or flat[0] != Handlers._generation:
+            handlers = [h for router in self._routers() for h in router._own.values()]
+            flat = self._flat = (Handlers._generation, handlers)
+        return flat[1]
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers())
+
+    def __len__(self) -> int:
+        return sum(len(router._own) for router in self._routers())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def names(self) -> list[str]:
+        return [handler.name for handler in self]
+
+    def get(self, name: str) -> Handler | None:
+        for router in self._routers():
+            handler = router._own.get(name)
+            if handler is not None:
+                return handler
+        return None
+
+    def match(self, event: RunEvent) -> list[str]:
+        """Names of the handlers subscribed to `event`, in registration order."""
+        return [handler.name for handler in self._handlers() if handler.matches(event)]
+
+    def check(self) -> None:
+        """Raise `DuplicateHandler` if two routers registered the same name after inclusion."""
+        seen: set[str] = set()
+        for handler in self:
+            if handler.name in seen:
+                raise DuplicateHandler(f"a handler named {handler.name!r} is registered twice")
+            seen.add(handler.name)
+
+
+# -- plugin discovery --------------------------------------------------------------------
+
+
+def routers_in(module: ModuleType) -> list[Handlers]:
+    """Every distinct `Handlers` object a module defines at top level."""
+    found: list[Handlers] = []
+    for value in vars(module).values():
+        if isinstance(value, Handlers) and not any(value is known for known in found):
+            found.append(value)
+    return found
+
+
+def _import(plugin: str, module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(plugin, f"import failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_file(plugin: str, path: Path) -> ModuleType:
+    resolved = path.resolve()
+    # A stable name for a stable path, so handler names survive restarts.
+    digest = hashlib.sha256(str(resolved.parent).encode()).hexdigest()[:8]
+    module_name = f"{FILE_MODULE_PREFIX}.{resolved.stem}_{digest}"
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(resolved):
+        return loaded
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise PluginError(plugin, f"cannot load {resolved}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(plugin, f"import failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _from_module(plugin: str, module: ModuleType) -> list[Handlers]:
+    routers = routers_in(module)
+    if not routers:
+        raise PluginError(plugin, "defines no Handlers router")
+    return routers
+
+
+def load_plugin(plugin: str) -> list[Handlers]:
+    """The routers a plugin spec names.
+
+    - `package.module:attribute`: that attribute, which must be a `Handlers`;
+    - `package.module`: every `Handlers` defined in the module;
+    - a path to a `.py` file, or a directory: every `Handlers` in the file, or in each
+      `.py` file of the directory not starting with `_` (in name order).
+
+    Raises `PluginError` naming the plugin when anything goes wrong.
+    """
+    path = Path(plugin)
+    if plugin.endswith(".py") or path.is_dir():
+        if path.is_dir():
+            files = sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+            routers: list[Handlers] = []
+            for file in files:
+                routers.extend(routers_in(_load_file(plugin, file)))
+            if not routers:
+                raise PluginError(plugin, "the directory holds no module with a Handlers router")
+            return routers
+        if not path.is_file():
+            raise PluginError(plugin, "no such file")
+        return _from_module(plugin, _load_file(plugin, path))
+
+    module_name, colon, attribute = plugin.partition(":")
+    if not module_name:
+        raise PluginError(plugin, "expected module, module:attribute, a .py file or a directory")
+    module = _import(plugin, module_name)
+    if not colon:
+        return _from_module(plugin, module)
+    value: object = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise PluginError(plugin, f"module {module_name!r} has no {attribute!r}") from None
+    if not isinstance(value, Handlers):
+        raise PluginError(plugin, f"{attribute!r} is a {type(value).__name__}, not Handlers")
+    return [value]
+
+
+def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[Handlers]:
+    """Routers from installed packages' entry points in `group`.
+
+    An entry point may name a module (every router in it) or a `module:attribute` router.
+    """
+    routers: list[Handlers] = []
+    for entry in importlib.metadata.entry_points(group=group):
+        plugin = f"{entry.name} = {entry.value}"
+        try:
+            value = entry.load()
+        except Exception as exc:
+            raise PluginError(plugin, f"import failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(value, Handlers):
+            routers.append(value)
+        elif isinstance(value, ModuleType):
+            routers.extend(_from_module(plugin, value))
+        else:
+            raise PluginError(plugin, f"names a {type(value).__name__}, not Handlers or a module")
+    return routers

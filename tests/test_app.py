@@ -1,0 +1,358 @@
+"""The `Listener` end to end: real uvicorn, real SQLite, handlers run by the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import Recorder, payload, serve, signed, wait_for
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from listener import Listener, Origin, RunEvent, RunStatus, Source
+from listener.providers.base import RunResult, RunState, Submission
+from listener.signatures import StandardWebhooks, generate_hmac_secret
+from listener.store import CallState, Store, open_store
+
+SECRET = generate_hmac_secret()
+SCHEME = StandardWebhooks([SECRET])
+
+
+def new_listener(db: Path, **options: Any) -> Listener:
+    settings: dict[str, Any] = {
+        "sweep_interval": 0.02,
+        "backoff_base": 0.001,
+        "backoff_cap": 0.01,
+        "shutdown_timeout": 5.0,
+    }
+    settings.update(options)
+    return Listener(
+        store_url=f"sqlite:///{db}",
+        sources=[Source("std", "local", SCHEME)],
+        **settings,
+    )
+
+
+async def deliver(
+    client: httpx.AsyncClient, msg_id: str, run_id: str = "run-1", status: str = "succeeded"
+) -> httpx.Response:
+    body = payload(run_id, status)
+    return await client.post("/hooks/std", content=body, headers=signed(SCHEME, body, msg_id))
+
+
+@contextlib.asynccontextmanager
+async def running(listener: Listener) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        yield client
+
+
+async def call_state(store: Store, handler: str, *states: CallState) -> None:
+    async def reached() -> bool:
+        calls = (await store.list_calls(handler=handler)).items
+        return bool(calls) and all(c.state in states for c in calls)
+
+    await wait_for(reached, f"calls of {handler} in {states}")
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+async def test_async_with_opens_and_closes_the_store(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "a.db")
+    assert not listener.started
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = listener.store
+    async with listener:
+        assert listener.started
+        assert listener.dispatcher is not None
+        assert listener.dispatcher.running
+        await listener.store.ping()
+        with pytest.raises(RuntimeError, match="already started"):
+            await listener.start()
+        assert "started" in repr(listener)
+    assert not listener.started
+    assert listener.dispatcher is None
+    await listener.stop()  # stopping twice is harmless
+
+
+async def test_a_given_store_is_not_closed(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'given.db'}")
+    try:
+        listener = Listener(store=store, dispatch=False)
+        assert listener.store_url == store.url
+        async with listener:
+            assert listener.dispatcher is None
+        await store.ping()
+    finally:
+        await store.close()
+    with pytest.raises(ValueError, match="not both"):
+        Listener(store=store, store_url="sqlite://:memory:")
+
+
+async def test_mounted_under_a_prefix_with_the_listener_lifespan(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "m.db")
+    recorder = Recorder()
+    listener.on("succeeded", name="rec")(recorder)
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("host")
+
+    host = Starlette(
+        routes=[Route("/", home), Mount("/listener", app=listener.asgi())],
+        lifespan=listener.lifespan,
+    )
+    async with serve(host) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/")).text == "host"
+        assert (await client.get("/listener/readyz")).status_code == 200
+        body = payload("run-m")
+        response = await client.post(
+            "/listener/hooks/std", content=body, headers=signed(SCHEME, body, "m1")
+        )
+        assert response.status_code == 202
+        assert (await recorder.next()).run_id == "run-m"
+        assert (await client.post("/hooks/std", content=body)).status_code == 404
+    assert not listener.started
+
+
+async def test_mounted_with_the_hosts_own_lifespan(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "h.db")
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append("host up")
+        async with listener:
+            yield
+        events.append("host down")
+
+    host = Starlette(routes=[Mount("/hooks-app", app=listener.asgi())], lifespan=lifespan)
+    async with serve(host) as url, httpx.AsyncClient(base_url=url + "/hooks-app") as client:
+        assert (await deliver(client, "x1")).status_code == 202
+    assert events == ["host up", "host down"]
+
+
+async def test_mounted_in_fastapi(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+
+    listener = new_listener(tmp_path / "f.db")
+    host = FastAPI(lifespan=listener.lifespan)
+    host.mount("/listener", listener.asgi())
+    async with serve(host) as url, httpx.AsyncClient(base_url=url + "/listener") as client:
+        assert (await deliver(client, "f1")).status_code == 202
+
+
+# -- handlers never hold up the answer ---------------------------------------------------
+
+
+async def test_a_slow_handler_does_not_delay_the_answer(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "s.db")
+    gate = asyncio.Event()
+    thread_gate = threading.Event()
+    started: list[str] = []
+    finished: list[str] = []
+    both_started = asyncio.Event()
+
+    @listener.on("succeeded", name="slow-async")
+    async def slow(event: RunEvent) -> None:
+        started.append(f"async {event.run_id}")
+        await gate.wait()
+        finished.append(event.run_id)
+
+    loop = asyncio.get_running_loop()
+
+    @listener.on("succeeded", name="slow-sync")
+    def slow_sync(event: RunEvent) -> None:
+        loop.call_soon_threadsafe(both_started.set)
+        thread_gate.wait(30)
+
+    async with running(listener) as client:
+        assert (await deliver(client, "s1", "run-1")).status_code == 202
+        async with asyncio.timeout(30):
+            await both_started.wait()
+        await wait_for(lambda: started == ["async run-1"], "the async handler to start")
+        # Both handlers for run-1 are blocked on gates only this test opens; the receiver
+        # still answers, durably, for the next run.
+        second = await deliver(client, "s2", "run-2")
+        assert second.status_code == 202
+        assert finished == []
+        assert not gate.is_set()
+        assert not thread_gate.is_set()
+        assert await listener.store.get_event("std:s2") is not None
+        gate.set()
+        thread_gate.set()
+        await call_state(listener.store, "slow-async", CallState.DONE)
+        await call_state(listener.store, "slow-sync", CallState.DONE)
+    assert sorted(finished) == ["run-1", "run-2"]
+
+
+# -- retries, dead letters, replay -------------------------------------------------------
+
+
+async def test_fails_twice_then_succeeds_over_http(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "r.db")
+    attempts: list[Origin] = []
+
+    @listener.on("succeeded", name="flaky")
+    async def flaky(event: RunEvent) -> None:
+        attempts.append(event.origin)
+        if len(attempts) <= 2:
+            raise RuntimeError("not yet")
+
+    async with running(listener) as client:
+        assert (await deliver(client, "f1")).status_code == 202
+        await call_state(listener.store, "flaky", CallState.DONE)
+        [call] = (await listener.store.list_calls(handler="flaky")).items
+    assert len(attempts) == 3
+    assert call.attempts == 3
+
+
+async def test_always_failing_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "d.db", max_attempts=3)
+    seen: list[Origin] = []
+    fixed = False
+
+    @listener.on("succeeded", name="always-fails")
+    async def always(event: RunEvent) -> None:
+        seen.append(event.origin)
+        if not fixed:
+            raise LookupError("no such thing downstream")
+
+    async with running(listener) as client:
+        assert (await deliver(client, "d1")).status_code == 202
+        await call_state(listener.store, "always-fails", CallState.DEAD)
+        [dead] = (await listener.store.list_calls(state=CallState.DEAD)).items
+        assert dead.last_error == "LookupError: no such thing downstream"
+        assert seen == [Origin.WEBHOOK] * 3
+
+        fixed = True
+        assert await listener.store.replay_call(dead.id)
+        await call_state(listener.store, "always-fails", CallState.DONE)
+        metrics = (await client.get("/metrics")).text
+    assert seen[-1] is Origin.REPLAY
+    assert 'listener_handler_dead_letters_total{handler="always-fails"} 1.0' in metrics
+
+
+# -- restarts ------------------------------------------------------------------------------
+
+
+async def test_after_a_restart_pending_calls_are_run(tmp_path: Path) -> None:
+    db = tmp_path / "restart.db"
+    first = new_listener(db, shutdown_timeout=0.01)
+    blocked = asyncio.Event()
+
+    @first.on("succeeded", name="durable")
+    async def stuck(event: RunEvent) -> None:
+        blocked.set()
+        await asyncio.Event().wait()
+
+    async with running(first) as client:
+        assert (await deliver(client, "r1", "run-1")).status_code == 202
+        async with asyncio.timeout(30):
+            await blocked.wait()
+    # The interrupted call was given back; a receiver-only replica then stores more.
+    receiver_only = new_listener(db, dispatch=False)
+    receiver_only.on("succeeded", name="durable")(stuck)
+    async with running(receiver_only) as client:
+        assert (await deliver(client, "r2", "run-2")).status_code == 202
+        pending = (await receiver_only.store.list_calls(state=CallState.PENDING)).items
+        assert sorted(c.run_id for c in pending) == ["run-1", "run-2"]
+
+    second = new_listener(db)
+    recorder = Recorder()
+    second.on("succeeded", name="durable")(recorder)
+    async with running(second):
+        await call_state(second.store, "durable", CallState.DONE)
+    assert sorted(e.run_id for e in recorder.events) == ["run-1", "run-2"]
+
+
+# -- results through providers -----------------------------------------------------------
+
+
+class FakeProvider:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def parse_event(self, payload: Any, *, delivery_id: str) -> RunEvent:
+        raise NotImplementedError
+
+    async def submit(self, submission: Submission, *, callback_url: str | None) -> str:
+        raise NotImplementedError
+
+    async def status(self, application: str, run_id: str) -> RunState:
+        raise NotImplementedError
+
+    async def result(self, application: str, run_id: str) -> RunResult:
+        self.asked.append((application, run_id))
+        return RunResult(run_id=run_id, status=RunStatus.SUCCEEDED, output={"answer": 42})
+
+    async def cancel(self, application: str, run_id: str) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_handlers_fetch_results_through_the_provider(tmp_path: Path) -> None:
+    provider = FakeProvider()
+    listener = new_listener(tmp_path / "p.db", providers=[provider])
+    results: list[Any] = []
+
+    @listener.on("succeeded", name="fetcher")
+    async def fetch(event: RunEvent) -> None:
+        results.append(await event.fetch_result())
+
+    @listener.on("succeeded", name="nothing", provider="elsewhere")
+    async def elsewhere(event: RunEvent) -> None:
+        pass
+
+    async with running(listener) as client:
+        assert (await deliver(client, "p1", "run-p")).status_code == 202
+        await call_state(listener.store, "fetcher", CallState.DONE)
+    assert provider.asked == [("routing", "run-p")]
+    assert results[0].output == {"answer": 42}
+
+
+async def test_without_a_provider_fetch_result_is_a_lookup_error(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "np.db", max_attempts=1)
+    errors: list[str] = []
+
+    @listener.on("succeeded", name="fetcher")
+    async def fetch(event: RunEvent) -> None:
+        try:
+            await event.fetch_result()
+        except LookupError as exc:
+            errors.append(str(exc))
+
+    async with running(listener) as client:
+        await deliver(client, "np1")
+        await call_state(listener.store, "fetcher", CallState.DONE)
+    assert "cannot fetch results" in errors[0]
+
+
+async def test_plugins_load_by_module_path(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "pl.db", plugins=["handlers.log"])
+    assert "handlers.log.log_transition" in listener.handlers
+
+
+def test_bad_construction() -> None:
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        Listener(store_url="sqlite://:memory:", max_body_bytes=0)
+    listener = Listener(store_url="sqlite://:memory:", sources=[Source("a", "local", SCHEME)])
+    with pytest.raises(ValueError, match="already configured"):
+        listener.add_source(Source("a", "local", SCHEME))
+    with pytest.raises(ValueError, match="source name"):
+        Source("bad name", "local", SCHEME)
+    with pytest.raises(ValueError, match="unknown provider"):
+        Source("x", "no-such-provider", SCHEME)
+    with pytest.raises(ValueError, match="public_url"):
+        listener.callback_url("a", "run")

@@ -1,0 +1,502 @@
+"""The dispatcher against a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from helpers import event, wait_for
+
+from listener.dispatch import Dispatcher, describe_error
+from listener.events import Origin, RunEvent
+from listener.metrics import Metrics
+from listener.registry import Handlers
+from listener.store import CallState, HandlerCall, Store, open_store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(f"sqlite:///{tmp_path / 'listener.db'}")
+    yield opened
+    await opened.close()
+
+
+def make(store: Store, handlers: Handlers, **options: object) -> Dispatcher:
+    settings: dict[str, object] = {
+        "sweep_interval": 0.02,
+        "backoff_base": 0.001,
+        "backoff_cap": 0.01,
+        "max_attempts": 3,
+        "shutdown_timeout": 5.0,
+    }
+    settings.update(options)
+    return Dispatcher(store, handlers, **settings)  # type: ignore[arg-type]
+
+
+async def call_in(store: Store, call_id: int, *states: CallState) -> HandlerCall:
+    found: list[HandlerCall] = []
+
+    async def reached() -> bool:
+        call = await store.get_call(call_id)
+        assert call is not None
+        found[:] = [call]
+        return call.state in states
+
+    await wait_for(reached, f"call {call_id} in {states}")
+    return found[0]
+
+
+async def enqueue(store: Store, handlers: Handlers, *args: object, **kw: str) -> list[int]:
+    ev = event(*args, **kw)  # type: ignore[arg-type]
+    result = await store.record(ev, handlers=handlers.match(ev))
+    return list(result.call_ids)
+
+
+async def test_runs_a_call_and_completes_it(store: Store) -> None:
+    handlers = Handlers()
+    seen: list[RunEvent] = []
+
+    @handlers.on("succeeded", name="h")
+    async def handler(event: RunEvent) -> None:
+        seen.append(event)
+
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert call.attempts == 1
+    assert [e.run_id for e in seen] == ["run-1"]
+    assert seen[0].origin is Origin.WEBHOOK
+
+
+async def test_wake_claims_new_calls_without_waiting_for_a_sweep(store: Store) -> None:
+    handlers = Handlers()
+    done = asyncio.Event()
+
+    @handlers.on_any(name="h")
+    async def handler(event: RunEvent) -> None:
+        done.set()
+
+    # A sweep interval far beyond the test's life: only wake() can trigger the claim.
+    dispatcher = make(store, handlers, sweep_interval=3600)
+    await dispatcher.start()
+    try:
+        await asyncio.sleep(0)  # let the first (empty) claim pass
+        await wait_for(lambda: dispatcher.running, "the dispatcher loop")
+        await enqueue(store, handlers)
+        dispatcher.wake()
+        async with asyncio.timeout(30):
+            await done.wait()
+    finally:
+        await dispatcher.stop()
+
+
+async def test_fails_twice_then_succeeds_is_called_three_times(store: Store) -> None:
+    handlers = Handlers()
+    attempts: list[int] = []
+
+    @handlers.on("succeeded", name="flaky")
+    def flaky(event: RunEvent) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError(f"downstream down (try {len(attempts)})")
+
+    metrics = Metrics()
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, max_attempts=5, metrics=metrics)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert len(attempts) == 3
+    assert call.attempts == 3
+    text = metrics.render().decode()
+    assert 'listener_handler_calls_total{handler="flaky",outcome="error"} 2.0' in text
+    assert 'listener_handler_calls_total{handler="flaky",outcome="ok"} 1.0' in text
+
+
+async def test_always_failing_goes_to_dead_letters_and_can_be_replayed(store: Store) -> None:
+    handlers = Handlers()
+    origins: list[Origin] = []
+    broken = True
+
+    @handlers.on("succeeded", name="broken")
+    async def handler(event: RunEvent) -> None:
+        origins.append(event.origin)
+        if broken:
+            raise ValueError("cannot " + "x" * 5000)
+
+    metrics = Metrics()
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, max_attempts=3, metrics=metrics)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DEAD)
+        assert origins == [Origin.WEBHOOK] * 3
+        assert call.last_error is not None
+        assert call.last_error.startswith("ValueError: cannot xxx")
+        assert len(call.last_error) <= 2000
+        dead = await store.list_calls(state=CallState.DEAD)
+        assert [c.id for c in dead.items] == [call_id]
+        assert 'listener_handler_dead_letters_total{handler="broken"} 1.0' in (
+            metrics.render().decode()
+        )
+
+        broken = False
+        assert await store.replay_call(call_id)
+        dispatcher.wake()
+        call = await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert origins[-1] is Origin.REPLAY
+    assert call.replays == 1
+
+
+async def test_async_timeout_counts_as_failure(store: Store) -> None:
+    handlers = Handlers()
+    never = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    @handlers.on_any(name="stuck", timeout=0.01)
+    async def stuck(event: RunEvent) -> None:
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, max_attempts=1)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DEAD)
+    finally:
+        await dispatcher.stop()
+    assert cancelled.is_set()
+    assert call.last_error is not None
+    assert call.last_error.startswith("TimeoutError: the handler did not finish")
+
+
+async def test_a_handler_raising_timeout_error_itself_is_an_error(store: Store) -> None:
+    handlers = Handlers()
+
+    @handlers.on_any(name="own-timeout")
+    async def own(event: RunEvent) -> None:
+        raise TimeoutError("upstream took too long")
+
+    metrics = Metrics()
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, max_attempts=1, metrics=metrics)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DEAD)
+    finally:
+        await dispatcher.stop()
+    assert call.last_error == "TimeoutError: upstream took too long"
+    assert 'handler="own-timeout",outcome="error"' in metrics.render().decode()
+
+
+async def test_sync_timeout_fails_the_call_while_the_thread_runs_on(store: Store) -> None:
+    handlers = Handlers()
+    release = threading.Event()
+    finished = threading.Event()
+
+    @handlers.on_any(name="sync-stuck", timeout=0.01)
+    def stuck(event: RunEvent) -> None:
+        release.wait(30)
+        finished.set()
+
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, max_attempts=1)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DEAD)
+        assert not finished.is_set()
+    finally:
+        release.set()
+        await dispatcher.stop()
+    assert call.last_error is not None
+    assert "did not finish" in call.last_error
+
+
+async def test_sync_handlers_run_in_worker_threads(store: Store) -> None:
+    handlers = Handlers()
+    threads: list[str] = []
+
+    @handlers.on_any(name="where")
+    def where(event: RunEvent) -> None:
+        threads.append(threading.current_thread().name)
+
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers)
+    await dispatcher.start()
+    try:
+        await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert threads[0].startswith("listener-handler")
+
+
+async def test_sync_function_returning_an_awaitable_is_awaited(store: Store) -> None:
+    handlers = Handlers()
+    ran = asyncio.Event()
+
+    async def body(event: RunEvent) -> None:
+        ran.set()
+
+    handlers.add(lambda e: body(e), name="lambda")
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers)
+    await dispatcher.start()
+    try:
+        await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert ran.is_set()
+
+
+async def test_system_exit_in_a_handler_is_only_a_failure(store: Store) -> None:
+    handlers = Handlers()
+
+    @handlers.on_any(name="exits")
+    def exits(event: RunEvent) -> None:
+        raise SystemExit(3)
+
+    @handlers.on_any(name="fine")
+    async def fine(event: RunEvent) -> None:
+        pass
+
+    exits_id, fine_id = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, max_attempts=1)
+    await dispatcher.start()
+    try:
+        dead = await call_in(store, exits_id, CallState.DEAD)
+        await call_in(store, fine_id, CallState.DONE)
+        assert dispatcher.running
+    finally:
+        await dispatcher.stop()
+    assert dead.last_error == "SystemExit: 3"
+
+
+async def test_one_stuck_handler_does_not_hold_back_others(store: Store) -> None:
+    handlers = Handlers()
+    gate = asyncio.Event()
+    other_runs: list[str] = []
+
+    @handlers.on("succeeded", name="slow")
+    async def slow(event: RunEvent) -> None:
+        await gate.wait()
+
+    @handlers.on_any(name="quick")
+    async def quick(event: RunEvent) -> None:
+        other_runs.append(event.run_id)
+
+    slow_id, quick_id = await enqueue(store, handlers, "run-1")
+    [second_run] = await enqueue(store, handlers, "run-2", "running", delivery_id="d-2")
+    dispatcher = make(store, handlers, concurrency=4)
+    await dispatcher.start()
+    try:
+        await call_in(store, quick_id, CallState.DONE)
+        await call_in(store, second_run, CallState.DONE)
+        slow_call = await store.get_call(slow_id)
+        assert slow_call is not None
+        assert slow_call.state is CallState.RUNNING
+        gate.set()
+        await call_in(store, slow_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert sorted(other_runs) == ["run-1", "run-2"]
+
+
+async def test_calls_for_one_run_and_handler_run_in_transition_order(store: Store) -> None:
+    handlers = Handlers()
+    order: list[str] = []
+
+    @handlers.on_any(name="ordered")
+    async def ordered(event: RunEvent) -> None:
+        # Yield so a concurrent claim would have a chance to overtake.
+        await asyncio.sleep(0)
+        order.append(event.status.value)
+
+    ids: list[int] = []
+    for n, status in enumerate(["queued", "running", "succeeded"]):
+        ids += await enqueue(store, handlers, "run-1", status, delivery_id=f"d-{n}")
+    dispatcher = make(store, handlers, concurrency=8)
+    await dispatcher.start()
+    try:
+        for call_id in ids:
+            await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert order == ["queued", "running", "succeeded"]
+
+
+async def test_unknown_handler_name_fails_and_dead_letters(store: Store) -> None:
+    result = await store.record(event(), handlers=["gone.plugin"])
+    [call_id] = result.call_ids
+    dispatcher = make(store, Handlers(), max_attempts=2)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DEAD)
+    finally:
+        await dispatcher.stop()
+    assert call.last_error is not None
+    assert "UnknownHandler" in call.last_error
+    assert "gone.plugin" in call.last_error
+
+
+async def test_a_crash_looping_call_is_dead_lettered_without_running(store: Store) -> None:
+    handlers = Handlers()
+    ran: list[str] = []
+
+    @handlers.on_any(name="crashy")
+    async def crashy(event: RunEvent) -> None:
+        ran.append(event.run_id)
+
+    [call_id] = await enqueue(store, handlers)
+    # Three claims by processes that "died" holding a lease that is already over.
+    for _ in range(3):
+        [claimed] = await store.claim_calls("dead-process", limit=1, lease_seconds=0)
+        assert claimed.id == call_id
+    dispatcher = make(store, handlers, max_attempts=3)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DEAD)
+    finally:
+        await dispatcher.stop()
+    assert ran == []
+    assert call.last_error is not None
+    assert "kept being claimed" in call.last_error
+
+
+async def test_sweep_picks_up_calls_left_by_a_crashed_claimer(store: Store) -> None:
+    handlers = Handlers()
+    ran: list[str] = []
+
+    @handlers.on_any(name="recovered")
+    async def recovered(event: RunEvent) -> None:
+        ran.append(event.run_id)
+
+    [call_id] = await enqueue(store, handlers)
+    await store.claim_calls("crashed", limit=1, lease_seconds=0)
+    dispatcher = make(store, handlers)
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert ran == ["run-1"]
+    assert call.lease_owner in (None, dispatcher.owner)
+
+
+async def test_stop_releases_unfinished_calls_and_a_restart_runs_them(store: Store) -> None:
+    handlers = Handlers()
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+    block = True
+    completed: list[str] = []
+
+    @handlers.on_any(name="blocking")
+    async def blocking(event: RunEvent) -> None:
+        if block:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        completed.append(event.run_id)
+
+    [call_id] = await enqueue(store, handlers)
+    first = make(store, handlers, shutdown_timeout=0.01)
+    await first.start()
+    async with asyncio.timeout(30):
+        await started.wait()
+    await first.stop()
+    assert cancelled.is_set()
+    call = await store.get_call(call_id)
+    assert call is not None
+    assert call.state is CallState.PENDING
+    assert call.attempts == 0  # the interrupted attempt does not count
+
+    block = False
+    second = make(store, handlers)
+    await second.start()
+    try:
+        await call_in(store, call_id, CallState.DONE)
+    finally:
+        await second.stop()
+    assert completed == ["run-1"]
+
+
+async def test_store_failures_do_not_kill_the_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="listener.dispatch")
+    store = await open_store(f"sqlite:///{tmp_path / 'gone.db'}")
+    dispatcher = make(store, Handlers())
+    await dispatcher.start()
+    await store.close()  # every claim now raises StoreUnavailable
+
+    def failed_twice() -> bool:
+        return sum("claiming handler calls failed" in r.message for r in caplog.records) >= 2
+
+    await wait_for(failed_twice, "two failed claims")
+    assert dispatcher.running
+    await dispatcher.stop()
+    assert not dispatcher.running
+
+
+async def test_prepare_hook_sees_every_event(store: Store) -> None:
+    handlers = Handlers()
+    results: list[object] = []
+
+    async def fetcher(event: RunEvent) -> str:
+        return f"result of {event.run_id}"
+
+    @handlers.on_any(name="fetching")
+    async def fetching(event: RunEvent) -> None:
+        results.append(await event.fetch_result())
+
+    def prepare(event: RunEvent) -> RunEvent:
+        from dataclasses import replace
+
+        return replace(event, result_fetcher=fetcher)
+
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(store, handlers, prepare=prepare)
+    await dispatcher.start()
+    try:
+        await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert results == ["result of run-1"]
+
+
+async def test_start_twice_and_bad_settings(store: Store) -> None:
+    dispatcher = make(store, Handlers())
+    await dispatcher.start()
+    with pytest.raises(RuntimeError):
+        await dispatcher.start()
+    await dispatcher.stop()
+    await dispatcher.stop()  # idempotent
+    for bad in ({"concurrency": 0}, {"timeout": 0}, {"max_attempts": 0}):
+        with pytest.raises(ValueError):  # noqa: PT011
+            make(store, Handlers(), **bad)
+
+
+def test_describe_error_names_the_type_and_truncates() -> None:
+    assert describe_error(KeyError("k")) == "KeyError: 'k'"
+    assert describe_error(RuntimeError()) == "RuntimeError"
+    assert (
+        describe_error(asyncio.InvalidStateError("x")) == "asyncio.exceptions.InvalidStateError: x"
+    )
+    assert len(describe_error(ValueError("y" * 10_000), limit=100)) == 100

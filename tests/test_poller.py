@@ -1,0 +1,349 @@
+"""The fallback poller against the fake platform over loopback, with a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from listener.events import Origin, RunEvent, RunStatus
+from listener.poller import Poller, PollSchedule
+from listener.providers.base import Provider, Submission
+from listener.providers.nextmv import NextmvProvider
+from listener.store import NewRun, Store, open_store
+from listener.store.base import RecordResult
+from listener.testing import FakePlatform, RunPlan
+
+S = RunStatus
+APP = "routing"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await open_store(f"sqlite:///{tmp_path / 'listener.db'}")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def platform() -> AsyncIterator[FakePlatform]:
+    # Runs stay running until the test finishes them, so each test sets the scene exactly.
+    async with FakePlatform(plan=RunPlan(runs_for=None), seed=3) as platform:
+        yield platform
+
+
+@pytest.fixture
+async def nextmv(platform: FakePlatform) -> AsyncIterator[NextmvProvider]:
+    async with platform.nextmv_provider(sleep=_no_sleep) as provider:
+        yield provider
+
+
+async def _no_sleep(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+class Recorder:
+    """The listener's record path, reduced to what the poller needs: one handler."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.events: list[RunEvent] = []
+
+    async def __call__(self, event: RunEvent) -> RecordResult:
+        self.events.append(event)
+        return await self.store.record(event, ["on_final"])
+
+
+def make_poller(
+    store: Store, providers: dict[str, Provider], recorder: Recorder, **options: object
+) -> Poller:
+    options.setdefault("rng", random.Random(5))
+    options.setdefault("schedule", PollSchedule(interval=2.0, cap=30.0, jitter=0.0))
+    return Poller(store, providers, recorder, **options)  # type: ignore[arg-type]
+
+
+async def submit(
+    provider: NextmvProvider, store: Store, *, grace: float = 0.0, **run: object
+) -> str:
+    run_id = await provider.submit(Submission(APP, {"stops": 3}))
+    await store.register_run(
+        NewRun(run_id, "nextmv", APP, grace_seconds=grace, **run)  # type: ignore[arg-type]
+    )
+    return run_id
+
+
+async def test_runs_within_grace_are_not_polled(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await submit(nextmv, store, grace=3600)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store))
+    report = await poller.poll_once()
+    assert report.claimed == 0
+    assert report.status_calls == 0
+    assert sum(platform.status_calls.values()) == 0
+
+
+async def test_a_finished_run_is_recorded_through_the_same_path(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    run_id = await submit(nextmv, store)
+    platform.finish(run_id, "succeeded")
+    recorder = Recorder(store)
+    poller = make_poller(store, {"nextmv": nextmv}, recorder)
+    report = await poller.poll_once()
+    assert (report.claimed, report.status_calls, report.learned) == (1, 1, 1)
+    (event,) = recorder.events
+    assert event.origin is Origin.POLL
+    assert event.status is S.SUCCEEDED
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.SUCCEEDED
+    assert run.next_poll_at is None
+    calls = await store.list_calls(run_id=run_id)
+    assert [(c.handler, c.status) for c in calls.items] == [("on_final", S.SUCCEEDED)]
+    # A terminal run is never polled again.
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert (await poller.poll_once(now=later)).status_calls == 0
+
+
+async def test_a_poll_and_a_webhook_of_the_same_end_call_handlers_once(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    run_id = await submit(nextmv, store)
+    platform.finish(run_id, "failed")
+    await make_poller(store, {"nextmv": nextmv}, Recorder(store)).poll_once()
+    late_webhook = RunEvent("hook:1", "nextmv", APP, run_id, S.FAILED)
+    result = await store.record(late_webhook, ["on_final"])
+    assert result.transition is None
+    assert len((await store.list_calls(run_id=run_id)).items) == 1
+
+
+async def test_a_running_run_is_rescheduled_with_backoff(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    run_id = await submit(nextmv, store)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store))
+    t0 = datetime.now(UTC) + timedelta(seconds=1)
+    first = await poller.poll_once(now=t0)
+    assert (first.learned, first.rescheduled) == (1, 1)  # queued -> running was news
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.RUNNING
+    assert run.poll_attempts == 1
+    assert run.lease_owner is None
+    assert run.next_poll_at == t0 + timedelta(seconds=2)
+    # Nothing is due before then; at then, the next wait doubles.
+    assert (await poller.poll_once(now=t0 + timedelta(seconds=1))).claimed == 0
+    t1 = t0 + timedelta(seconds=2)
+    second = await poller.poll_once(now=t1)
+    assert (second.claimed, second.learned) == (1, 0)
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.poll_attempts == 2
+    assert run.next_poll_at == t1 + timedelta(seconds=4)
+    assert platform.status_calls[run_id] == 2
+
+
+async def test_a_run_past_its_deadline_expires(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    run_id = await submit(nextmv, store, grace=3600, deadline=deadline)
+    recorder = Recorder(store)
+    poller = make_poller(store, {"nextmv": nextmv}, recorder)
+    report = await poller.poll_once(now=deadline + timedelta(seconds=1))
+    assert report.expired == 1
+    assert platform.status_calls[run_id] == 1  # asked once more before giving up
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.EXPIRED
+    assert recorder.events[-1].status is S.EXPIRED
+    # It was running when last asked, then expired: one call for each transition.
+    calls = (await store.list_calls(run_id=run_id)).items
+    assert [c.status for c in calls] == [S.EXPIRED, S.RUNNING]
+    # The platform's real answer, arriving later, still wins over the listener's guess.
+    platform.finish(run_id, "succeeded")
+    moved = await store.record(RunEvent("hook:late", "nextmv", APP, run_id, S.SUCCEEDED))
+    assert moved.status is S.SUCCEEDED
+
+
+async def test_the_next_poll_never_skips_past_the_deadline(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=1)
+    run_id = await submit(nextmv, store, deadline=deadline)
+    now = datetime.now(UTC)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store))
+    await poller.poll_once(now=now)
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.next_poll_at == deadline
+
+
+async def test_rate_limited_provider_is_paused(
+    store: Store, platform: FakePlatform, platform_no_retry: NextmvProvider
+) -> None:
+    run_id = await submit(platform_no_retry, store)
+    platform.fail_next(429, route="runs.metadata", times=10, retry_after="120")
+    poller = make_poller(store, {"nextmv": platform_no_retry}, Recorder(store))
+    now = datetime.now(UTC)
+    report = await poller.poll_once(now=now)
+    assert report.errors == 1
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.QUEUED
+    # The run waits at least until the platform's Retry-After has passed...
+    assert run.next_poll_at is not None
+    assert run.next_poll_at >= now + timedelta(seconds=100)
+    # ...and so does every other run of that provider, without a call being made.
+    other = await submit(platform_no_retry, store)
+    second = await poller.poll_once(now=datetime.now(UTC) + timedelta(seconds=1))
+    assert (second.claimed, second.status_calls) == (1, 0)
+    assert "nextmv" in second.providers_paused
+    waiting = await store.get_run(other)
+    assert waiting is not None
+    assert waiting.next_poll_at is not None
+    assert waiting.next_poll_at >= now + timedelta(seconds=100)
+    assert platform.status_calls[other] == 0
+
+
+@pytest.fixture
+async def platform_no_retry(platform: FakePlatform) -> AsyncIterator[NextmvProvider]:
+    async with platform.nextmv_provider(sleep=_no_sleep, max_attempts=1) as provider:
+        yield provider
+
+
+async def test_server_errors_back_off_and_recover(
+    store: Store, platform: FakePlatform, platform_no_retry: NextmvProvider
+) -> None:
+    run_id = await submit(platform_no_retry, store)
+    platform.finish(run_id, "succeeded")
+    platform.fail_next(503, route="runs.metadata")
+    poller = make_poller(store, {"nextmv": platform_no_retry}, Recorder(store))
+    now = datetime.now(UTC)
+    assert (await poller.poll_once(now=now)).errors == 1
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.QUEUED
+    assert run.next_poll_at is not None
+    report = await poller.poll_once(now=run.next_poll_at)
+    assert report.learned == 1
+    done = await store.get_run(run_id)
+    assert done is not None
+    assert done.status is S.SUCCEEDED
+
+
+async def test_many_runs_of_one_application_are_checked_in_one_listing(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    run_ids = [await submit(nextmv, store) for _ in range(12)]
+    for run_id in run_ids[:8]:
+        platform.finish(run_id, "succeeded")
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store))
+    report = await poller.poll_once()
+    assert report.claimed == 12
+    assert report.status_calls == 1  # one page of the run listing covered them all
+    assert sum(platform.status_calls.values()) == 0
+    statuses = {r: (await store.get_run(r)).status for r in run_ids}  # type: ignore[union-attr]
+    assert [statuses[r] for r in run_ids] == [S.SUCCEEDED] * 8 + [S.RUNNING] * 4
+
+
+async def test_runs_the_listing_misses_are_asked_one_by_one(
+    store: Store, platform: FakePlatform
+) -> None:
+    platform.page_size = 2
+    async with platform.nextmv_provider(sleep=_no_sleep) as provider:
+        old = [await submit(provider, store) for _ in range(2)]
+        # Newer runs push the old ones beyond the pages a batch check reads.
+        for _ in range(12):
+            await provider.submit(Submission(APP, {}))
+        for run_id in old:
+            platform.finish(run_id, "succeeded")
+        report = await make_poller(store, {"nextmv": provider}, Recorder(store)).poll_once()
+    assert report.learned == 2
+    assert [platform.status_calls[r] for r in old] == [1, 1]
+
+
+async def test_two_pollers_never_poll_the_same_run(
+    tmp_path: Path, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    one, two = await open_store(url), await open_store(url)
+    try:
+        run_ids = [await submit(nextmv, one) for _ in range(30)]
+        for run_id in run_ids:
+            platform.finish(run_id, "succeeded")
+        # No batch listing here, so every claimed run is one status call.
+        providers: dict[str, Provider] = {"nextmv": _OneByOne(nextmv)}
+        first = make_poller(one, providers, Recorder(one), batch_size=7)
+        second = make_poller(two, providers, Recorder(two), batch_size=7)
+        for _ in range(5):
+            await asyncio.gather(first.poll_once(), second.poll_once())
+        assert sorted(platform.status_calls) == sorted(run_ids)
+        assert set(platform.status_calls.values()) == {1}
+        for run_id in run_ids:
+            run = await one.get_run(run_id)
+            assert run is not None
+            assert run.status is S.SUCCEEDED
+    finally:
+        await one.close()
+        await two.close()
+
+
+class _OneByOne:
+    """A provider without the batch capability, to count one call per run."""
+
+    def __init__(self, inner: NextmvProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.parse_event = inner.parse_event
+        self.submit = inner.submit
+        self.status = inner.status
+        self.result = inner.result
+        self.cancel = inner.cancel
+        self.aclose = inner.aclose
+
+
+async def test_a_run_of_an_unknown_provider_waits_and_expires(store: Store) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    await store.register_run(NewRun("r-1", "elsewhere", APP, grace_seconds=0, deadline=deadline))
+    poller = make_poller(store, {}, Recorder(store))
+    report = await poller.poll_once()
+    assert (report.status_calls, report.rescheduled) == (0, 1)
+    expired = await poller.poll_once(now=deadline)
+    assert expired.expired == 1
+
+
+async def test_poll_only_mode_runs_in_the_background(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    run_ids = [await submit(nextmv, store) for _ in range(3)]
+    recorder = Recorder(store)
+    poller = make_poller(
+        store,
+        {"nextmv": nextmv},
+        recorder,
+        interval=0.02,
+        schedule=PollSchedule(interval=0.02, cap=0.05),
+    )
+    await poller.start()
+    try:
+        for run_id in run_ids:
+            platform.finish(run_id, "succeeded")
+        for _ in range(500):
+            runs = [await store.get_run(r) for r in run_ids]
+            if all(r is not None and r.status is S.SUCCEEDED for r in runs):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await poller.stop()
+    assert {e.run_id for e in recorder.events if e.status is S.SUCCEEDED} == set(run_ids)
+    await poller.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        await poller.start()
+    await poller.stop()

@@ -1,0 +1,622 @@
+"""The receiver contract, row by row, against a real uvicorn server and SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from helpers import Recorder, payload, serve, serve_in_thread, signed, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from listener import Listener, Source, callback_token
+from listener.receiver import delivery_id_for
+from listener.signatures import (
+    GitHubSignature,
+    NextmvSignature,
+    SignatureScheme,
+    StandardWebhooks,
+    Verified,
+    generate_hmac_secret,
+)
+from listener.sources import check_token, new_nonce
+from listener.store import NewRun, Store, open_store
+
+SECRET = generate_hmac_secret()
+CALLBACK_SECRET = "callback-secret-for-tests"
+LIMIT = 4096
+
+
+@dataclass
+class Rig:
+    listener: Listener
+    client: httpx.AsyncClient
+    recorder: Recorder
+    std: StandardWebhooks
+    nextmv: NextmvSignature
+    github: GitHubSignature
+
+    @property
+    def store(self) -> Store:
+        return self.listener.store
+
+    async def post(
+        self, source: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        return await self.client.post(f"/hooks/{source}", content=body, headers=headers or {})
+
+    async def deliver(
+        self, msg_id: str, run_id: str = "run-1", status: str = "succeeded"
+    ) -> httpx.Response:
+        body = payload(run_id, status)
+        return await self.post("std", body, signed(self.std, body, msg_id))
+
+    async def stored_events(self) -> int:
+        return (await self.store.counts()).events
+
+
+def make_listener(store_url: str | None = None, store: Store | None = None, **kw: Any) -> Listener:
+    return Listener(
+        store_url=store_url,
+        store=store,
+        sources=[
+            Source("std", "local", StandardWebhooks([SECRET])),
+            Source("nx", "local", NextmvSignature([SECRET])),
+            Source("gh", "local", GitHubSignature([SECRET])),
+            Source("cb", "local"),
+        ],
+        callback_secret=CALLBACK_SECRET,
+        **{"max_body_bytes": LIMIT, "sweep_interval": 0.05, **kw},
+    )
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    listener = make_listener(f"sqlite:///{tmp_path / 'listener.db'}")
+    recorder = Recorder()
+    listener.on("succeeded", "failed", name="recorder")(recorder)
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        yield Rig(
+            listener,
+            client,
+            recorder,
+            StandardWebhooks([SECRET]),
+            NextmvSignature([SECRET]),
+            GitHubSignature([SECRET]),
+        )
+
+
+# -- verified, new: 202 after the commit -------------------------------------------------
+
+
+async def test_verified_new_delivery_is_stored_then_accepted(rig: Rig) -> None:
+    response = await rig.deliver("msg-1")
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted", "delivery_id": "std:msg-1"}
+    # The answer came after the commit: everything is readable now.
+    stored = await rig.store.get_event("std:msg-1")
+    assert stored is not None
+    assert stored.run_id == "run-1"
+    run = await rig.store.get_run("run-1")
+    assert run is not None
+    assert run.status.value == "succeeded"
+    calls = await rig.store.list_calls(run_id="run-1")
+    assert [c.handler for c in calls.items] == ["recorder"]
+    delivered = await rig.recorder.next()
+    assert delivered.delivery_id == "std:msg-1"
+
+
+async def test_a_transition_without_subscribers_is_still_accepted(rig: Rig) -> None:
+    response = await rig.deliver("msg-running", status="running")
+    assert response.status_code == 202
+    assert (await rig.store.list_calls(run_id="run-1")).items == []
+
+
+# -- verified duplicate or known transition: 200 -----------------------------------------
+
+
+async def test_duplicate_delivery_and_known_transition_answer_200(rig: Rig) -> None:
+    assert (await rig.deliver("msg-1")).status_code == 202
+    again = await rig.deliver("msg-1")
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate"}
+    other_id = await rig.deliver("msg-2")
+    assert other_id.status_code == 200
+    assert other_id.json() == {"status": "known"}
+    await rig.recorder.next()
+    await wait_for(lambda: rig.listener.dispatcher is not None, "dispatcher")
+    calls = await rig.store.list_calls(run_id="run-1")
+    assert len(calls.items) == 1
+    await _settled(rig.store)
+    assert len(rig.recorder.events) == 1
+
+
+async def _settled(store: Store) -> None:
+    async def idle() -> bool:
+        counts = await store.counts()
+        return not counts.calls_by_state.get("pending") and not counts.calls_by_state.get("running")
+
+    await wait_for(idle, "no pending or running calls")
+
+
+async def test_concurrent_duplicates_call_the_handler_once(rig: Rig) -> None:
+    body = payload("run-c")
+    headers = signed(rig.std, body, "msg-same")
+    answers = await asyncio.gather(*(rig.post("std", body, headers) for _ in range(20)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] * 19 + [202]
+    # Different delivery ids for one transition: still one handler call.
+    bodies = [(payload("run-d"), f"msg-d-{n}") for n in range(20)]
+    answers = await asyncio.gather(*(rig.post("std", b, signed(rig.std, b, m)) for b, m in bodies))
+    assert sorted(r.status_code for r in answers) == [200] * 19 + [202]
+    await _settled(rig.store)
+    assert sorted(e.run_id for e in rig.recorder.events) == ["run-c", "run-d"]
+
+
+async def test_nextmv_retries_deduplicate_on_timestamp_and_body(rig: Rig) -> None:
+    body = payload("run-n")
+    headers = signed(rig.nextmv, body, "ignored")
+    first = await rig.post("nx", body, headers)
+    assert first.status_code == 202
+    delivery_id = first.json()["delivery_id"]
+    assert delivery_id.startswith("nx:t")
+    assert (await rig.post("nx", body, headers)).json() == {"status": "duplicate"}
+
+
+async def test_github_delivery_id_comes_from_its_header(rig: Rig) -> None:
+    body = payload("run-g")
+    response = await rig.post("gh", body, signed(rig.github, body, "guid-1"))
+    assert response.status_code == 202
+    assert response.json()["delivery_id"] == "gh:guid-1"
+
+
+def test_delivery_ids() -> None:
+    assert delivery_id_for("s", Verified("m", 5), b"x") == "s:m"
+    long_id = delivery_id_for("s", Verified("m" * 500, None), b"x")
+    assert long_id.startswith("s:sha256:")
+    assert len(long_id) < 100
+    assert delivery_id_for("s", Verified(None, 7), b"x").startswith("s:t7:")
+    assert delivery_id_for("s", Verified(None, None), b"x").startswith("s:b:")
+    assert delivery_id_for("s", Verified(None, 7), b"x") != delivery_id_for(
+        "s", Verified(None, 7), b"y"
+    )
+
+
+# -- verified but not understood: 202, kept as unroutable ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b'{"data": {"status": "succeeded"}}', "no run_id"),
+        (b'{"data": {"run_id": "r", "status": "exploded"}}', "unknown"),
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b'{"data": {"run_id": "r\\u0000x", "status": "failed"}}', "not valid text"),
+        (b'{"data": {"run_id": "\\ud800", "status": "failed"}}', "not valid text"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    ],
+)
+async def test_verified_but_not_understood_is_kept_as_unroutable(
+    tmp_path: Path, body: bytes, reason: str
+) -> None:
+    listener = make_listener(f"sqlite:///{tmp_path / 'u.db'}", max_body_bytes=1 << 20)
+    scheme = StandardWebhooks([SECRET])
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        headers = signed(scheme, body, "msg-u")
+        response = await client.post("/hooks/std", content=body, headers=headers)
+        assert response.status_code == 202
+        answer = response.json()
+        assert answer["status"] == "unroutable"
+        assert answer["delivery_id"] == "std:msg-u"
+        assert reason in answer["detail"]
+        [kept] = (await listener.store.list_unroutable()).items
+        assert kept.body == body
+        assert kept.source == "std"
+        assert reason in kept.reason
+        # Credentials are not kept with the body.
+        assert "webhook-signature" not in {k.lower() for k in kept.headers}
+        assert "webhook-id" in {k.lower() for k in kept.headers}
+        again = await client.post("/hooks/std", content=body, headers=headers)
+        assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+        assert (await listener.store.counts()).events == 0
+
+
+async def test_a_crashing_parser_is_unroutable_not_an_error(tmp_path: Path) -> None:
+    def parser(payload: Any, *, delivery_id: str) -> Any:
+        raise KeyError("surprise")
+
+    listener = Listener(
+        store_url=f"sqlite:///{tmp_path / 'p.db'}",
+        sources=[Source("odd", "local", StandardWebhooks([SECRET]), parser=parser)],
+    )
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        body = b'{"any": "thing"}'
+        headers = signed(StandardWebhooks([SECRET]), body, "m")
+        response = await client.post("/hooks/odd", content=body, headers=headers)
+    assert response.status_code == 202
+    assert "KeyError" in response.json()["detail"]
+
+
+# -- missing or malformed signature headers: 400; bad signature or time: 401 --------------
+
+
+def std_headers(body: bytes, **changes: str | None) -> dict[str, str]:
+    headers = signed(StandardWebhooks([SECRET]), body, "msg-x")
+    for name, value in changes.items():
+        key = name.replace("_", "-")
+        if value is None:
+            del headers[key]
+        else:
+            headers[key] = value
+    return headers
+
+
+BODY = payload("run-x")
+OTHER = StandardWebhooks([generate_hmac_secret()])
+NOW = int(time.time())
+
+
+@pytest.mark.parametrize(
+    ("source", "headers", "status", "reason"),
+    [
+        ("std", {}, 400, "missing_header"),
+        ("std", std_headers(BODY, webhook_id=None), 400, "missing_header"),
+        ("std", std_headers(BODY, webhook_timestamp=None), 400, "missing_header"),
+        ("std", std_headers(BODY, webhook_timestamp="soon"), 400, "malformed_header"),
+        ("std", std_headers(BODY, webhook_signature="garbage"), 400, "malformed_header"),
+        ("std", OTHER.sign(BODY, msg_id="msg-x"), 401, "bad_signature"),
+        ("std", std_headers(BODY, webhook_id="msg-other"), 401, "bad_signature"),
+        (
+            "std",
+            StandardWebhooks([SECRET]).sign(BODY, msg_id="m", timestamp=NOW - 3600),
+            401,
+            "timestamp_too_old",
+        ),
+        (
+            "std",
+            StandardWebhooks([SECRET]).sign(BODY, msg_id="m", timestamp=NOW + 3600),
+            401,
+            "timestamp_too_new",
+        ),
+        ("nx", {}, 400, "missing_header"),
+        ("nx", {"Nextmv-Signature": "v1=abc"}, 400, "malformed_header"),
+        ("nx", NextmvSignature(["wrong"]).sign(BODY, msg_id="m"), 401, "bad_signature"),
+        ("gh", {"X-Hub-Signature-256": "md5=00"}, 400, "malformed_header"),
+        ("gh", GitHubSignature(["wrong"]).sign(BODY, msg_id="m"), 401, "bad_signature"),
+    ],
+)
+async def test_rejected_signatures_store_nothing(
+    rig: Rig, source: str, headers: dict[str, str], status: int, reason: str
+) -> None:
+    response = await rig.post(source, BODY, headers)
+    assert response.status_code == status
+    answer = response.json()
+    assert answer["error"] == reason
+    assert set(answer) == {"error", "detail"}
+    for value in headers.values():
+        if len(value) > 20:
+            assert value not in response.text
+    assert SECRET not in response.text
+    assert await rig.stored_events() == 0
+    assert (await rig.store.list_unroutable()).items == []
+    metrics = (await rig.client.get("/metrics")).text
+    assert f'listener_verification_failures_total{{reason="{reason}",source="{source}"}} 1.0' in (
+        metrics
+    )
+
+
+async def test_a_tampered_body_is_rejected(rig: Rig) -> None:
+    headers = signed(rig.std, BODY, "msg-t")
+    response = await rig.post("std", BODY.replace(b"succeeded", b"failed"), headers)
+    assert response.status_code == 401
+    assert await rig.stored_events() == 0
+
+
+# -- unknown source: 404; body over the limit: 413 ---------------------------------------
+
+
+async def test_unknown_source_is_404(rig: Rig) -> None:
+    response = await rig.post("nope", BODY, signed(rig.std, BODY, "m"))
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_source"
+    metrics = (await rig.client.get("/metrics")).text
+    assert 'listener_deliveries_total{outcome="unknown_source",source="(unknown)"} 1.0' in metrics
+    assert "nope" not in metrics
+
+
+async def test_body_over_the_limit_is_413_by_content_length(rig: Rig) -> None:
+    body = b"x" * (LIMIT + 1)
+    response = await rig.post("std", body, signed(rig.std, body, "big"))
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+    assert await rig.stored_events() == 0
+
+
+async def test_body_over_the_limit_is_413_when_streamed_without_length(rig: Rig) -> None:
+    sent: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            sent.append(1)
+            yield b"y" * 1024
+
+    headers = signed(rig.std, b"irrelevant", "big-stream")
+    response = await rig.client.post("/hooks/std", content=chunks(), headers=headers)
+    assert response.status_code == 413
+    assert await rig.stored_events() == 0
+
+
+async def test_body_at_the_limit_is_read(rig: Rig) -> None:
+    data = json.loads(payload("run-edge"))
+    data["pad"] = ""
+    raw = json.dumps(data).encode()
+    data["pad"] = "p" * (LIMIT - len(raw))
+    body = json.dumps(data).encode()
+    assert len(body) == LIMIT
+    response = await rig.post("std", body, signed(rig.std, body, "edge"))
+    assert response.status_code == 202
+
+
+# -- store unavailable: 503 --------------------------------------------------------------
+
+
+async def test_store_unavailable_is_503_with_retry_after(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'down.db'}")
+    listener = make_listener(store=store, retry_after=7)
+    scheme = StandardWebhooks([SECRET])
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await store.close()
+        response = await client.post(
+            "/hooks/std", content=BODY, headers=signed(scheme, BODY, "m-down")
+        )
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        assert response.json()["error"] == "store_unavailable"
+        bad = b"{oops"
+        response = await client.post("/hooks/std", content=bad, headers=signed(scheme, bad, "u"))
+        assert response.status_code == 503
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "listener_store_up 0.0" in metrics.text
+    reopened = await open_store(f"sqlite:///{tmp_path / 'down.db'}")
+    try:
+        assert (await reopened.counts()).events == 0
+    finally:
+        await reopened.close()
+
+
+async def test_not_started_answers_503(tmp_path: Path) -> None:
+    listener = make_listener(f"sqlite:///{tmp_path / 'n.db'}")
+    async with (
+        serve(listener.asgi(), lifespan="off") as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        response = await client.post("/hooks/std", content=BODY, headers=std_headers(BODY))
+        assert response.status_code == 503
+        assert response.json()["error"] == "not_started"
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_an_unexpected_error_is_503_and_logs_only_its_type(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenScheme:
+        name = "broken"
+
+        def verify(
+            self, body: bytes, headers: Mapping[str, str], *, now: float | None = None
+        ) -> Verified:
+            raise RuntimeError("secret-looking detail")
+
+        def sign(self, body: bytes, *, msg_id: str, timestamp: int | None = None) -> dict[str, str]:
+            return {}
+
+    listener = Listener(
+        store_url=f"sqlite:///{tmp_path / 'b.db'}",
+        sources=[Source("b", "local", BrokenScheme())],
+    )
+    caplog.set_level(logging.INFO, logger="listener")
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post("/hooks/b", content=BODY)
+    assert response.status_code == 503
+    assert response.json()["error"] == "internal_error"
+    assert "RuntimeError" in caplog.text
+    assert "secret-looking detail" not in caplog.text
+
+
+# -- token callbacks ---------------------------------------------------------------------
+
+
+async def test_token_callbacks(rig: Rig) -> None:
+    body = payload("run-t", "failed")
+    token = callback_token(CALLBACK_SECRET, "nonce1")
+    # A run the store has not registered yet: the issued URL is proof enough.
+    ok = await rig.client.post(f"/hooks/cb/{token}", content=body)
+    assert ok.status_code == 202
+    again = await rig.client.post(f"/hooks/cb/{token}", content=body)
+    assert again.json() == {"status": "duplicate"}
+
+    missing = await rig.client.post("/hooks/cb", content=body)
+    assert (missing.status_code, missing.json()["error"]) == (400, "missing_token")
+    garbage = await rig.client.post(f"/hooks/cb/{token}", content=b"{nope")
+    assert (garbage.status_code, garbage.json()["error"]) == (400, "unverifiable_payload")
+    signed_source = await rig.client.post(f"/hooks/std/{token}", content=body)
+    assert signed_source.status_code == 404
+    assert await rig.stored_events() == 1
+    assert (await rig.recorder.next()).run_id == "run-t"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "nonce1",  # no MAC at all
+        "nonce1.",
+        "nonce1." + "0" * 32,  # a MAC, but not ours
+        callback_token("another-secret", "nonce1"),
+        callback_token(CALLBACK_SECRET, "nonce1")[:-1],
+        "bad nonce." + "0" * 32,
+    ],
+)
+async def test_token_callbacks_reject_urls_never_issued(rig: Rig, token: str) -> None:
+    response = await rig.client.post(f"/hooks/cb/{quote(token)}", content=payload("run-x"))
+    assert (response.status_code, response.json()["error"]) == (401, "bad_token")
+    assert await rig.stored_events() == 0
+
+
+async def test_token_callbacks_are_tied_to_their_run(rig: Rig) -> None:
+    await rig.store.register_run(NewRun("run-b", "local", "app", callback={"nonce": "mine"}))
+    stolen = callback_token(CALLBACK_SECRET, "someone-elses")
+    response = await rig.client.post(f"/hooks/cb/{stolen}", content=payload("run-b"))
+    assert (response.status_code, response.json()["error"]) == (401, "bad_token")
+    own = callback_token(CALLBACK_SECRET, "mine")
+    accepted = await rig.client.post(f"/hooks/cb/{own}", content=payload("run-b"))
+    assert accepted.status_code == 202
+    assert await rig.stored_events() == 1
+
+
+def test_callback_url_and_token_shape() -> None:
+    listener = make_listener("sqlite://:memory:", public_url="https://example.test/listener/")
+    url = listener.callback_url("cb", "n-1")
+    token = callback_token(CALLBACK_SECRET, "n-1")
+    assert url == f"https://example.test/listener/hooks/cb/{token}"
+    nonce, mac = token.split(".")
+    assert nonce == "n-1"
+    assert len(mac) == 32
+    assert int(mac, 16) >= 0
+    assert check_token(CALLBACK_SECRET, token) == "n-1"
+    assert len(new_nonce()) == 16
+    assert new_nonce() != new_nonce()
+    with pytest.raises(ValueError, match="nonce"):
+        callback_token(CALLBACK_SECRET, "run/1")
+    with pytest.raises(ValueError, match="not a configured token source"):
+        listener.callback_url("std", "n-1")
+    with pytest.raises(ValueError, match="callback_secret"):
+        Listener(store_url="sqlite://:memory:", sources=[Source("cb", "local")])
+
+
+# -- probes, methods, logs ---------------------------------------------------------------
+
+
+async def test_probes(rig: Rig) -> None:
+    assert (await rig.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await rig.client.get("/readyz")).json() == {"status": "ready"}
+    assert (await rig.client.get("/hooks/std")).status_code == 405
+
+
+async def test_one_log_line_per_delivery_without_secrets(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="listener.receiver")
+    body = payload("run-log")
+    good = signed(rig.std, body, "msg-log")
+    bad = OTHER.sign(body, msg_id="msg-bad")
+    await rig.post("std", body, good)
+    await rig.post("std", body, bad)
+    lines = [r for r in caplog.records if r.name == "listener.receiver"]
+    assert len(lines) == 2
+    assert "source=std id=std:msg-log run=run-log status=succeeded outcome=accepted" in (
+        lines[0].getMessage()
+    )
+    assert getattr(lines[1], "outcome", None) == "rejected"
+    text = caplog.text
+    for secret in (SECRET, good["webhook-signature"], bad["webhook-signature"]):
+        assert secret not in text
+        assert secret.split(",", 1)[-1] not in text
+
+
+# -- never 5xx, whatever arrives ----------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# What a client can send: printable ASCII without surrounding blanks.
+HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80).map(
+    str.strip
+)
+HEADER_NAMES = st.sampled_from(
+    [
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "svix-signature",
+        "nextmv-signature",
+        "x-hub-signature-256",
+        "content-type",
+        "x-other",
+    ]
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["bytes", "json", "native"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=LIMIT + 200))
+    if kind == "json":
+        return json.dumps(draw(JSON)).encode()
+    data = {
+        "run_id": draw(st.text(max_size=30)),
+        "status": draw(st.sampled_from(["queued", "running", "succeeded", "failed", "weird"])),
+        "application": draw(st.text(max_size=10) | st.integers()),
+        "occurred_at": draw(st.text(max_size=30) | st.integers() | st.floats()),
+    }
+    return json.dumps({"type": "run.status", "data": data}).encode()
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
+    body = draw(bodies())
+    method = draw(st.sampled_from(["POST"] * 8 + ["GET", "PUT"]))
+    target = draw(st.sampled_from(["std", "nx", "gh", "cb", "cb-token", "unknown", "random"]))
+    headers = draw(st.dictionaries(HEADER_NAMES, HEADER_TEXT, max_size=5))
+    if target in ("std", "nx", "gh") and draw(st.booleans()):
+        schemes: dict[str, SignatureScheme] = {
+            "std": StandardWebhooks([SECRET]),
+            "nx": NextmvSignature([SECRET]),
+            "gh": GitHubSignature([SECRET]),
+        }
+        scheme = schemes[target]
+        headers.update(scheme.sign(body, msg_id=draw(HEADER_TEXT.filter(bool))))
+    if target == "cb-token":
+        path = f"/hooks/cb/{draw(st.text(max_size=40))}"
+    elif target == "random":
+        path = "/hooks/" + "/".join(draw(st.lists(st.text(max_size=12), min_size=1, max_size=3)))
+    else:
+        path = f"/hooks/{target}"
+    return method, quote(path, safe="/"), body, headers
+
+
+def test_never_5xx_for_any_request(tmp_path: Path) -> None:
+    listener = make_listener(f"sqlite:///{tmp_path / 'fuzz.db'}")
+    with serve_in_thread(listener.asgi()) as url, httpx.Client(base_url=url) as client:
+
+        @settings(
+            max_examples=300,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(requests())
+        def check(request: tuple[str, str, bytes, dict[str, str]]) -> None:
+            method, path, body, headers = request
+            response = client.request(method, path, content=body, headers=headers)
+            assert response.status_code < 500, (response.status_code, response.text)
+
+        check()
