@@ -2,7 +2,9 @@
 
     python bench/receiver.py
 
-Two servers, each run alone under uvicorn in a process of its own on loopback:
+Two servers, each run alone under uvicorn in a process of its own on loopback, started
+the way `listener serve` starts one (`uvicorn.Server.run`, so the same event loop and HTTP
+parser choice: uvloop and httptools when installed):
 
 * bare: a Starlette endpoint that reads the body and answers 202, the floor for any
   receiver on this stack;
@@ -10,11 +12,13 @@ Two servers, each run alone under uvicorn in a process of its own on loopback:
   Standard Webhooks source and one handler attached (so the dispatcher runs too).
 
 Throughput: `wrk` with pre-signed requests, each with its own delivery id, when `wrk` is
-installed; otherwise a few Python client processes, each holding keep-alive connections
-and writing pre-rendered HTTP/1.1 requests (an HTTP client library's own bookkeeping
-would be the bottleneck, not the servers). Latency: an
-open-loop sender at a fixed 1,000 deliveries/s, measuring from each request's scheduled
-send time to its 2xx (so a stall is not hidden by the sender waiting on it).
+installed, in THROUGHPUT_ROUNDS rounds that alternate the two servers (each round on a
+fresh server and store), reporting each server's median, so that a burst of other load on
+a shared machine does not land on one server only; otherwise a few Python client
+processes, each holding keep-alive connections and writing pre-rendered HTTP/1.1 requests
+(an HTTP client library's own bookkeeping would be the bottleneck, not the servers).
+Latency: an open-loop sender at a fixed 1,000 deliveries/s, measuring from each request's
+scheduled send time to its 2xx (so a stall is not hidden by the sender waiting on it).
 
 Targets: receiver throughput at least 0.5x the bare endpoint's; p99 under 10 ms at
 1,000/s. The script reports; it always exits 0.
@@ -24,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,12 +43,14 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from listener.signatures import StandardWebhooks, generate_hmac_secret
 
 THROUGHPUT_SECONDS = 8
+THROUGHPUT_ROUNDS = 3
 LATENCY_RATE = 1000
 LATENCY_SECONDS = 5
 WRK_CONNECTIONS = 32
@@ -155,20 +163,24 @@ def serve(kind: str, secret: str, db: str) -> None:
 
         app = listener.asgi()
 
+    class PortServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.servers:
+                port = self.servers[0].sockets[0].getsockname()[1]
+                print(f"PORT {port}", flush=True)
+
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    # run() picks the event loop from the config ("auto": uvloop when installed), as the
+    # listener's own `serve` command does; asyncio.run() here would always use asyncio's.
+    PortServer(config).run()
 
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                return
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        print(f"PORT {port}", flush=True)
-        await task
 
-    asyncio.run(main())
+def server_stack() -> str:
+    """The event loop and HTTP parser uvicorn's "auto" settings pick here."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"uvicorn, {loop} loop, {http}"
 
 
 @dataclass
@@ -362,13 +374,16 @@ def warm_up(url: str, secret: str) -> None:
 
 
 def accepted_count(url: str) -> dict[str, float]:
-    """Deliveries by outcome, from the receiver's own metrics."""
+    """Deliveries by outcome, and handler calls that ran ("handled"), from the receiver's
+    own metrics."""
     text = httpx.get(f"{url}/metrics").text
     found: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("listener_deliveries_total{"):
             outcome = line.split('outcome="')[1].split('"')[0]
             found[outcome] = found.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+        if line.startswith("listener_handler_calls_total{") and 'outcome="ok"' in line:
+            found["handled"] = found.get("handled", 0.0) + float(line.rsplit(" ", 1)[1])
     return found
 
 
@@ -382,7 +397,7 @@ def main(*, allow_wrk: bool = True) -> int:
     use_wrk = allow_wrk and shutil.which("wrk") is not None
     requests_file = workdir / "requests.bin"
     script = workdir / "signed.lua"
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     try:
         if use_wrk:
             scheme = StandardWebhooks([secret])
@@ -397,6 +412,7 @@ def main(*, allow_wrk: bool = True) -> int:
             else "Python client processes on keep-alive connections"
         )
         print(f"load generator: {loader}; {os.cpu_count()} CPUs; loopback only")
+        print(f"servers: {server_stack()}")
 
         for kind in ("bare", "receiver"):
             # Latency first, on a fresh store: after the throughput run the dispatcher has a
@@ -407,26 +423,33 @@ def main(*, allow_wrk: bool = True) -> int:
                 p50, p99, failures = asyncio.run(paced_latency(server.url, secret))
             finally:
                 server.stop()
-            server = start(kind, secret, str(workdir / f"{kind}-throughput.db"))
-            try:
-                warm_up(server.url, secret)
-                before = accepted_count(server.url) if kind == "receiver" else {}
-                if use_wrk:
-                    rate, errors = wrk_throughput(server.url, requests_file, script)
-                else:
-                    rate, errors = client_throughput(server.url, secret)
-                after = accepted_count(server.url) if kind == "receiver" else {}
-            finally:
-                server.stop()
-            results[kind] = {
-                "rate": rate,
-                "errors": errors,
-                "p50": p50,
-                "p99": p99,
-                "latency_failures": failures,
-                "accepted": after.get("accepted", 0) - before.get("accepted", 0),
-                "duplicate": after.get("duplicate", 0) - before.get("duplicate", 0),
-            }
+            results[kind] = {"p50": p50, "p99": p99, "latency_failures": failures}
+        rounds: dict[str, list[dict[str, float]]] = {"bare": [], "receiver": []}
+        for n in range(THROUGHPUT_ROUNDS):
+            for kind in ("bare", "receiver"):
+                server = start(kind, secret, str(workdir / f"{kind}-throughput-{n}.db"))
+                try:
+                    warm_up(server.url, secret)
+                    before = accepted_count(server.url) if kind == "receiver" else {}
+                    if use_wrk:
+                        rate, errors = wrk_throughput(server.url, requests_file, script)
+                    else:
+                        rate, errors = client_throughput(server.url, secret)
+                    after = accepted_count(server.url) if kind == "receiver" else {}
+                finally:
+                    server.stop()
+                counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                rounds[kind].append({"rate": rate, "errors": errors, **counted})
+        for kind, runs in rounds.items():
+            middle = sorted(runs, key=lambda run: run["rate"])[len(runs) // 2]
+            results[kind].update(
+                rate=middle["rate"],
+                errors=sum(run["errors"] for run in runs),
+                rates=[run["rate"] for run in runs],
+                accepted=middle.get("accepted", 0),
+                duplicate=middle.get("duplicate", 0),
+                handled=middle.get("handled", 0),
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -440,9 +463,15 @@ def main(*, allow_wrk: bool = True) -> int:
             f"{row['p50']:>8.2f} {row['p99']:>8.2f}"
         )
     print(f"(latency at {LATENCY_RATE}/s open loop for {LATENCY_SECONDS} s)")
+    for name, row in results.items():
+        shown = ", ".join(f"{rate:.0f}" for rate in row["rates"])
+        print(
+            f"{name} deliveries/s in {THROUGHPUT_ROUNDS} rounds of {THROUGHPUT_SECONDS} s: {shown}"
+        )
     print(
-        f"receiver stored {receiver['accepted']:.0f} new deliveries and "
-        f"{receiver['duplicate']:.0f} duplicates during the throughput run"
+        f"receiver, median round: stored {receiver['accepted']:.0f} new deliveries and "
+        f"{receiver['duplicate']:.0f} duplicates; its dispatcher ran {receiver['handled']:.0f}"
+        " handler calls meanwhile"
     )
     print()
     ratio = receiver["rate"] / bare["rate"] if bare["rate"] else 0.0

@@ -3,7 +3,8 @@
 Calls are claimed with a lease, run on a bounded pool (async handlers as tasks, sync ones
 on a bounded thread pool), then completed, retried with backoff, or dead-lettered. A
 call is at-least-once: a crash between a handler's return and `complete_call` runs it
-again once the lease expires, so handlers should be idempotent on `event.key`.
+again once the lease expires, so handlers should be idempotent on `event.key`. Finished
+calls are marked done together with the next claim, in one store transaction.
 
 Sync handlers cannot be interrupted: when one overruns its timeout the call counts as
 failed and is retried, but its thread keeps running (and holds a pool thread) until the
@@ -126,6 +127,8 @@ class Dispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], HandlerCall] = {}
+        # Calls whose handler returned, to be marked done with the next claim.
+        self._completing: list[HandlerCall] = []
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -163,6 +166,7 @@ class Dispatcher:
                 task.cancel()
             # Each cancelled call releases itself back to the store before finishing.
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._write_back(0)
         if self._executor is not None:
             # Threads still inside a sync handler cannot be stopped; do not wait for them.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -179,9 +183,7 @@ class Dispatcher:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.concurrency - len(self._inflight)
-            if free > 0:
-                await self._claim(free)
+            await self._write_back(self.concurrency - len(self._inflight))
             if self._stopping:
                 break
             # Woken by a new delivery, a finished call (a slot is free, and the next call
@@ -193,6 +195,27 @@ class Dispatcher:
                 # Let the wakes of a burst gather into one claim: every claim is a write
                 # the receiver's commits would otherwise queue behind.
                 await asyncio.sleep(self.claim_delay)
+
+    async def _write_back(self, free: int) -> None:
+        """Mark done the calls that finished since the last pass, and claim up to `free`
+        more. Both are handed to the store in the same pass of the event loop, so a store
+        that commits writes in groups (SQLite) makes them one transaction; the completions
+        come first, so a run's next call for the same handler is claimable at once."""
+        finished, self._completing = self._completing, []
+        writes = [self._complete(call) for call in finished]
+        if free > 0:
+            writes.append(self._claim(free))
+        if len(writes) == 1:
+            await writes[0]
+        elif writes:
+            await asyncio.gather(*writes)
+
+    async def _complete(self, call: HandlerCall) -> None:
+        try:
+            await self.store.complete_call(call.id, self.owner)
+        except Exception as exc:
+            # The lease expires and the call runs again: at-least-once, never lost.
+            log.warning("completing call %d failed: %s", call.id, type(exc).__name__)
 
     async def _claim(self, limit: int) -> None:
         try:
@@ -281,11 +304,9 @@ class Dispatcher:
             seconds = loop.time() - started
             if self.metrics is not None:
                 self.metrics.handler_call(call.handler, "ok", seconds)
-            try:
-                await self.store.complete_call(call.id, self.owner)
-            except Exception as exc:
-                # The lease expires and the call runs again: at-least-once, never lost.
-                log.warning("completing call %d failed: %s", call.id, type(exc).__name__)
+            # Marked done by the loop, with the next claim; the slot is free already. A
+            # crash before that runs the call again once its lease expires.
+            self._completing.append(call)
 
     async def _fail(
         self,

@@ -97,6 +97,9 @@ _FLOW_RUNNER: Mapping[str, RunStatus] = {
     "canceled": RunStatus.CANCELED,
 }
 
+# The listener's own words: the statuses themselves.
+_LISTENER: Mapping[str, RunStatus] = {s.value: s for s in RunStatus}
+
 _PLATFORMS: Mapping[str, Mapping[str, RunStatus]] = {
     "nextmv": _NEXTMV,
     "workflow": _WORKFLOW,
@@ -131,7 +134,7 @@ def status_from_flow_runner(word: object) -> RunStatus:
 def status_from_platform(platform: str, word: object) -> RunStatus:
     """Map a status word from a named platform vocabulary, or our own words for `listener`."""
     if platform == "listener":
-        return _lookup(platform, {s.value: s for s in RunStatus}, word)
+        return _lookup(platform, _LISTENER, word)
     table = _PLATFORMS.get(platform)
     if table is None:
         known = ", ".join(sorted([*_PLATFORMS, "listener"]))

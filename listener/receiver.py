@@ -12,14 +12,14 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Lifespan
+from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
@@ -35,6 +35,8 @@ log = logging.getLogger("listener.receiver")
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Longer ids are hashed, so a sender cannot make the store keep huge keys.
 MAX_ID_CHARS = 200
+# Outcomes logged at INFO; the others (rejections, unroutable, errors) at WARNING.
+_QUIET = frozenset({"accepted", "duplicate", "known"})
 # Headers whose values are credentials: never kept with an unroutable delivery.
 _SECRET_HEADER_WORDS = ("signature", "authorization", "cookie", "token", "secret", "key")
 
@@ -74,25 +76,106 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """`read_body` straight from ASGI messages: the same checks, without a Request."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            if not message.get("more_body", False):
+                if not chunks:
+                    return chunk
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
+        elif kind == "http.disconnect":
+            raise ClientDisconnect
+
+
+def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers by name. ASGI servers give names in lowercase, which is also all Starlette's
+    `Headers` looks for; the first of repeated names wins, as there, so signature checks
+    see what they would see through a Request."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
+
+
+# The encoding Starlette's JSONResponse uses, so answers read the same either way.
+_ANSWER_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+)
+
+
+class _Answer:
+    """A finished delivery's HTTP answer: status, JSON body, any extra headers."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(
+        self, status_code: int, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers
+
+    def response(self) -> Response:
+        return Response(
+            self.body,
+            status_code=self.status_code,
+            headers=self.headers,
+            media_type="application/json",
+        )
+
+    def start_message(self) -> Message:
+        raw = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        if self.headers:
+            raw.extend(
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in self.headers.items()
+            )
+        return {"type": "http.response.start", "status": self.status_code, "headers": raw}
+
+
+def _json(status: int, body: bytes) -> _Answer:
+    return _Answer(status, body)
 
 
 # Answers without per-request content, encoded once.
-_DUPLICATE = b'{"status":"duplicate"}'
-_KNOWN = b'{"status":"known"}'
+_DUPLICATE = _Answer(200, b'{"status":"duplicate"}')
+_KNOWN = _Answer(200, b'{"status":"known"}')
 
 
 def _error(
     status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None
-) -> Response:
-    return JSONResponse({"error": reason, "detail": detail}, status_code=status, headers=headers)
+) -> _Answer:
+    body = _ANSWER_ENCODER.encode({"error": reason, "detail": detail}).encode()
+    return _Answer(status, body, headers)
 
 
-def _safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def _accepted_body(delivery_id: str) -> bytes:
+    if (
+        delivery_id.isascii()
+        and delivery_id.isprintable()
+        and not any(c in delivery_id for c in '"\\')
+    ):
+        return b'{"status":"accepted","delivery_id":"%s"}' % delivery_id.encode()
+    return b'{"status":"accepted","delivery_id":%s}' % json.dumps(delivery_id).encode()
+
+
+def _safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {
         name: value
-        for name, value in headers.items()
+        for name, value in headers
         if not any(word in name.lower() for word in _SECRET_HEADER_WORDS)
     }
 
@@ -120,9 +203,36 @@ def _quote(value: str | None) -> str:
 class _Outcome(Exception):
     """A finished delivery that ends in an error answer; carries what to log and count."""
 
-    def __init__(self, response: Response, outcome: str) -> None:
-        self.response = response
+    def __init__(self, answer: _Answer, outcome: str) -> None:
+        self.answer = answer
         self.outcome = outcome
+
+
+class _HookEndpoint:
+    """`POST /hooks/...` as a plain ASGI app: the delivery path builds no Request or
+    Response objects, only the two ASGI messages of its answer."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = _header_map(raw)
+        limit = self.receiver.max_body_bytes
+
+        async def read() -> bytes:
+            return await _receive_body(receive, headers.get("content-length"), limit)
+
+        answer = await self.receiver.deliver(
+            params["source"],
+            params.get("token"),
+            read,
+            headers,
+            lambda: [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw],
+        )
+        await send(answer.start_message())
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 class Receiver:
@@ -162,9 +272,10 @@ class Receiver:
         self.sources[source.name] = source
 
     def routes(self) -> list[Route]:
+        hook = _HookEndpoint(self)
         return [
-            Route("/hooks/{source}", self.hook, methods=["POST"]),
-            Route("/hooks/{source}/{token}", self.hook, methods=["POST"]),
+            Route("/hooks/{source}", hook, methods=["POST"]),
+            Route("/hooks/{source}/{token}", hook, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
@@ -173,9 +284,34 @@ class Receiver:
     # -- deliveries ----------------------------------------------------------------------
 
     async def hook(self, request: Request) -> Response:
+        """The delivery endpoint as a Starlette request handler, for mounting by hand;
+        `routes()` serves the same logic as a plain ASGI app."""
+        limit = self.max_body_bytes
+
+        async def read() -> bytes:
+            return await read_body(request, limit)
+
+        answer = await self.deliver(
+            request.path_params["source"],
+            request.path_params.get("token"),
+            read,
+            request.headers,
+            lambda: list(request.headers.items()),
+        )
+        return answer.response()
+
+    async def deliver(
+        self,
+        name: str,
+        token: str | None,
+        read: Callable[[], Awaitable[bytes]],
+        headers: Mapping[str, str],
+        all_headers: Callable[[], list[tuple[str, str]]],
+    ) -> _Answer:
+        """One delivery to source `name`: `read` gives the body (raising `BodyTooLarge` or
+        `ClientDisconnect`), `headers` are looked up by lowercase name, and `all_headers`
+        lists every header, for keeping with an unroutable delivery."""
         started = time.perf_counter()
-        name: str = request.path_params["source"]
-        token: str | None = request.path_params.get("token")
         source = self.sources.get(name)
         label = name if source is not None else UNKNOWN_SOURCE
         delivery_id: str | None = None
@@ -187,40 +323,38 @@ class Receiver:
                 raise _Outcome(_error(404, "unknown_source", "no such source"), "unknown_source")
             if store is None:
                 raise _Outcome(self._unavailable("not_started"), "unavailable")
-            body = await self._body(request)
+            body = await self._body(read)
             if source.scheme is not None:
                 if token is not None:
                     raise _Outcome(
                         _error(404, "not_found", "this source takes signed deliveries only"),
                         "not_found",
                     )
-                verified = self._verify(source, body, request)
+                verified = self._verify(source, body, headers)
                 delivery_id = delivery_id_for(name, verified, body)
                 event, problem = self._parse(source, body, delivery_id)
                 if event is None:
-                    response, outcome = await self._unroutable(
-                        store, source, delivery_id, problem, body, request
+                    answer, outcome = await self._unroutable(
+                        store, source, delivery_id, problem, body, all_headers()
                     )
-                    return self._done(response, label, outcome, delivery_id, None, started)
+                    return self._done(answer, label, outcome, delivery_id, None, started)
             else:
                 delivery_id = delivery_id_for(name, None, body)
                 event = await self._check_token_delivery(store, source, token, body, delivery_id)
-            response, outcome = await self._record(store, event)
-            return self._done(response, label, outcome, delivery_id, event, started)
+            answer, outcome = await self._record(store, event)
+            return self._done(answer, label, outcome, delivery_id, event, started)
         except _Outcome as finished:
-            return self._done(
-                finished.response, label, finished.outcome, delivery_id, event, started
-            )
+            return self._done(finished.answer, label, finished.outcome, delivery_id, event, started)
         except Exception as exc:
             # Nothing was stored; 503 makes the sender retry. Only the type is logged: the
             # message could quote request data.
             log.error("delivery to %s failed unexpectedly: %s", label, type(exc).__name__)
-            response = self._unavailable("internal_error")
-            return self._done(response, label, "error", delivery_id, event, started)
+            answer = self._unavailable("internal_error")
+            return self._done(answer, label, "error", delivery_id, event, started)
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
         try:
-            return await read_body(request, self.max_body_bytes)
+            return await read()
         except BodyTooLarge:
             detail = f"the body exceeds {self.max_body_bytes} bytes"
             raise _Outcome(_error(413, "body_too_large", detail), "too_large") from None
@@ -229,10 +363,10 @@ class Receiver:
                 _error(400, "disconnected", "the client went away"), "disconnected"
             ) from None
 
-    def _verify(self, source: Source, body: bytes, request: Request) -> Verified:
+    def _verify(self, source: Source, body: bytes, headers: Mapping[str, str]) -> Verified:
         assert source.scheme is not None
         try:
-            return source.scheme.verify(body, request.headers)
+            return source.scheme.verify(body, headers)
         except SignatureError as exc:
             self.metrics.verification_failure(source.name, exc.reason)
             # Scheme messages name headers at most, never a secret or a received signature.
@@ -287,19 +421,18 @@ class Receiver:
             )
         return event
 
-    async def _record(self, store: Store, event: RunEvent) -> tuple[Response, str]:
+    async def _record(self, store: Store, event: RunEvent) -> tuple[_Answer, str]:
         try:
             result = await store.record(event, handlers=self.handlers.match(event))
         except StoreUnavailable:
             return self._unavailable("store_unavailable"), "unavailable"
         if result.duplicate:
-            return _json(200, _DUPLICATE), "duplicate"
+            return _DUPLICATE, "duplicate"
         if result.transition is None:
-            return _json(200, _KNOWN), "known"
+            return _KNOWN, "known"
         if self.on_recorded is not None:
             self.on_recorded(event, result)
-        body = b'{"status":"accepted","delivery_id":%s}' % json.dumps(event.delivery_id).encode()
-        return _json(202, body), "accepted"
+        return _json(202, _accepted_body(event.delivery_id)), "accepted"
 
     async def _unroutable(
         self,
@@ -308,40 +441,40 @@ class Receiver:
         delivery_id: str,
         reason: str,
         body: bytes,
-        request: Request,
-    ) -> tuple[Response, str]:
+        headers: list[tuple[str, str]],
+    ) -> tuple[_Answer, str]:
         try:
             new = await store.record_unroutable(
                 source=source.name,
                 delivery_id=delivery_id,
                 reason=reason,
                 body=body,
-                headers=_safe_headers(request.headers),
+                headers=_safe_headers(headers),
             )
         except StoreUnavailable:
             return self._unavailable("store_unavailable"), "unavailable"
         if not new:
-            return _json(200, _DUPLICATE), "duplicate"
+            return _DUPLICATE, "duplicate"
         answer = {"status": "unroutable", "delivery_id": delivery_id, "detail": reason}
-        return JSONResponse(answer, status_code=202), "unroutable"
+        return _json(202, _ANSWER_ENCODER.encode(answer).encode()), "unroutable"
 
-    def _unavailable(self, reason: str) -> Response:
+    def _unavailable(self, reason: str) -> _Answer:
         headers = {"Retry-After": str(self.retry_after)}
         return _error(503, reason, "try again later", headers)
 
     def _done(
         self,
-        response: Response,
+        answer: _Answer,
         source: str,
         outcome: str,
         delivery_id: str | None,
         event: RunEvent | None,
         started: float,
-    ) -> Response:
+    ) -> _Answer:
         self.metrics.delivery(source, outcome)
         self.metrics.receive_seconds.observe(time.perf_counter() - started)
         # Unroutable deliveries are 2xx but need a person's attention.
-        quiet = outcome in ("accepted", "duplicate", "known")
+        quiet = outcome in _QUIET
         level = logging.INFO if quiet else logging.WARNING
         if log.isEnabledFor(level):
             run = event.run_id if event is not None else None
@@ -354,16 +487,16 @@ class Receiver:
                 _quote(run),
                 status or "-",
                 outcome,
-                response.status_code,
+                answer.status_code,
                 extra={
                     "source": source,
                     "delivery_id": delivery_id,
                     "run_id": run,
                     "outcome": outcome,
-                    "http_status": response.status_code,
+                    "http_status": answer.status_code,
                 },
             )
-        return response
+        return answer
 
     # -- probes and metrics --------------------------------------------------------------
 

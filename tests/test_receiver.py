@@ -17,6 +17,8 @@ import pytest
 from helpers import Recorder, payload, serve, serve_in_thread, signed, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from listener import Listener, Source, callback_token
 from listener.receiver import delivery_id_for
@@ -506,6 +508,39 @@ def test_callback_url_and_token_shape() -> None:
         listener.callback_url("std", "n-1")
     with pytest.raises(ValueError, match="callback_secret"):
         Listener(store_url="sqlite://:memory:", sources=[Source("cb", "local")])
+
+
+async def test_the_request_handler_answers_as_the_routes_do(rig: Rig) -> None:
+    """`Receiver.hook` (a Starlette request handler, for mounting by hand) and the app's own
+    routes (plain ASGI) give the same answers, byte for byte."""
+    hook = rig.listener.receiver.hook
+    hook_app = Starlette(
+        routes=[
+            Route("/hooks/{source}/{token}", hook, methods=["POST"]),
+            Route("/hooks/{source}", hook, methods=["POST"]),
+        ]
+    )
+    cases: list[tuple[str, bytes, dict[str, str]]] = [
+        ("std", payload("run-h1"), signed(rig.std, payload("run-h1"), "hook-1")),
+        ("std", BODY, OTHER.sign(BODY, msg_id="hook-bad")),
+        ("std", b"{not json", signed(rig.std, b"{not json", "hook-junk")),
+        ("nope", BODY, {}),
+        ("std", b"x" * (LIMIT + 1), {}),
+        ("cb", BODY, {}),
+    ]
+    async with serve(hook_app, lifespan="off") as url, httpx.AsyncClient(base_url=url) as other:
+        for source, body, headers in cases:
+            direct = await other.post(f"/hooks/{source}", content=body, headers=headers)
+            # The same delivery again through the routes: a duplicate where the first was
+            # stored, otherwise the same answer.
+            routed = await rig.post(source, body, headers)
+            if direct.status_code == 202:
+                assert routed.status_code == 200
+                assert routed.json() == {"status": "duplicate"}
+                continue
+            assert (routed.status_code, routed.content) == (direct.status_code, direct.content)
+            assert routed.headers["content-type"] == direct.headers["content-type"]
+            assert routed.headers.get("retry-after") == direct.headers.get("retry-after")
 
 
 # -- probes, methods, logs ---------------------------------------------------------------

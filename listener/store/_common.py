@@ -15,7 +15,6 @@ import contextlib
 import json
 import queue
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -312,6 +311,10 @@ class Dialect:
     cursor_time_type: type
     for_update: str  # appended to a SELECT of the row a write is about to change
     skip_locked: str  # appended to the SELECT that picks rows to claim
+    # After `handler_calls c` in the SELECTs that pick calls to claim: the partial index
+    # to walk (SQLite, without statistics, would rather read every call in the state).
+    due_calls_index: str = ""
+    leased_calls_index: str = ""
 
     def t(self, value: datetime) -> Any:
         return self.time_param(as_utc(value))
@@ -670,30 +673,54 @@ def list_unroutable_plan(
 # -- handler calls --
 
 
+# Claimable calls, in the order they are claimed: running under a lease that ran out (a
+# crashed claimer), then pending and due; never a call whose run and handler still has an
+# earlier call pending or running, so one handler sees one run's transitions in order.
+# (state, the time column that says when, the Dialect field naming its partial index)
+CLAIMABLE = (
+    ("running", "lease_expires_at", "leased_calls_index"),
+    ("pending", "next_attempt_at", "due_calls_index"),
+)
+# The claim itself, given the owner, the lease's end and now.
+CLAIM_SET = (
+    "UPDATE handler_calls SET state = 'running', attempts = attempts + 1,"
+    " lease_owner = ?, lease_expires_at = ?, updated_at = ?"
+)
+
+
+def claimable_calls(d: Dialect, state: str, column: str, index: str) -> str:
+    """A SELECT of `c.id` and `c.<column> AS due` for the calls in `state` that may be
+    claimed, soonest first; its parameters are now and a limit. It walks the partial index
+    in order and stops at the limit: one query with an OR between the two states would read
+    and sort every pending call, however long the backlog."""
+    return (
+        f"SELECT c.id, c.{column} AS due FROM handler_calls c{getattr(d, index)}"
+        f" WHERE c.state = '{state}' AND c.{column} <= ?"
+        " AND NOT EXISTS (SELECT 1 FROM handler_calls p"
+        " WHERE p.run_id = c.run_id AND p.handler = c.handler AND p.id < c.id"
+        " AND p.state IN ('pending', 'running'))"
+        f" ORDER BY c.{column}, c.id LIMIT ?{d.skip_locked}"
+    )
+
+
 def claim_calls_plan(
     d: Dialect, owner: str, *, limit: int, lease_seconds: float, now: datetime | None
 ) -> Plan[list[HandlerCall]]:
     check_limit(limit)
     at = as_utc(now) if now is not None else utcnow()
-    # Claimable: pending and due, or running under a lease that ran out (a crashed claimer);
-    # never a call whose run and handler still has an earlier call pending or running, so
-    # one handler sees one run's transitions in order.
-    rows = yield (
-        "UPDATE handler_calls SET state = 'running', attempts = attempts + 1,"
-        " lease_owner = ?, lease_expires_at = ?, updated_at = ?"
-        " WHERE id IN (SELECT c.id FROM handler_calls c"
-        " WHERE ((c.state = 'pending' AND c.next_attempt_at <= ?)"
-        " OR (c.state = 'running' AND c.lease_expires_at <= ?))"
-        " AND NOT EXISTS (SELECT 1 FROM handler_calls p"
-        " WHERE p.run_id = c.run_id AND p.handler = c.handler AND p.id < c.id"
-        " AND p.state IN ('pending', 'running'))"
-        f" ORDER BY c.next_attempt_at, c.id LIMIT ?{d.skip_locked})"
-        " RETURNING id",
-        [owner, d.t(after(at, lease_seconds)), d.t(at), d.t(at), d.t(at), limit],
-    )
-    if not rows:
+    lease = [owner, d.t(after(at, lease_seconds)), d.t(at)]
+    ids: list[int] = []
+    for state, column, index in CLAIMABLE:
+        rows = yield (
+            f"{CLAIM_SET} WHERE id IN (SELECT id FROM ({claimable_calls(d, state, column, index)})"
+            " AS picked) RETURNING id",
+            [*lease, d.t(at), limit - len(ids)],
+        )
+        ids.extend(int(r["id"]) for r in rows)
+        if len(ids) >= limit:
+            break
+    if not ids:
         return []
-    ids = [int(r["id"]) for r in rows]
     rows = yield (
         f"{CALL_SELECT} WHERE c.id IN ({_marks(ids)}) ORDER BY c.next_attempt_at, c.id",
         ids,
@@ -882,11 +909,17 @@ def drive(plan: Plan[T], run: Callable[[str, list[Any]], list[Row]]) -> T:
 
 @dataclass(slots=True)
 class Job:
-    """One queued write: what to run on the writer's connection, and who waits for it."""
+    """One queued write: what to run on the writer's connection, and who waits for it.
+
+    `args` lets a backend recognise writes it knows how to apply several at a time (the
+    arguments of a `record` call, say); `fn` alone must still do the whole write, since a
+    batch falls back to running its jobs one by one.
+    """
 
     fn: Callable[[Any], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    args: Any = None
 
 
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception to raise)
@@ -908,21 +941,37 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 class GroupWriter:
     """A dedicated thread that commits queued writes together.
 
-    It takes whatever is queued (up to `max_batch`), hands the batch to `apply`, which
-    commits it in one transaction, then wakes every caller of the batch with one hop to
-    its event loop. It never waits for company: a lone write is committed at once, and a
-    crowd that queued while the previous commit was in progress shares the next one.
+    Writes submitted on an event loop during one pass of that loop are handed to the
+    thread together, as one queue item, at the end of the pass: one thread hand-off per
+    pass rather than one per write. The thread takes whatever is queued (up to
+    `max_batch` writes), hands the batch to `apply`, which commits it in one transaction,
+    then wakes every caller of the batch with one hop to its event loop. It never waits
+    for company: a lone write is committed at once, and a crowd that queued while the
+    previous commit was in progress shares the next one.
     """
 
-    def __init__(self, apply: ApplyBatch, *, max_batch: int, name: str) -> None:
+    def __init__(
+        self,
+        apply: ApplyBatch,
+        *,
+        max_batch: int,
+        name: str,
+        idle: Callable[[], None] | None = None,
+    ) -> None:
         self._apply = apply
+        # Housekeeping the backend does on this thread when nothing is queued.
+        self._idle = idle
         self.max_batch = max(1, max_batch)
         self.name = name
         # Statistics: transactions committed, and writes they carried.
         self.commits = 0
         self.writes = 0
         self.largest_batch = 0
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
+        # Writes submitted during the current pass of each event loop, not yet queued.
+        self._gathering: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+        # Orders queueing against stop(): nothing is queued after the stop marker.
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -935,21 +984,49 @@ class GroupWriter:
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
 
-    async def submit(self, fn: Callable[[Any], T]) -> T:
-        if not self.running:
+    async def submit(self, fn: Callable[[Any], T], args: Any = None) -> T:
+        if self._thread is None or self._stopping:
             raise StoreUnavailable("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(Job(fn, loop, future))
+        job = Job(fn, loop, future, args)
+        gathering = self._gathering.get(loop)
+        if gathering is not None:
+            gathering.append(job)
+        elif self.max_batch == 1:
+            self._enqueue([job])
+        else:
+            self._gathering[loop] = [job]
+            # Runs once the callbacks already scheduled for this pass have run, so the
+            # writes they submit join this one.
+            loop.call_soon(self._hand_over, loop)
         return cast(T, await future)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._gathering.pop(loop, None)
+        if jobs:
+            self._enqueue(jobs)
+
+    def _enqueue(self, jobs: list[Job]) -> None:
+        with self._lock:
+            if not self._stopping:
+                self._queue.put(jobs)
+                return
+        closed = StoreUnavailable("the store is closed")
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(closed)
 
     async def stop(self) -> None:
         """Finish what is queued (its callers are waiting), then end the thread."""
         thread = self._thread
         if thread is None:
             return
-        self._stopping = True
-        self._queue.put(None)
+        # Writes this loop gathered but has not handed over yet go in before the marker.
+        self._hand_over(asyncio.get_running_loop())
+        with self._lock:
+            self._stopping = True
+            self._queue.put(None)
         await asyncio.to_thread(thread.join)
         self._thread = None
 
@@ -957,10 +1034,14 @@ class GroupWriter:
         stopping = False
         try:
             while not stopping:
-                job = self._queue.get()
-                if job is None:
+                if self._idle is not None and self._queue.empty():
+                    # Housekeeping only: whatever goes wrong, the writes must go on.
+                    with contextlib.suppress(Exception):
+                        self._idle()
+                item = self._queue.get()
+                if item is None:
                     break
-                batch = [job]
+                batch = item
                 while len(batch) < self.max_batch:
                     try:
                         more = self._queue.get_nowait()
@@ -969,8 +1050,9 @@ class GroupWriter:
                     if more is None:
                         stopping = True
                         break
-                    batch.append(more)
-                self._commit(batch)
+                    batch.extend(more)
+                for at in range(0, len(batch), self.max_batch):
+                    self._commit(batch[at : at + self.max_batch])
         finally:
             while True:
                 try:
@@ -978,7 +1060,8 @@ class GroupWriter:
                 except queue.Empty:
                     break
                 if left is not None:
-                    self._wake([left], [(False, StoreUnavailable("the store is closed"))])
+                    closed = StoreUnavailable("the store is closed")
+                    self._wake(left, [(False, closed)] * len(left))
 
     def _commit(self, batch: list[Job]) -> None:
         try:
@@ -995,10 +1078,9 @@ class GroupWriter:
         self.commits += 1
         self.writes += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
+        # No sleep(0) to hand the GIL over here: getting it back would cost this thread a
+        # wait of up to the interpreter's switch interval while the event loop is busy.
         self._wake(batch, outcomes)
-        # Hand the GIL to the event loop now, so the callers just woken can queue their
-        # next writes before this thread picks up the next batch.
-        time.sleep(0)
 
     @staticmethod
     def _wake(batch: list[Job], outcomes: list[Outcome]) -> None:
