@@ -1,3 +1,6 @@
+"""`python -m listener`: the same command as `listener`."""
+
 from listener.cli import main
 
-main()
+if __name__ == "__main__":
+    main(prog_name="listener")

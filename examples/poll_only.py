@@ -1,0 +1,96 @@
+"""Poll-only mode: no public URL, no receiver, no webhooks; the poller finds every end.
+
+    NEXTMV_API_KEY=... python examples/poll_only.py [input.json ...]
+
+Where nothing can reach this machine (a laptop, a batch job behind a firewall) the
+listener still gives one way to submit, wait and route runs to handlers: with a grace
+of zero every run is "overdue" from the start, so the poller asks the platform about it
+on a backoff schedule (1 s, then doubling up to 20 s, with jitter) until it ends. The
+handlers below run exactly as they would for a webhook.
+
+Environment: `NEXTMV_API_KEY` (required), `NEXTMV_BASE_URL`, `NEXTMV_APPLICATION`
+(default `routing`), `LISTENER_STORE` (default: a store in memory, as nothing here
+needs to outlive the process).
+
+Prints one line per finished run; exits 0 when every run succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from listener import Listener, RunEvent, RunStatus
+from listener.poller import PollSchedule
+from listener.providers.nextmv import DEFAULT_BASE_URL, NextmvProvider
+
+EXAMPLE_INPUTS: list[Any] = [{"stops": n, "vehicles": 2} for n in (5, 10, 20)]
+
+
+def build_listener(provider: NextmvProvider, store_url: str) -> Listener:
+    listener = Listener(
+        store_url=store_url,
+        providers=[provider],
+        grace=0.0,
+        # The first question comes a second after submission; most short runs are done.
+        first_poll=1.0,
+        poll_interval=0.5,
+        poll_schedule=PollSchedule(interval=1.0, factor=2.0, cap=20.0, jitter=0.2),
+    )
+
+    @listener.on("succeeded", "failed", "canceled", "expired")
+    async def finished(event: RunEvent) -> None:
+        print(f"handler: run {event.run_id} {event.status.value}", flush=True)
+
+    return listener
+
+
+async def run_all(inputs: Sequence[Any], *, timeout: float) -> int:
+    api_key = os.environ.get("NEXTMV_API_KEY")
+    if not api_key:
+        print("set NEXTMV_API_KEY", file=sys.stderr)
+        return 2
+    application = os.environ.get("NEXTMV_APPLICATION", "routing")
+    provider = NextmvProvider(api_key, base_url=os.environ.get("NEXTMV_BASE_URL", DEFAULT_BASE_URL))
+    listener = build_listener(provider, os.environ.get("LISTENER_STORE", "sqlite://:memory:"))
+    async with provider, listener:
+        handles = [await listener.submit("nextmv", application, item) for item in inputs]
+        print(f"submitted {len(handles)} runs; polling for their ends", flush=True)
+        events = await asyncio.gather(
+            *(listener.wait(handle.run_id, timeout=timeout) for handle in handles)
+        )
+        for event in events:
+            print(f"run {event.run_id} {event.status.value} (learned by {event.origin.value})")
+        # Give the handler calls for the last transitions a moment to finish.
+        await _settle(listener)
+    return 0 if all(event.status is RunStatus.SUCCEEDED for event in events) else 1
+
+
+async def _settle(listener: Listener, limit: float = 10.0) -> None:
+    async with asyncio.timeout(limit):
+        while True:
+            counts = await listener.store.counts()
+            if not counts.calls_by_state.get("pending") and not counts.calls_by_state.get(
+                "running"
+            ):
+                return
+            await asyncio.sleep(0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Submit Nextmv runs and poll for their ends.")
+    parser.add_argument("inputs", nargs="*", type=Path, help="JSON input files, one per run")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    args = parser.parse_args(argv)
+    inputs = [json.loads(path.read_text()) for path in args.inputs] or EXAMPLE_INPUTS
+    return asyncio.run(run_all(inputs, timeout=args.timeout))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
