@@ -29,6 +29,9 @@ logger = logging.getLogger("listener.poller")
 
 Recorder = Callable[[RunEvent], Awaitable[RecordResult]]
 
+# How many finished runs seen in listings are remembered, to look each up only once.
+_SEEN_FINAL_LIMIT = 100_000
+
 
 @dataclass(frozen=True, slots=True)
 class PollSchedule:
@@ -117,6 +120,17 @@ class Poller:
     `record` is the listener's own path for events (match handlers, store, wake the
     dispatcher). `rate_limit` is status calls a second per provider. Runs of a provider
     that implements `BatchStatus` are checked `batch_size` at a time in one call.
+
+    A batch call reads a page of the platform's run listing whichever runs are on it, so
+    it carries more than the runs that are due:
+
+    - runs of that provider due within `ride_window` seconds (default: a quarter of the
+      schedule's cap, at most a quarter of the lease) ride along: if the pages read for
+      the due runs show them, they count as polled now and their next poll moves on
+      (never earlier than planned); if not, they are left as they were;
+    - any other run this listener watches that the pages show finished is recorded at
+      once, so a lost final webhook of a run trusted to report is caught by the next
+      listing read for any reason, not only when its grace runs out.
     """
 
     def __init__(
@@ -133,10 +147,13 @@ class Poller:
         rate_limit: float = 10.0,
         concurrency: int = 8,
         max_pause: float = 300.0,
+        ride_window: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
+        if ride_window is not None and ride_window < 0:
+            raise ValueError("ride_window must not be negative")
         self.store = store
         self.providers = providers
         self.record = record
@@ -147,8 +164,16 @@ class Poller:
         self.lease_seconds = lease_seconds
         self.rate_limit = rate_limit
         self.max_pause = max_pause
+        # Early runs are claimed with the clock moved ahead, which also takes leases that
+        # would expire within the window: keep it well inside a lease. A quarter of the
+        # cap lets runs at the cap be looked at a little early when their page is read
+        # anyway, without rescheduling every open run on every read.
+        default_window = min(self.schedule.cap / 4, lease_seconds / 4)
+        self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
         self._limiters: dict[str, RateLimiter] = {}
+        # Runs a listing showed finished, so each is looked up in the store only once.
+        self._seen_final: dict[str, None] = {}
         self._paused_until: dict[str, datetime] = {}
         self._unknown_providers: set[str] = set()
         self._concurrency = asyncio.Semaphore(concurrency)
@@ -203,19 +228,56 @@ class Poller:
         groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for run in runs:
             groups[(run.provider, run.application)].append(run)
+        riders = await self._claim_riders({provider for provider, _ in groups}, now)
+        for key in set(riders) - set(groups):
+            # Nothing of that application is due, so no listing is read for it.
+            for run in riders.pop(key):
+                await self.store.release_run(run.run_id, self.owner)
         await asyncio.gather(
-            *(self._poll_group(p, app, group, now, report) for (p, app), group in groups.items())
+            *(
+                self._poll_group(p, app, group, riders.get((p, app), []), now, report)
+                for (p, app), group in groups.items()
+            )
         )
         return report
+
+    async def _claim_riders(
+        self, provider_names: set[str], now: datetime
+    ) -> dict[tuple[str, str], list[RunRecord]]:
+        """Runs of batch-capable providers due within the ride window, claimed now."""
+        riders: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+        if self.ride_window <= 0:
+            return riders
+        for name in sorted(provider_names):
+            provider = self.providers.get(name)
+            paused_until = self._paused_until.get(name)
+            if not isinstance(provider, BatchStatus) or (
+                paused_until is not None and paused_until > now
+            ):
+                continue
+            early = await self.store.claim_overdue_runs(
+                self.owner,
+                limit=self.batch_size,
+                lease_seconds=self.lease_seconds,
+                provider=name,
+                now=now + timedelta(seconds=self.ride_window),
+            )
+            for run in early:
+                riders[(run.provider, run.application)].append(run)
+        return riders
 
     async def _poll_group(
         self,
         provider_name: str,
         application: str,
         runs: Sequence[RunRecord],
+        riders: Sequence[RunRecord],
         now: datetime,
         report: PollReport,
     ) -> None:
+        # Each run's writes are issued together, not one after another: the store commits
+        # concurrent writes in shared transactions, so a pass costs a few commits, not one
+        # per run.
         provider = self.providers.get(provider_name)
         paused_until = self._paused_until.get(provider_name)
         if provider is None or (paused_until is not None and paused_until > now):
@@ -225,23 +287,70 @@ class Poller:
                     logger.warning("no provider %r configured to poll its runs", provider_name)
             else:
                 report.providers_paused.add(provider_name)
-            for run in runs:
-                await self._settle(run, None, now, report)
+            await asyncio.gather(
+                *(self._settle(run, None, now, report) for run in runs), self._release(riders)
+            )
             return
-        if isinstance(provider, BatchStatus) and len(runs) > 1:
+        if isinstance(provider, BatchStatus) and len(runs) + len(riders) > 1:
             states = await self._batch_states(provider, provider_name, application, runs, report)
             if states is None:  # the batch call failed: try again on the schedule
-                for run in runs:
-                    await self._settle(run, None, now, report)
+                await asyncio.gather(
+                    *(self._settle(run, None, now, report) for run in runs),
+                    self._release(riders),
+                )
                 return
-            for run in runs:
-                if run.run_id in states:
-                    await self._settle(run, states[run.run_id], now, report)
             # Runs the listing did not reach are asked about one by one.
-            runs = [run for run in runs if run.run_id not in states]
+            missing = [run for run in runs if run.run_id not in states]
+            found = [run for run in runs if run.run_id in states]
+            # Riders not on the pages read keep their own turn, as it was planned.
+            claimed = {run.run_id for run in runs} | {run.run_id for run in riders}
+            await asyncio.gather(
+                *(self._settle(run, states[run.run_id], now, report) for run in found),
+                *(
+                    self._settle(run, states[run.run_id], now, report, ride=True)
+                    for run in riders
+                    if run.run_id in states
+                ),
+                self._release([run for run in riders if run.run_id not in states]),
+                self._record_seen_finished(provider_name, states, claimed, now, report),
+                *(self._poll_one(provider, provider_name, run, now, report) for run in missing),
+            )
+            return
         await asyncio.gather(
-            *(self._poll_one(provider, provider_name, run, now, report) for run in runs)
+            self._release(riders),
+            *(self._poll_one(provider, provider_name, run, now, report) for run in runs),
         )
+
+    async def _release(self, runs: Sequence[RunRecord]) -> None:
+        await asyncio.gather(*(self.store.release_run(run.run_id, self.owner) for run in runs))
+
+    async def _record_seen_finished(
+        self,
+        provider_name: str,
+        states: Mapping[str, RunState],
+        claimed: set[str],
+        now: datetime,
+        report: PollReport,
+    ) -> None:
+        """Record the end of watched runs a listing showed finished though none was due."""
+        fresh: list[RunState] = []
+        for run_id, state in states.items():
+            if run_id in claimed or not state.status.is_terminal or run_id in self._seen_final:
+                continue
+            self._seen_final[run_id] = None
+            if len(self._seen_final) > _SEEN_FINAL_LIMIT:
+                # Oldest first: a run that ended long ago is not listed near the top again.
+                del self._seen_final[next(iter(self._seen_final))]
+            fresh.append(state)
+        known = await asyncio.gather(*(self.store.get_run(state.run_id) for state in fresh))
+        events = [
+            self._poll_event(run, state, now)
+            for run, state in zip(known, fresh, strict=True)
+            # Not one of ours, or already known to have ended: nothing to record.
+            if run is not None and run.provider == provider_name and not run.status.is_terminal
+        ]
+        await asyncio.gather(*(self.record(event) for event in events))
+        report.learned += len(events)
 
     async def _batch_states(
         self,
@@ -296,8 +405,14 @@ class Poller:
         state: RunState | None,
         now: datetime,
         report: PollReport,
+        *,
+        ride: bool = False,
     ) -> None:
-        """Record what a poll learned about `run`, expire it, or schedule its next poll."""
+        """Record what a poll learned about `run`, expire it, or schedule its next poll.
+
+        A run that rode along on another run's listing read (`ride`) was looked at
+        early: its next poll may move later than planned, never earlier.
+        """
         status = run.status
         if state is not None and next_status(run.status, state.status) is not None:
             result = await self.record(self._poll_event(run, state, now))
@@ -311,6 +426,8 @@ class Poller:
             return
         attempts = run.poll_attempts + 1
         next_poll = now + timedelta(seconds=self.schedule.delay(attempts, self.rng))
+        if ride and run.next_poll_at is not None and next_poll < run.next_poll_at:
+            next_poll = run.next_poll_at
         paused_until = self._paused_until.get(run.provider)
         if paused_until is not None and next_poll < paused_until:
             next_poll = paused_until

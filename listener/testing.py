@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -348,17 +349,22 @@ class FakePlatform:
     ``notify_running=True``) is POSTed as ``{"type": "run.status", "data": {...}}`` to every
     endpoint registered through the API or :meth:`register_webhook`, signed with
     ``webhook_scheme`` (``nextmv``, ``standard-webhooks``, ``stripe`` or ``github``) and
-    retried up to ``webhook_attempts`` times on anything but 2xx.
+    retried up to ``webhook_attempts`` times on anything but 2xx, through
+    ``webhook_transport`` when one is given (an ``httpx`` transport).
 
     Knobs (attributes, so they can change mid-test), all drawn from ``random.Random(seed)``:
     ``drop_rate``, ``duplicate_rate`` (sent twice, same message id), ``delay`` (a uniform
     range), ``reorder_rate`` (held back and released just after the next delivery, or after
     ``reorder_hold``), ``api_error_rate`` (503) and ``rate_limit_rate`` (429 with
     ``Retry-After: retry_after``). :meth:`fail_next` scripts exact failures.
+    ``status_latency`` (wall seconds, not scaled) makes each run status call
+    (``runs.metadata``) take that long, so calls for one run that overlap can be seen.
 
     Records: :attr:`runs`, :attr:`deliveries`, :attr:`stats`, :attr:`api_calls` (by route
     name), :attr:`calls_by_path` (``"GET /v1/..."``), :attr:`status_calls` (metadata calls
-    per run id), :attr:`uploads`.
+    per run id), :attr:`injected` (failures answered, by HTTP status), :attr:`uploads`,
+    :attr:`status_overlaps` (per run id, status calls that began while another status call
+    of that run was still being answered: two pollers asking at once).
     """
 
     def __init__(
@@ -382,6 +388,8 @@ class FakePlatform:
         webhook_backoff: float = 1.0,
         page_size: int = 20,
         inline_output_limit: int = INLINE_OUTPUT_LIMIT,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+        status_latency: float = 0.0,
     ) -> None:
         scheme_from_name(webhook_scheme, [generate_hmac_secret()])  # fail early on a bad name
         self.api_key = api_key
@@ -401,6 +409,8 @@ class FakePlatform:
         self.webhook_backoff = webhook_backoff
         self.page_size = page_size
         self.inline_output_limit = inline_output_limit
+        self.webhook_transport = webhook_transport
+        self.status_latency = status_latency
 
         self.rng = random.Random(seed)
         # Backoff jitter has its own generator, so retries never shift the knobs' draws.
@@ -412,6 +422,9 @@ class FakePlatform:
         self.api_calls: Counter[str] = Counter()
         self.calls_by_path: Counter[str] = Counter()
         self.status_calls: Counter[str] = Counter()
+        self.status_overlaps: Counter[str] = Counter()
+        self._status_in_flight: Counter[str] = Counter()
+        self.injected: Counter[int] = Counter()
         self.failures: list[ApiFailure] = []
         self._endpoints: dict[str, _Endpoint] = {}
         self._upload_tokens: dict[str, str] = {}
@@ -724,6 +737,7 @@ class FakePlatform:
                 backoff_cap=60 * self.time_scale,
                 rng=self._jitter,
                 headers={"User-Agent": "listener-fake-platform"},
+                http_transport=self.webhook_transport,
             )
             self._senders.append(endpoint.sender)
         return endpoint.sender
@@ -782,18 +796,34 @@ class FakePlatform:
     def _api(self, route: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             self._count(route, request)
-            if route == "runs.metadata":
-                self.status_calls[request.path_params["run_id"]] += 1
+            if route != "runs.metadata":
+                return await answer(request)
+            run_id = request.path_params["run_id"]
+            self.status_calls[run_id] += 1
+            if self._status_in_flight[run_id]:
+                self.status_overlaps[run_id] += 1
+            self._status_in_flight[run_id] += 1
+            try:
+                if self.status_latency > 0:
+                    await asyncio.sleep(self.status_latency)
+                return await answer(request)
+            finally:
+                self._status_in_flight[run_id] -= 1
+
+        async def answer(request: Request) -> Response:
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 return _error(401, "unauthorized")
             failure = self._scripted(route)
             if failure is not None and not failure.after_processing:
+                self.injected[failure.status] += 1
                 return failure.response()
             # Two draws per API call, always, so a seed replays exactly.
             error_roll, limit_roll = self.rng.random(), self.rng.random()
             if failure is None and error_roll < self.api_error_rate:
+                self.injected[503] += 1
                 return _error(503, "service unavailable (injected)")
             if failure is None and limit_roll < self.rate_limit_rate:
+                self.injected[429] += 1
                 return JSONResponse(
                     {"error": "too many requests (injected)"},
                     429,
@@ -801,6 +831,7 @@ class FakePlatform:
                 )
             response = await handler(request)
             if failure is not None:
+                self.injected[failure.status] += 1
                 return failure.response()
             return response
 
@@ -884,9 +915,8 @@ class FakePlatform:
     async def _list_runs(self, request: Request) -> Response:
         application = request.path_params["application_id"]
         runs = [r for r in reversed(self.runs.values()) if r.application == application]
-        items = [self._info(r, with_output=False) for r in runs]
         if request.query_params.get("pagereturn") != "true":
-            return JSONResponse(items)
+            return JSONResponse([self._info(r, with_output=False) for r in runs])
         token = request.query_params.get("pagetoken")
         start = 0
         if token:
@@ -896,9 +926,11 @@ class FakePlatform:
                 return _error(400, "bad page token")
         end = start + self.page_size
         next_token = (
-            base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
+            base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(runs) else None
         )
-        return JSONResponse({"runs": items[start:end], "next_page_token": next_token})
+        # Only the page is described: a long listing must not cost every run's document.
+        items = [self._info(r, with_output=False) for r in runs[start:end]]
+        return JSONResponse({"runs": items, "next_page_token": next_token})
 
     async def _metadata(self, request: Request) -> Response:
         run = self._find_run(request)

@@ -269,6 +269,91 @@ async def test_runs_the_listing_misses_are_asked_one_by_one(
     assert [platform.status_calls[r] for r in old] == [1, 1]
 
 
+async def test_runs_due_soon_ride_along_on_a_listing_read(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    now = datetime.now(UTC)
+    due = await submit(nextmv, store, grace=0, submitted_at=now)
+    # Due within the ride window (a quarter of the 30 s cap): one ends, one keeps going.
+    ends = await submit(nextmv, store, grace=600, first_poll_seconds=5, submitted_at=now)
+    keeps = await submit(nextmv, store, grace=600, first_poll_seconds=5, submitted_at=now)
+    # Due long after the window: not touched.
+    later = await submit(nextmv, store, grace=600, first_poll_seconds=60, submitted_at=now)
+    platform.finish(ends, "succeeded")
+    recorder = Recorder(store)
+    report = await make_poller(store, {"nextmv": nextmv}, recorder).poll_once(now=now)
+    assert (report.claimed, report.status_calls) == (1, 1)  # one listing page, no more
+    assert sum(platform.status_calls.values()) == 0
+    assert {(e.run_id, e.status) for e in recorder.events} == {
+        (due, S.RUNNING),
+        (ends, S.SUCCEEDED),
+        (keeps, S.RUNNING),
+    }
+    ended = await store.get_run(ends)
+    assert ended is not None
+    assert ended.status is S.SUCCEEDED
+    # A rider counts as polled, but its next poll never comes earlier than planned.
+    rode = await store.get_run(keeps)
+    assert rode is not None
+    assert (rode.poll_attempts, rode.lease_owner) == (1, None)
+    assert rode.next_poll_at == now + timedelta(seconds=5)
+    untouched = await store.get_run(later)
+    assert untouched is not None
+    assert (untouched.poll_attempts, untouched.status) == (0, S.QUEUED)
+    assert untouched.next_poll_at == now + timedelta(seconds=60)
+
+
+async def test_a_rider_the_pages_read_do_not_show_keeps_its_turn(
+    store: Store, platform: FakePlatform
+) -> None:
+    platform.page_size = 2
+    now = datetime.now(UTC)
+    async with platform.nextmv_provider(sleep=_no_sleep) as provider:
+        rider = await submit(provider, store, grace=600, first_poll_seconds=5, submitted_at=now)
+        for _ in range(4):  # pushes the rider off the first page
+            await provider.submit(Submission(APP, {}))
+        due = await submit(provider, store, grace=0, submitted_at=now)
+        poller = make_poller(store, {"nextmv": provider}, Recorder(store))
+        report = await poller.poll_once(now=now)
+    assert (report.claimed, report.status_calls) == (1, 1)
+    assert platform.api_calls["runs.list"] == 1
+    run = await store.get_run(rider)
+    assert run is not None
+    assert (run.poll_attempts, run.lease_owner, run.status) == (0, None, S.QUEUED)
+    assert run.next_poll_at == now + timedelta(seconds=5)
+    assert platform.status_calls[due] == 0
+
+
+async def test_a_listing_read_records_the_end_of_runs_that_were_not_due(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    # A run trusted to report by webhook (long grace) whose end was lost: the next
+    # listing read made for another run shows it finished, and that is recorded.
+    trusted = await submit(nextmv, store, grace=3600)
+    other = await submit(nextmv, store, grace=3600)
+    due = await submit(nextmv, store, grace=0)
+    platform.finish(trusted, "failed")
+    # Not ours: seen finished in the listing, but never recorded.
+    stranger = await nextmv.submit(Submission(APP, {}))
+    platform.finish(stranger, "succeeded")
+    recorder = Recorder(store)
+    poller = make_poller(store, {"nextmv": nextmv}, recorder, ride_window=0)
+    # Two due runs, so the batch listing is used.
+    second_due = await submit(nextmv, store, grace=0)
+    report = await poller.poll_once()
+    assert report.status_calls == 1
+    finals = {(e.run_id, e.status, e.origin) for e in recorder.events if e.status.is_terminal}
+    assert finals == {(trusted, S.FAILED, Origin.POLL)}
+    assert await store.get_run(stranger) is None
+    still = await store.get_run(other)
+    assert still is not None
+    assert still.status is S.QUEUED  # what the listing said of it changed nothing
+    assert {due, second_due} <= {e.run_id for e in recorder.events}
+    # The next read records nothing again.
+    again = await poller.poll_once(now=datetime.now(UTC) + timedelta(seconds=10))
+    assert again.learned == 0
+
+
 async def test_two_pollers_never_poll_the_same_run(
     tmp_path: Path, platform: FakePlatform, nextmv: NextmvProvider
 ) -> None:

@@ -366,6 +366,7 @@ async def test_injected_api_failures() -> None:
         httpx.AsyncClient(base_url=platform.base_url, headers=auth(platform)) as http,
     ):
         assert (await http.get("/v1/applications/a/runs")).status_code == 503
+    assert platform.injected == {503: 1}
     async with (
         FakePlatform(time_scale=0.0, rate_limit_rate=1.0, retry_after="9") as platform,
         httpx.AsyncClient(base_url=platform.base_url, headers=auth(platform)) as http,
@@ -373,6 +374,7 @@ async def test_injected_api_failures() -> None:
         response = await http.get("/v1/applications/a/runs")
         assert response.status_code == 429
         assert response.headers["retry-after"] == "9"
+    assert platform.injected == {429: 1}
 
 
 async def test_scripted_failures_match_routes_and_run_out(platform: FakePlatform) -> None:
@@ -381,6 +383,25 @@ async def test_scripted_failures_match_routes_and_run_out(platform: FakePlatform
         codes = [(await http.get("/v1/applications/a/runs")).status_code for _ in range(3)]
         assert (await http.get("/v1/webhooks")).status_code == 200
     assert codes == [500, 500, 200]
+    assert platform.injected == {500: 2}
+
+
+async def test_webhooks_go_through_a_given_transport(receiver: tuple[Receiver, str]) -> None:
+    hooks, url = receiver
+
+    class Counting(httpx.AsyncHTTPTransport):
+        requests = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            Counting.requests += 1
+            return await super().handle_async_request(request)
+
+    async with FakePlatform(time_scale=0.0, webhook_transport=Counting()) as platform:
+        await connect(platform, hooks, url)
+        await submit_many(platform, 2)
+        await platform.drain()
+    assert len(hooks.received) == 2
+    assert Counting.requests == 2
 
 
 async def test_finish_and_start_by_hand(platform: FakePlatform) -> None:

@@ -75,6 +75,10 @@ class NextmvProvider:
     ``Submission.application`` is the application id; ``Submission.extra`` may hold
     ``instance_id`` (else the provider's default) and ``configuration`` (else a JSON or text
     format configuration matching the input).
+
+    ``status_pages`` bounds how many pages of the run listing (50 runs a page on the real
+    API) one batch status check reads (see :meth:`statuses`); runs it does not reach are
+    asked about one by one.
     """
 
     name = "nextmv"
@@ -91,14 +95,18 @@ class NextmvProvider:
         backoff_cap: float = 60.0,
         retry_after_cap: float = 60.0,
         upload_threshold: int = UPLOAD_THRESHOLD,
+        status_pages: int = 20,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("NextmvProvider needs an API key")
+        if status_pages < 1:
+            raise ValueError("status_pages must be at least 1")
         self.instance_id = instance_id
         self.upload_threshold = upload_threshold
+        self.status_pages = status_pages
         self._http = Transport(
             base_url,
             auth_headers={"Authorization": f"Bearer {api_key}"},
@@ -272,29 +280,52 @@ class NextmvProvider:
             seen.add(token)
 
     async def statuses(
-        self, application: str, run_ids: Sequence[str], *, max_pages: int = 5
+        self,
+        application: str,
+        run_ids: Sequence[str],
+        *,
+        max_pages: int | None = None,
+        min_hits: int = 2,
     ) -> dict[str, RunState]:
         """Many runs' states from the run listing, one call a page: the poller's batch check.
 
-        Pages are read newest first until every run is found or `max_pages` is reached;
-        runs not found are left out (the caller asks about those one by one).
+        Pages are read newest first while runs of `run_ids` are missing and a further
+        page is likely to cost less than asking them one by one: while the last page
+        held at least `min_hits` of them (deeper pages hold fewer unfinished runs), or
+        more of them are missing than pages were read. `max_pages` (default: the
+        provider's `status_pages`) bounds the read. Runs of `run_ids` not found are left
+        out (the caller asks about those one by one). The answer also holds every other
+        run on the pages read: they came at no extra cost, and a caller watching them too
+        may use what they say.
         """
         wanted = set(run_ids)
         found: dict[str, RunState] = {}
+        missing = len(wanted)
         token: str | None = None
-        for _ in range(max_pages):
+        seen_tokens: set[str] = set()
+        limit = self.status_pages if max_pages is None else max_pages
+        for pages in range(1, limit + 1):
             page = await self.runs_page(application, token)
+            hits = 0
             for info in page.runs:
                 run_id = first_str(info.get("id"))
-                if run_id in wanted and run_id not in found:
-                    try:
-                        status = _status_of(info)
-                    except ProviderError:
-                        continue
-                    found[run_id] = RunState(run_id, application, status, raw=info)
+                if run_id is None or run_id in found:
+                    continue
+                try:
+                    status = _status_of(info)
+                except ProviderError:
+                    continue
+                found[run_id] = RunState(run_id, application, status, raw=info)
+                if run_id in wanted:
+                    hits += 1
             token = page.next_page_token
-            if token is None or len(found) == len(wanted):
+            missing -= hits
+            # A token seen before would only repeat pages already read.
+            if token is None or token in seen_tokens or missing == 0:
                 break
+            if hits < min_hits and missing <= pages:
+                break
+            seen_tokens.add(token)
         return found
 
     # --- webhooks -----------------------------------------------------------------------

@@ -270,6 +270,48 @@ async def test_list_runs_follows_pages(platform: FakePlatform, provider: NextmvP
     assert rest == list(reversed(ids))[2:]
 
 
+async def test_statuses_read_the_listing_and_return_what_the_pages_showed(
+    platform: FakePlatform, provider: NextmvProvider
+) -> None:
+    platform.page_size = 3
+    platform.plan = STAYS_RUNNING
+    ids = [await provider.submit(Submission("routing", {"n": n})) for n in range(7)]
+    platform.finish(ids[5], "failed")
+    # The two newest runs are on the first page: one call answers for both, and the
+    # third run on that page comes along too.
+    states = await provider.statuses("routing", [ids[6], ids[5]])
+    assert platform.api_calls["runs.list"] == 1
+    assert set(states) == {ids[6], ids[5], ids[4]}
+    assert states[ids[5]].status is RunStatus.FAILED
+    assert states[ids[4]].status is RunStatus.RUNNING
+
+
+async def test_statuses_stop_reading_when_a_page_no_longer_pays(
+    platform: FakePlatform, provider: NextmvProvider
+) -> None:
+    platform.page_size = 2
+    ids = [await provider.submit(Submission("routing", {"n": n})) for n in range(12)]
+    # One wanted run at the bottom: asking for it alone is cheaper than six pages, so the
+    # read stops after a first page without it.
+    states = await provider.statuses("routing", [ids[0]])
+    assert ids[0] not in states
+    assert platform.api_calls["runs.list"] == 1
+    # Many wanted runs further down are worth the pages: all six are read.
+    before = platform.api_calls["runs.list"]
+    states = await provider.statuses("routing", ids[:8])
+    assert set(ids[:8]) <= set(states)
+    assert platform.api_calls["runs.list"] - before == 6
+    # And never more pages than the provider allows.
+    before = platform.api_calls["runs.list"]
+    await provider.statuses("routing", ids[:8], max_pages=2)
+    assert platform.api_calls["runs.list"] - before == 2
+
+
+def test_status_pages_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="status_pages"):
+        NextmvProvider("k", status_pages=0)
+
+
 async def test_register_webhook_and_fetch_its_secret(
     platform: FakePlatform, provider: NextmvProvider
 ) -> None:
