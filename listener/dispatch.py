@@ -214,6 +214,15 @@ class Dispatcher:
         try:
             await self.store.complete_call(call.id, self.owner)
         except Exception as exc:
+            lease = call.lease_expires_at
+            if lease is not None and datetime.now(UTC) < lease and not self._stopping:
+                # Try again on the next pass while the lease holds, so a short store
+                # outage does not make a finished call run twice.
+                self._completing.append(call)
+                log.warning(
+                    "completing call %d failed (%s); trying again", call.id, type(exc).__name__
+                )
+                return
             # The lease expires and the call runs again: at-least-once, never lost.
             log.warning("completing call %d failed: %s", call.id, type(exc).__name__)
 

@@ -526,4 +526,7 @@ class Receiver:
 
 def create_app(receiver: Receiver, *, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
     """A Starlette app serving `receiver`'s routes; `lifespan` runs when served standalone."""
-    return Starlette(routes=receiver.routes(), lifespan=lifespan)
+    app = Starlette(routes=receiver.routes(), lifespan=lifespan)
+    # A webhook sender does not follow redirects: a stray slash is a plain 404.
+    app.router.redirect_slashes = False
+    return app

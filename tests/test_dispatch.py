@@ -15,7 +15,7 @@ from listener.dispatch import Dispatcher, describe_error
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.registry import Handlers
-from listener.store import CallState, HandlerCall, Store, open_store
+from listener.store import CallState, HandlerCall, Store, StoreUnavailable, open_store
 
 
 @pytest.fixture
@@ -453,6 +453,45 @@ async def test_store_failures_do_not_kill_the_loop(
     assert dispatcher.running
     await dispatcher.stop()
     assert not dispatcher.running
+
+
+class FlakyCompletions:
+    """A real store whose first `complete_call`s fail as if the database were away."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def complete_call(self, call_id: int, owner: str) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("the store is away")
+        return await self._store.complete_call(call_id, owner)
+
+
+async def test_a_failed_completion_is_retried_while_the_lease_holds(store: Store) -> None:
+    handlers = Handlers()
+    runs: list[str] = []
+
+    @handlers.on("succeeded", name="h")
+    async def handler(event: RunEvent) -> None:
+        runs.append(event.run_id)
+
+    [call_id] = await enqueue(store, handlers)
+    flaky = FlakyCompletions(store, failures=2)
+    dispatcher = make(flaky, handlers)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert flaky.failures == 0
+    # Completed on a later pass by the same claim: the handler ran only once.
+    assert runs == ["run-1"]
+    assert call.attempts == 1
 
 
 async def test_prepare_hook_sees_every_event(store: Store) -> None:

@@ -336,6 +336,15 @@ async def test_unknown_source_is_404(rig: Rig) -> None:
     assert "nope" not in metrics
 
 
+async def test_a_trailing_slash_is_404_not_a_redirect(rig: Rig) -> None:
+    response = await rig.client.post(
+        "/hooks/std/", content=BODY, headers=signed(rig.std, BODY, "m")
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert await rig.stored_events() == 0
+
+
 async def test_body_over_the_limit_is_413_by_content_length(rig: Rig) -> None:
     body = b"x" * (LIMIT + 1)
     response = await rig.post("std", body, signed(rig.std, body, "big"))
