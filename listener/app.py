@@ -90,6 +90,7 @@ class Listener:
         poll_schedule: PollSchedule | None = None,
         poll_rate_limit: float = 10.0,
         poll_batch_size: int = 100,
+        poll_lease: float = 60.0,
     ) -> None:
         if store is not None and store_url is not None:
             raise ValueError("give store_url or store, not both")
@@ -115,6 +116,7 @@ class Listener:
         self.poll_schedule = poll_schedule or PollSchedule()
         self.poll_rate_limit = poll_rate_limit
         self.poll_batch_size = poll_batch_size
+        self.poll_lease = poll_lease
         self._poller: Poller | None = None
         self.handlers = Handlers()
         self.metrics = Metrics()
@@ -373,6 +375,7 @@ class Listener:
                     schedule=self.poll_schedule,
                     interval=self.poll_interval,
                     batch_size=self.poll_batch_size,
+                    lease_seconds=self.poll_lease,
                     rate_limit=self.poll_rate_limit,
                 )
                 await poller.start()

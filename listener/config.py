@@ -18,7 +18,7 @@ Every section is optional; with no file at all the listener runs on the defaults
                         backoff_cap, sweep_interval, shutdown_timeout
     [poller]            enabled, interval, grace, first_poll, deadline, schedule_interval,
                         schedule_factor, schedule_cap, schedule_jitter, rate_limit,
-                        batch_size
+                        batch_size, lease
     [handlers.<plugin>] settings for the plugin module's `configure(mapping)`; <plugin> is
                         a ready plugin's short name (`save` for `handlers.save`) or a
                         module path
@@ -177,6 +177,7 @@ class PollerConfig:
     schedule_jitter: float = 0.2
     rate_limit: float = 10.0
     batch_size: int = 100
+    lease: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +322,7 @@ _POLLER_KEYS: Final[Mapping[str, _Key]] = {
     "schedule_jitter": _Key("float", "a number >= 0 and < 1", lambda jitter: 0 <= jitter < 1),
     "rate_limit": _Key("float", "a number of calls a second > 0", _above(0)),
     "batch_size": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "lease": _Key("float", _SECONDS_POSITIVE, _above(0)),
 }
 
 _SECTIONS: Final = ("listener", "server", "sources", "providers", "dispatch", "poller", "handlers")
@@ -1011,6 +1013,7 @@ def build_listener(config: Config, *, dispatch: bool = True, poll: bool | None =
             poll_schedule=schedule,
             poll_rate_limit=poller.rate_limit,
             poll_batch_size=poller.batch_size,
+            poll_lease=poller.lease,
             **dataclasses.asdict(config.dispatch),
         )
     except PluginError as exc:

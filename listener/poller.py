@@ -260,7 +260,8 @@ class Poller:
                 limit=self.batch_size,
                 lease_seconds=self.lease_seconds,
                 provider=name,
-                now=now + timedelta(seconds=self.ride_window),
+                now=now,
+                due_by=now + timedelta(seconds=self.ride_window),
             )
             for run in early:
                 riders[(run.provider, run.application)].append(run)

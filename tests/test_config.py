@@ -89,6 +89,7 @@ def test_defaults_match_the_library_defaults() -> None:
     assert poller.interval == defaults["poll_interval"]
     assert poller.rate_limit == defaults["poll_rate_limit"]
     assert poller.batch_size == defaults["poll_batch_size"]
+    assert poller.lease == defaults["poll_lease"]
     schedule = PollSchedule()
     assert (schedule.interval, schedule.factor, schedule.cap, schedule.jitter) == (
         poller.schedule_interval,
@@ -652,6 +653,7 @@ schedule_interval = 0.5
 schedule_cap = 9
 rate_limit = 3
 batch_size = 7
+lease = 20
 
 [handlers.save]
 dir = "{tmp_path}/results"
@@ -671,6 +673,7 @@ dir = "{tmp_path}/results"
     assert listener.poll_schedule == PollSchedule(interval=0.5, factor=2.0, cap=9.0, jitter=0.2)
     assert listener.poll_rate_limit == 3
     assert listener.poll_batch_size == 7
+    assert listener.poll_lease == 20
     assert listener.client.grace == 12
     assert listener.client.first_poll == 4
     assert listener.client.deadline == 600

@@ -824,10 +824,13 @@ def claim_overdue_runs_plan(
     lease_seconds: float,
     provider: str | None,
     now: datetime | None,
+    due_by: datetime | None = None,
 ) -> Plan[list[RunRecord]]:
     check_limit(limit)
     moment = as_utc(now) if now is not None else utcnow()
     at, expires = d.t(moment), d.t(after(moment, lease_seconds))
+    # Runs due a little later may be claimed early; leases still expire by the real clock.
+    due = d.t(as_utc(due_by)) if due_by is not None else at
     by_provider = " AND provider = ?" if provider is not None else ""
     rows = yield (
         "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?"
@@ -836,7 +839,7 @@ def claim_overdue_runs_plan(
         f" AND (lease_owner IS NULL OR lease_expires_at <= ?){by_provider}"
         f" ORDER BY {_RUN_DUE}, run_id LIMIT ?{d.skip_locked})"
         " RETURNING run_id",
-        [owner, expires, at, at, at, at, *([provider] if provider is not None else []), limit],
+        [owner, expires, at, due, due, at, *([provider] if provider is not None else []), limit],
     )
     if not rows:
         return []

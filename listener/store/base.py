@@ -303,9 +303,10 @@ class Store(Protocol):
         lease_seconds: float,
         provider: str | None = None,
         now: datetime | None = None,
+        due_by: datetime | None = None,
     ) -> list[RunRecord]:
-        """Claim runs to poll: not terminal, with `next_poll_at <= now` or a deadline
-        passed, and no unexpired lease held by someone else. Soonest due first. Two
+        """Claim runs to poll: not terminal, with `next_poll_at <= due_by` (default now)
+        or a deadline by then, and no lease unexpired at `now`. Soonest due first. Two
         claimers never get the same run while a lease holds."""
 
     async def reschedule_poll(

@@ -565,6 +565,7 @@ class PostgresStore:
         lease_seconds: float,
         provider: str | None = None,
         now: datetime | None = None,
+        due_by: datetime | None = None,
     ) -> list[RunRecord]:
         return await self._run(
             lambda: c.claim_overdue_runs_plan(
@@ -574,6 +575,7 @@ class PostgresStore:
                 lease_seconds=lease_seconds,
                 provider=provider,
                 now=now,
+                due_by=due_by,
             )
         )
 

@@ -1033,6 +1033,7 @@ class SQLiteStore:
         lease_seconds: float,
         provider: str | None = None,
         now: datetime | None = None,
+        due_by: datetime | None = None,
     ) -> list[RunRecord]:
         return await self._write_plan(
             lambda: c.claim_overdue_runs_plan(
@@ -1042,6 +1043,7 @@ class SQLiteStore:
                 lease_seconds=lease_seconds,
                 provider=provider,
                 now=now,
+                due_by=due_by,
             )
         )
 

@@ -579,6 +579,26 @@ async def test_first_poll_comes_early_until_the_platform_speaks(store: AnyStore)
     assert heard.next_poll_at == heard.last_event_at + timedelta(seconds=600)
 
 
+async def test_runs_due_soon_can_be_claimed_early_but_leases_hold(store: AnyStore) -> None:
+    t0 = now()
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=10))
+    early = t0 + timedelta(seconds=5)
+    # Not due at t0+5, but due by t0+15: claimable early.
+    assert await store.claim_overdue_runs("p1", limit=5, lease_seconds=60, now=early) == []
+    (run,) = await store.claim_overdue_runs(
+        "p1", limit=5, lease_seconds=8, now=early, due_by=early + timedelta(seconds=10)
+    )
+    assert run.lease_expires_at == early + timedelta(seconds=8)
+    # Another claimer looking ahead past the lease's end still sees the lease as held.
+    later = early + timedelta(seconds=6)
+    assert (
+        await store.claim_overdue_runs(
+            "p2", limit=5, lease_seconds=60, now=later, due_by=later + timedelta(seconds=60)
+        )
+        == []
+    )
+
+
 async def test_overdue_when_the_deadline_passes(store: AnyStore) -> None:
     t0 = now()
     deadline = t0 + timedelta(seconds=5)
