@@ -33,6 +33,9 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/receiver.py
+	$(BIN)/python bench/poller.py
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache
