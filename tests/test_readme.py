@@ -115,3 +115,25 @@ def test_tutorial_end_to_end(tmp_path: Path) -> None:
                 ).returncode:
                     break
                 time.sleep(0.05)
+
+
+def test_configuration_reference_loads(tmp_path: Path) -> None:
+    from listener.config import build_listener, load_config
+
+    path = tmp_path / "listener.toml"
+    path.write_text(block_after("## Configuration", "toml"))
+    (tmp_path / "run_handlers.py").write_text(
+        (README.parent / "examples" / "run_handlers.py").read_text()
+    )
+    env = {
+        "LISTENER_CALLBACK_SECRET": "a-callback-secret",
+        "NEXTMV_WEBHOOK_SECRET": "a-webhook-secret",
+        "NEXTMV_API_KEY": "an-api-key",
+    }
+    config = load_config(path, env=env)
+    assert config.poller.grace == 300.0
+    assert [source.name for source in config.sources] == ["nextmv"]
+    assert "a-webhook-secret" not in repr(config)
+    listener = build_listener(config)
+    assert sorted(listener.sources) == ["nextmv"]
+    assert sorted(listener.providers) == ["nextmv"]
