@@ -45,8 +45,9 @@ Listener settings, the same in phases 2-4 (platform seconds; see `SETTINGS`): fi
 poll 15 s after submission when the platform has said nothing (the `running` webhook
 comes when the run starts, within a couple of seconds); grace 1 h, longer than the
 longest run, since between `running` and the end the platform is silent by design;
-poll schedule 2 s doubling to a 20 s cap (the SDK's cap) with +/-10% jitter (enough to
-keep runs submitted together apart; the SDK adds 0-1 s to its 20 s); a poll pass each
+poll schedule 2 s doubling to a 15 s cap, under the SDK's 20 s since a check through the
+run listing covers many runs for one call, with +/-10% jitter (enough to keep runs
+submitted together apart; the SDK adds 0-1 s to its 20 s); a poll pass each
 second; batches of up to 100 runs checked through the run listing, 50 runs a page as
 on the real API. Everything else is the product default.
 
@@ -105,7 +106,7 @@ SETTINGS: dict[str, float] = {
     "grace": 3600.0,  # longer than the longest run: silence until the end is normal
     "poll_interval": 1.0,  # product default
     "schedule_interval": 2.0,
-    "schedule_cap": 20.0,  # the SDK's cap
+    "schedule_cap": 15.0,  # under the SDK's 20 s: listing reads make each check cheap
     "schedule_jitter": 0.1,  # +/-10%
     "rate_limit": 10.0,  # calls a second, product default
 }
