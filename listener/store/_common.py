@@ -342,6 +342,27 @@ class Query:
         self.clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
         self.params.extend(values)
 
+    def run_filters(
+        self,
+        status: Sequence[RunStatus] | None,
+        provider: str | None,
+        application: str | None,
+    ) -> None:
+        """The filters runs and events share: status, provider, application."""
+        if status is not None:
+            self.where_in("status", [RunStatus(s).value for s in status])
+        if provider is not None:
+            self.where("provider = ?", provider)
+        if application is not None:
+            self.where("application = ?", application)
+
+    def window(self, column: str, since: Any, until: Any) -> None:
+        """`since <= column < until`, either bound optional (values already converted)."""
+        if since is not None:
+            self.where(f"{column} >= ?", since)
+        if until is not None:
+            self.where(f"{column} < ?", until)
+
     def stmt(self, tail: str, limit: int) -> Stmt:
         where = f" WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
         return f"{self.head}{where} {tail} LIMIT ?", [*self.params, limit + 1]
@@ -444,16 +465,8 @@ def list_runs_plan(
 ) -> Plan[Page[RunRecord]]:
     check_limit(limit)
     q = Query("SELECT * FROM runs")
-    if status is not None:
-        q.where_in("status", [RunStatus(s).value for s in status])
-    if provider is not None:
-        q.where("provider = ?", provider)
-    if application is not None:
-        q.where("application = ?", application)
-    if since is not None:
-        q.where("submitted_at >= ?", d.t(since))
-    if until is not None:
-        q.where("submitted_at < ?", d.t(until))
+    q.run_filters(status, provider, application)
+    q.window("submitted_at", d.opt_t(since), d.opt_t(until))
     if cursor is not None:
         key, run_id = decode_cursor("runs", cursor, (d.cursor_time_type, str))
         q.where("(submitted_at, run_id) < (?, ?)", d.cursor_to_key(key), run_id)
@@ -632,18 +645,10 @@ def list_events_plan(
     q = Query("SELECT * FROM events")
     if run_id is not None:
         q.where("run_id = ?", run_id)
-    if status is not None:
-        q.where_in("status", [RunStatus(s).value for s in status])
-    if provider is not None:
-        q.where("provider = ?", provider)
-    if application is not None:
-        q.where("application = ?", application)
+    q.run_filters(status, provider, application)
     if origin is not None:
         q.where("origin = ?", Origin(origin).value)
-    if since is not None:
-        q.where("received_at >= ?", d.t(since))
-    if until is not None:
-        q.where("received_at < ?", d.t(until))
+    q.window("received_at", d.opt_t(since), d.opt_t(until))
     if cursor is not None:
         key, event_id = decode_cursor("events", cursor, (d.cursor_time_type, int))
         q.where("(received_at, id) < (?, ?)", d.cursor_to_key(key), event_id)
