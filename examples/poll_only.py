@@ -3,10 +3,11 @@
     NEXTMV_API_KEY=... python examples/poll_only.py [input.json ...]
 
 Where nothing can reach this machine (a laptop, a batch job behind a firewall) the
-listener still gives one way to submit, wait and route runs to handlers: with a grace
-of zero every run is "overdue" from the start, so the poller asks the platform about it
-on a backoff schedule (1 s, then doubling up to 20 s, with jitter) until it ends. The
-handlers below run exactly as they would for a webhook.
+listener still gives one way to submit, wait and route runs to handlers: with no
+webhook source, a run is first checked at the poll schedule's first step, and with a
+grace of zero it stays "overdue", so the poller asks the platform about it on a backoff
+schedule (1 s, then doubling up to 20 s, with jitter) until it ends. The handlers below
+run exactly as they would for a webhook.
 
 Environment: `NEXTMV_API_KEY` (required), `NEXTMV_BASE_URL`, `NEXTMV_APPLICATION`
 (default `routing`), `LISTENER_STORE` (default: a store in memory, as nothing here
@@ -38,9 +39,9 @@ def build_listener(provider: NextmvProvider, store_url: str) -> Listener:
         store_url=store_url,
         providers=[provider],
         grace=0.0,
-        # The first question comes a second after submission; most short runs are done.
-        first_poll=1.0,
         poll_interval=0.5,
+        # No source here, so the first question comes at the schedule's first step, a
+        # second after submission; most short runs are done by then.
         poll_schedule=PollSchedule(interval=1.0, factor=2.0, cap=20.0, jitter=0.2),
     )
 

@@ -53,10 +53,11 @@ async def submit_and_wait(run_input: Any, *, timeout: float) -> int:
         # too would claim calls for handlers it does not have.
         dispatch=False,
         grace=grace,
-        first_poll=grace,
     )
     async with provider, listener:
-        handle = await listener.submit("nextmv", application, run_input)
+        # This script has no webhook source (the service does), so it would otherwise
+        # check the run at the poll schedule's first step; the webhook is expected.
+        handle = await listener.submit("nextmv", application, run_input, first_poll=grace)
         print(f"submitted {handle.run_id} to {application}; waiting", flush=True)
         try:
             event = await listener.wait(handle.run_id, timeout=timeout)

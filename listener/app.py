@@ -56,6 +56,12 @@ class Listener:
     seconds (per handler with `on(..., timeout=)`), retried with jittered exponential
     backoff from `backoff_base` up to `backoff_cap` seconds, dead-lettered after
     `max_attempts`. `dispatch=False` runs a receiver only (another replica dispatches).
+
+    Polling: a submitted run the platform says nothing about is checked `first_poll`
+    seconds after submission, or from `poll_schedule`'s first step if sooner and no
+    source here reads its provider's payloads (no webhook can reach this listener; a
+    script submitting for a service that shares its store and receives the webhooks
+    passes `first_poll=` to `submit`). After news, silence is trusted for `grace`.
     """
 
     def __init__(
@@ -249,12 +255,15 @@ class Listener:
 
     def _callback_plan(self, provider: str, nonce: str) -> CallbackPlan:
         """Where `provider`'s platform should report a new run: the first source that reads
-        that provider's payloads; none without a public URL (then the poller finds out)."""
+        that provider's payloads; none without a public URL (then an account-level webhook
+        or the poller finds out). With no such source no webhook can arrive, so the run is
+        checked from the poll schedule's first step if that is sooner than `first_poll`."""
+        sources = [s for s in self.sources.values() if s.provider == provider]
+        if not sources:
+            return CallbackPlan(None, {}, first_poll=self.poll_schedule.interval)
         if self.public_url is None:
             return CallbackPlan(None, {})
-        for source in self.sources.values():
-            if source.provider != provider:
-                continue
+        for source in sources:
             if source.uses_token:
                 if self.callback_secret is None:
                     continue

@@ -45,10 +45,16 @@ class RunHandle:
 
 @dataclass(frozen=True, slots=True)
 class CallbackPlan:
-    """Where a provider's platform should report a run, and what the store keeps of it."""
+    """Where a provider's platform should report a run, and what the store keeps of it.
+
+    `first_poll` is how soon to check a run whose webhooks nothing here can receive, in
+    seconds, where that is sooner than the client's own `first_poll`; None keeps the
+    client's.
+    """
 
     url: str | None
     details: Mapping[str, Any]
+    first_poll: float | None = None
 
 
 # Given a provider name and a fresh nonce, the callback to hand that provider's platform.
@@ -64,8 +70,9 @@ class RunClient:
 
     `grace` is how long silence is trusted once a run's webhooks are known to flow;
     `first_poll` is how soon after submission the poller checks a run the platform has
-    said nothing about (by default the grace). Both are seconds; `deadline` too, and a
-    run still unfinished at its deadline is declared `expired`.
+    said nothing about (by default the grace), unless the callback plan asks for sooner
+    because no webhook can arrive. Both are seconds; `deadline` too, and a run still
+    unfinished at its deadline is declared `expired`.
     """
 
     def __init__(
@@ -136,7 +143,12 @@ class RunClient:
         run_id = await platform.submit(submission, callback_url=plan.url)
         submitted_at = datetime.now(UTC)
         grace = self.grace if grace is None else grace
-        first_poll = first_poll if first_poll is not None else self.first_poll
+        if first_poll is None:
+            first_poll = self.first_poll
+            if plan.first_poll is not None:
+                # None means "the grace" (see NewRun), so compare against that.
+                default = grace if first_poll is None else first_poll
+                first_poll = min(plan.first_poll, default)
         deadline = deadline if deadline is not None else self.deadline
         await self._store().register_run(
             NewRun(

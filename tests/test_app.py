@@ -18,9 +18,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from listener import Listener, Origin, RunEvent, RunStatus, Source
+from listener.poller import PollSchedule
 from listener.providers.base import RunResult, RunState, Submission
-from listener.signatures import StandardWebhooks, generate_hmac_secret
+from listener.signatures import NextmvSignature, StandardWebhooks, generate_hmac_secret
 from listener.store import CallState, Store, open_store
+from listener.testing import FakePlatform, RunPlan
 
 SECRET = generate_hmac_secret()
 SCHEME = StandardWebhooks([SECRET])
@@ -337,6 +339,67 @@ async def test_without_a_provider_fetch_result_is_a_lookup_error(tmp_path: Path)
         await deliver(client, "np1")
         await call_state(listener.store, "fetcher", CallState.DONE)
     assert "cannot fetch results" in errors[0]
+
+
+# -- the first poll of a submitted run ----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def submitting(db: Path, sources: list[Source], **options: Any) -> AsyncIterator[Listener]:
+    """A started listener that submits to a fake Nextmv whose runs never end by themselves.
+
+    No poller, so the stored poll time is the one submission set."""
+    settings: dict[str, Any] = {"poll": False, "dispatch": False, "first_poll": 30.0}
+    settings.update(options)
+    async with (
+        FakePlatform(plan=RunPlan(runs_for=None)) as platform,
+        platform.nextmv_provider() as nextmv,
+    ):
+        listener = Listener(
+            store_url=f"sqlite:///{db}", sources=sources, providers=[nextmv], **settings
+        )
+        async with listener:
+            yield listener
+
+
+async def first_poll_after(listener: Listener, **options: Any) -> float:
+    """Seconds from a new run's submission to its stored first poll."""
+    handle = await listener.submit("nextmv", "routing", {"stops": 2}, **options)
+    run = await listener.store.get_run(handle.run_id)
+    assert run is not None
+    assert run.next_poll_at is not None
+    return (run.next_poll_at - handle.submitted_at).total_seconds()
+
+
+async def test_a_run_no_source_can_hear_is_polled_from_the_schedules_first_step(
+    tmp_path: Path,
+) -> None:
+    # The only source reads another provider's payloads: no Nextmv webhook can arrive.
+    async with submitting(
+        tmp_path / "other.db",
+        [Source("std", "local", SCHEME)],
+        public_url="https://hooks.example",
+        poll_schedule=PollSchedule(interval=3.0),
+    ) as listener:
+        assert await first_poll_after(listener) == 3.0
+        # An explicit first_poll still wins.
+        assert await first_poll_after(listener, first_poll=45.0) == 45.0
+    # Plain poll-only mode, on the default schedule.
+    async with submitting(tmp_path / "none.db", []) as listener:
+        assert await first_poll_after(listener) == PollSchedule().interval == 2.0
+    # A first_poll sooner than the schedule's first step is kept.
+    async with submitting(tmp_path / "soon.db", [], first_poll=0.5) as listener:
+        assert await first_poll_after(listener) == 0.5
+
+
+@pytest.mark.parametrize("public_url", [None, "https://hooks.example"])
+async def test_a_run_a_source_can_hear_keeps_the_configured_first_poll(
+    tmp_path: Path, public_url: str | None
+) -> None:
+    # Without a public URL, an account-level webhook can still reach the source.
+    source = Source("nextmv", "nextmv", NextmvSignature([generate_hmac_secret()]))
+    async with submitting(tmp_path / "heard.db", [source], public_url=public_url) as listener:
+        assert await first_poll_after(listener) == 30.0
 
 
 async def test_plugins_load_by_module_path(tmp_path: Path) -> None:

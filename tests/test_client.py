@@ -80,6 +80,34 @@ async def test_submit_records_the_run_with_its_watch_settings(
     assert run.callback["nonce"] == handle.callback_url.rsplit("/", 1)[1]
 
 
+async def test_a_plan_for_an_unheard_run_brings_the_first_poll_forward(
+    store: Store, nextmv: NextmvProvider
+) -> None:
+    def unheard(provider: str, nonce: str) -> CallbackPlan:
+        return CallbackPlan(None, {}, first_poll=2)
+
+    async def next_poll_after_submission(
+        client: RunClient, *, grace: float | None = None, first_poll: float | None = None
+    ) -> timedelta:
+        handle = await client.submit("nextmv", APP, {}, grace=grace, first_poll=first_poll)
+        run = await store.get_run(handle.run_id)
+        assert run is not None
+        assert run.next_poll_at is not None
+        return run.next_poll_at - handle.submitted_at
+
+    client = make_client(store, nextmv, callbacks=unheard, grace=600, first_poll=30)
+    assert await next_poll_after_submission(client) == timedelta(seconds=2)
+    # An explicit first_poll still wins, even a later one.
+    assert await next_poll_after_submission(client, first_poll=45) == timedelta(seconds=45)
+    # The plan only brings the first poll forward, never back.
+    sooner = make_client(store, nextmv, callbacks=unheard, grace=600, first_poll=1)
+    assert await next_poll_after_submission(sooner) == timedelta(seconds=1)
+    # With no first_poll the client's default is the grace, per submission too.
+    by_grace = make_client(store, nextmv, callbacks=unheard, grace=600)
+    assert await next_poll_after_submission(by_grace) == timedelta(seconds=2)
+    assert await next_poll_after_submission(by_grace, grace=0.5) == timedelta(seconds=0.5)
+
+
 async def test_submit_to_an_unknown_provider_names_the_configured_ones(
     store: Store, nextmv: NextmvProvider
 ) -> None:
