@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CommandError", "create_app", "main"]
 
+log = logging.getLogger("listener.cli")
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -444,6 +446,14 @@ def serve(
         log_level=default.log_level if log_level is None else log_level,
     )
     _setup_logging(server.log_level)
+    if server.workers > 1 and config.store.startswith("sqlite:"):
+        # Each worker has its own writer; on one SQLite file they take turns at its one
+        # write lock, so more workers mean fewer deliveries a second and long stalls.
+        log.warning(
+            "%d workers share one SQLite file and its single write lock: expect lower "
+            "throughput than one worker; use a PostgreSQL store for several workers",
+            server.workers,
+        )
     if server.workers > 1 or reload:
         # Fail here with the real message rather than once per worker.
         build_listener(config)

@@ -216,6 +216,8 @@ def test_serve_with_workers_uses_the_app_factory(tmp_path: Path) -> None:
     port = free_port()
     args = ["--config", str(config), "serve", "--workers", "2", "--port", str(port)]
     with long_running(args, cwd=tmp_path, env={}) as server:
+        # Several workers on one SQLite file contend for its write lock: the user is told.
+        server.wait_for_line("2 workers share one SQLite file")
         server.wait_for_line("Application startup complete")
         answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=PROCESS_LIMIT)
         assert answer.json() == {"status": "ready"}
