@@ -11,6 +11,14 @@ parser choice: uvloop and httptools when installed):
 * receiver: the listener's app with a SQLite store in a temporary directory, one
   Standard Webhooks source and one handler attached (so the dispatcher runs too).
 
+Two more servers show where the receiver's time goes, one step at a time (throughput
+only; the target is judged on the receiver):
+
+* verify: the bare endpoint plus the listener's own signature check and payload parsing
+  (the same `Source` the receiver uses), nothing stored: the ceiling for any receiver
+  that verifies on this stack;
+* no handlers: the receiver with its store and no handler, so no dispatcher work.
+
 Throughput: `wrk` with pre-signed requests, each with its own delivery id, when `wrk` is
 installed, in THROUGHPUT_ROUNDS rounds that alternate the two servers (each round on a
 fresh server and store), reporting each server's median, so that a burst of other load on
@@ -58,6 +66,9 @@ WRK_THREADS = 2
 CLIENT_CONCURRENCY = 16
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 10.0
+# Servers measured for throughput, from the floor up; the target compares the last with
+# the first.
+KINDS = ("bare", "verify", "no-handlers", "receiver")
 # Enough unique requests that wrk never wraps around at several times the expected rate.
 WRK_REQUESTS = 160_000
 
@@ -144,6 +155,7 @@ def serve(kind: str, secret: str, db: str) -> None:
 
     from listener import Listener, RunEvent, Source
 
+    source = Source("std", "local", StandardWebhooks([secret]))
     if kind == "bare":
 
         async def endpoint(request: Request) -> Response:
@@ -151,15 +163,24 @@ def serve(kind: str, secret: str, db: str) -> None:
             return Response(status_code=202)
 
         app = Starlette(routes=[Route("/hooks/{source}", endpoint, methods=["POST"])])
-    else:
-        listener = Listener(
-            store_url=f"sqlite:///{db}",
-            sources=[Source("std", "local", StandardWebhooks([secret]))],
-        )
+    elif kind == "verify":
+        assert source.scheme is not None
+        scheme = source.scheme
 
-        @listener.on_any(name="bench.handler")
-        async def handler(event: RunEvent) -> None:
-            pass
+        async def verifying(request: Request) -> Response:
+            body = await request.body()
+            verified = scheme.verify(body, request.headers)
+            source.parse(json.loads(body), delivery_id=f"std:{verified.msg_id}")
+            return Response(status_code=202)
+
+        app = Starlette(routes=[Route("/hooks/{source}", verifying, methods=["POST"])])
+    else:
+        listener = Listener(store_url=f"sqlite:///{db}", sources=[source])
+        if kind == "receiver":
+
+            @listener.on_any(name="bench.handler")
+            async def handler(event: RunEvent) -> None:
+                pass
 
         app = listener.asgi()
 
@@ -424,24 +445,26 @@ def main(*, allow_wrk: bool = True) -> int:
             finally:
                 server.stop()
             results[kind] = {"p50": p50, "p99": p99, "latency_failures": failures}
-        rounds: dict[str, list[dict[str, float]]] = {"bare": [], "receiver": []}
+        rounds: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
         for n in range(THROUGHPUT_ROUNDS):
-            for kind in ("bare", "receiver"):
+            for kind in KINDS:
                 server = start(kind, secret, str(workdir / f"{kind}-throughput-{n}.db"))
+                stored = kind in ("no-handlers", "receiver")
                 try:
                     warm_up(server.url, secret)
-                    before = accepted_count(server.url) if kind == "receiver" else {}
+                    before = accepted_count(server.url) if stored else {}
                     if use_wrk:
                         rate, errors = wrk_throughput(server.url, requests_file, script)
                     else:
                         rate, errors = client_throughput(server.url, secret)
-                    after = accepted_count(server.url) if kind == "receiver" else {}
+                    after = accepted_count(server.url) if stored else {}
                 finally:
                     server.stop()
                 counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
                 rounds[kind].append({"rate": rate, "errors": errors, **counted})
         for kind, runs in rounds.items():
             middle = sorted(runs, key=lambda run: run["rate"])[len(runs) // 2]
+            results.setdefault(kind, {})
             results[kind].update(
                 rate=middle["rate"],
                 errors=sum(run["errors"] for run in runs),
@@ -455,15 +478,18 @@ def main(*, allow_wrk: bool = True) -> int:
 
     bare, receiver = results["bare"], results["receiver"]
     print()
-    print(f"{'endpoint':<10} {'deliveries/s':>13} {'non-2xx':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    print("-" * 51)
-    for name, row in results.items():
-        print(
-            f"{name:<10} {row['rate']:>13.0f} {row['errors'] + row['latency_failures']:>8.0f} "
-            f"{row['p50']:>8.2f} {row['p99']:>8.2f}"
-        )
+    header = f"{'endpoint':<12} {'deliveries/s':>13} {'x bare':>7} {'non-2xx':>8}"
+    print(f"{header} {'p50 ms':>8} {'p99 ms':>8}")
+    print("-" * 61)
+    for name in KINDS:
+        row = results[name]
+        share = row["rate"] / bare["rate"] if bare["rate"] else 0.0
+        failures = row["errors"] + row.get("latency_failures", 0)
+        timing = f"{row['p50']:>8.2f} {row['p99']:>8.2f}" if "p50" in row else f"{'-':>8} {'-':>8}"
+        print(f"{name:<12} {row['rate']:>13.0f} {share:>7.2f} {failures:>8.0f} {timing}")
     print(f"(latency at {LATENCY_RATE}/s open loop for {LATENCY_SECONDS} s)")
-    for name, row in results.items():
+    for name in KINDS:
+        row = results[name]
         shown = ", ".join(f"{rate:.0f}" for rate in row["rates"])
         print(
             f"{name} deliveries/s in {THROUGHPUT_ROUNDS} rounds of {THROUGHPUT_SECONDS} s: {shown}"
@@ -488,7 +514,7 @@ def main(*, allow_wrk: bool = True) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=["bare", "receiver"])
+    parser.add_argument("--serve", choices=KINDS)
     parser.add_argument("--secret")
     parser.add_argument("--db")
     parser.add_argument("--no-wrk", action="store_true", help="use Python clients even with wrk")
