@@ -27,6 +27,7 @@ from listener.store.base import (
     HandlerCall,
     NewRun,
     Page,
+    PruneCounts,
     RecordResult,
     RunRecord,
     SchemaTooNew,
@@ -379,6 +380,8 @@ CALL_SELECT = (
 
 OPEN_STATUSES = tuple(s.value for s in RunStatus if not s.is_terminal)
 _OPEN = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
+TERMINAL_STATUSES = tuple(s.value for s in RunStatus if s.is_terminal)
+_TERMINAL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
 
 # When a run is due for a poll: its next poll time or its deadline, whichever is sooner.
 _RUN_DUE = (
@@ -890,6 +893,96 @@ def counts_plan() -> Plan[StoreCounts]:
         [(r["k"], r["n"]) for r in calls],
         int(events[0]["n"]),
         int(unroutable[0]["n"]),
+    )
+
+
+# -- retention --
+
+# Keys per DELETE ... IN (...): well inside both databases' limits on parameters.
+PRUNE_IN_CHUNK = 500
+
+# What `prune_plan` may delete, each as the condition on its table and its parameters
+# (all of them the cutoff). Done calls of terminal runs: calls_by_state walks the done
+# ones in id order.
+_PRUNE_CALLS = (
+    "state = 'done' AND updated_at < ? AND EXISTS (SELECT 1 FROM runs r"
+    f" WHERE r.run_id = handler_calls.run_id AND r.status IN ({_TERMINAL}))"
+)
+# Terminal runs with no call left: runs_by_submitted narrows the scan, the NOT EXISTS reads
+# calls_by_run_handler.
+_PRUNE_RUNS = (
+    f"status IN ({_TERMINAL}) AND submitted_at < ? AND updated_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM handler_calls h WHERE h.run_id = runs.run_id)"
+)
+_PRUNE_UNROUTABLE = "received_at < ?"
+
+
+def _delete_keys(
+    table: str, key: str, keys: Sequence[Any], where: str = "", params: Sequence[Any] = ()
+) -> Generator[Stmt, list[Row], list[Any]]:
+    """Delete the rows of `table` whose `key` is one of `keys` (and that still meet
+    `where`, when given); the keys of the rows deleted."""
+    gone: list[Any] = []
+    also = f" AND {where}" if where else ""
+    for at in range(0, len(keys), PRUNE_IN_CHUNK):
+        chunk = list(keys[at : at + PRUNE_IN_CHUNK])
+        rows = yield (
+            f"DELETE FROM {table} WHERE {key} IN ({_marks(chunk)}){also} RETURNING {key}",
+            [*chunk, *params],
+        )
+        gone.extend(row[key] for row in rows)
+    return gone
+
+
+def prune_plan(d: Dialect, *, before: datetime, limit: int) -> Plan[PruneCounts]:
+    """One chunk of retention, in the caller's transaction: done calls of terminal runs,
+    then terminal runs left without any call (with their events and transitions), then
+    unroutable deliveries; at most `limit` of each, oldest first.
+
+    Each kind is picked first (with `skip_locked`: on PostgreSQL, rows that another
+    transaction is changing are left for a later call, never waited for), then deleted
+    by key with its condition checked again, so a row that changed in between (a call
+    replayed, a run that heard news) is kept. Picking in a subquery of the DELETE itself
+    could take more than `limit`: PostgreSQL may run such a subquery again, and it then
+    skips the rows the statement has just deleted and picks the next ones.
+    """
+    check_limit(limit)
+    cutoff = d.t(before)
+
+    rows = yield (
+        f"SELECT id FROM handler_calls WHERE {_PRUNE_CALLS} ORDER BY id LIMIT ?{d.skip_locked}",
+        [cutoff, limit],
+    )
+    picked_calls = [row["id"] for row in rows]
+    calls = yield from _delete_keys("handler_calls", "id", picked_calls, _PRUNE_CALLS, [cutoff])
+
+    rows = yield (
+        f"SELECT run_id FROM runs WHERE {_PRUNE_RUNS}"
+        f" ORDER BY submitted_at, run_id LIMIT ?{d.skip_locked}",
+        [cutoff, cutoff, limit],
+    )
+    picked_runs = [row["run_id"] for row in rows]
+    runs = yield from _delete_keys("runs", "run_id", picked_runs, _PRUNE_RUNS, [cutoff, cutoff])
+    # Everything the deleted runs owned: events_by_run and the transitions' primary key.
+    events = yield from _delete_keys("events", "run_id", runs)
+    transitions = yield from _delete_keys("transitions", "run_id", runs)
+
+    # Ids grow with the time received: the oldest come first.
+    rows = yield (
+        f"SELECT id FROM unroutable WHERE {_PRUNE_UNROUTABLE} ORDER BY id LIMIT ?{d.skip_locked}",
+        [cutoff, limit],
+    )
+    picked_unroutable = [row["id"] for row in rows]
+    unroutable = yield from _delete_keys(
+        "unroutable", "id", picked_unroutable, _PRUNE_UNROUTABLE, [cutoff]
+    )
+    return PruneCounts(
+        runs=len(runs),
+        events=len(events),
+        transitions=len(transitions),
+        calls=len(calls),
+        unroutable=len(unroutable),
+        more=max(len(picked_calls), len(picked_runs), len(picked_unroutable)) >= limit,
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "HandlerCall",
     "NewRun",
     "Page",
+    "PruneCounts",
     "RecordResult",
     "RunRecord",
     "SchemaTooNew",
@@ -156,6 +157,19 @@ class StoreCounts:
     calls_by_state: Mapping[str, int]
     events: int
     unroutable: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """What one `Store.prune` call deleted."""
+
+    runs: int
+    events: int
+    transitions: int
+    calls: int
+    unroutable: int
+    # A limit was reached: there may be more to delete, so call again.
+    more: bool
 
 
 @runtime_checkable
@@ -321,3 +335,28 @@ class Store(Protocol):
     # -- reporting -----------------------------------------------------------------------
 
     async def counts(self) -> StoreCounts: ...
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
+        """Delete what is finished and older than `before`, at most `limit` rows of each kind
+        per call (so a large backlog is removed in several short transactions that do not
+        hold up deliveries); call again while `counts.more`.
+
+        In one transaction:
+        - done handler calls of terminal runs, last changed before `before`;
+        - terminal runs changed and submitted before `before` that have no handler call
+          left at all, with all their events and transitions (a pending, running or dead
+          call, or a recent done one, keeps its run and the run's events, so dead letters
+          can still be replayed);
+        - unroutable deliveries received before `before`.
+
+        A run that is not terminal is never touched, nor are its events or calls: the
+        poller still tracks it. `limit` (at least 1) caps the runs, the calls and the
+        unroutable deliveries separately; a run's events and transitions go with it.
+        `more` says whether any of the limits was reached. `before` must be timezone-aware.
+
+        Deliveries are deduplicated by the events kept: a delivery that a sender retries
+        after its event was pruned is taken as new. Keep more than the senders' retry
+        window (days, for most platforms).
+        """

@@ -31,6 +31,7 @@ from listener.store.base import (
     HandlerCall,
     NewRun,
     Page,
+    PruneCounts,
     RecordResult,
     RunRecord,
     StoreCounts,
@@ -595,3 +596,8 @@ class PostgresStore:
 
     async def counts(self) -> StoreCounts:
         return await self._run(c.counts_plan)
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
+        return await self._run(lambda: c.prune_plan(DIALECT, before=before, limit=limit))

@@ -44,6 +44,7 @@ from listener.store.base import (
     HandlerCall,
     NewRun,
     Page,
+    PruneCounts,
     RecordResult,
     RunRecord,
     StoreCounts,
@@ -1063,3 +1064,8 @@ class SQLiteStore:
 
     async def counts(self) -> StoreCounts:
         return await self._read_plan(c.counts_plan)
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
+        return await self._write_plan(lambda: c.prune_plan(DIALECT, before=before, limit=limit))

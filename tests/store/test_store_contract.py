@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from listener.events import Origin, RunEvent, RunStatus, Transition, next_status
-from listener.store import CallState, NewRun, SchemaTooNew, StoreUnavailable
+from listener.store import CallState, NewRun, PruneCounts, SchemaTooNew, StoreUnavailable
 from listener.store.postgres import PostgresStore
 from listener.store.sqlite import SQLiteStore
 
@@ -781,6 +781,200 @@ async def test_counts(store: AnyStore) -> None:
     }
     assert counts.calls_by_state == {"pending": 2, "running": 1, "done": 0, "dead": 0}
     assert (counts.events, counts.unroutable) == (3, 1)
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+async def settle(store: AnyStore, *, dead: frozenset[str] = frozenset()) -> None:
+    """Run every due call to its end: dead for the handlers in `dead`, else done."""
+    while calls := await store.claim_calls("w", limit=100, lease_seconds=30):
+        for call in calls:
+            if call.handler in dead:
+                assert await store.fail_call(call.id, "w", error="boom", retry_at=None)
+            else:
+                assert await store.complete_call(call.id, "w")
+
+
+def soon() -> datetime:
+    """A `before` that takes in everything finished so far."""
+    return now() + timedelta(seconds=1)
+
+
+def nothing(more: bool = False) -> PruneCounts:
+    return PruneCounts(runs=0, events=0, transitions=0, calls=0, unroutable=0, more=more)
+
+
+async def test_prune_removes_a_finished_run_with_its_events_transitions_and_calls(
+    store: AnyStore, store_url: str
+) -> None:
+    await store.register_run(NewRun("r1", "nextmv", "routing"))
+    await store.record(ev("d1", "r1", S.RUNNING), ["a", "b"])
+    await store.record(ev("d2", "r1", S.SUCCEEDED), ["a", "b"])
+    await store.record(ev("d3", "r1", S.SUCCEEDED), ["a", "b"])  # no transition, no call
+    await settle(store)
+    assert len((await store.list_calls(run_id="r1", state=CallState.DONE)).items) == 4
+
+    counts = await store.prune(before=soon())
+    assert counts == PruneCounts(runs=1, events=3, transitions=2, calls=4, unroutable=0, more=False)
+    assert await store.get_run("r1") is None
+    assert [await store.get_event(d) for d in ("d1", "d2", "d3")] == [None, None, None]
+    assert (await store.list_events(run_id="r1")).items == []
+    assert (await store.list_calls(run_id="r1")).items == []
+    assert raw(store_url, "SELECT count(*) FROM transitions") == [(0,)]
+    left = await store.counts()
+    assert sum(left.runs_by_status.values()) == 0
+    assert sum(left.calls_by_state.values()) == 0
+    assert left.events == 0
+    assert await store.prune(before=soon()) == nothing()
+
+
+async def test_prune_never_touches_a_run_that_is_not_terminal(store: AnyStore) -> None:
+    await store.register_run(NewRun("q1", "nextmv", "routing"))
+    await store.record(ev("d1", "r1", S.RUNNING), ["h"])
+    await store.record(ev("d2", "r2", S.QUEUED))
+    await settle(store)  # r1's call is done, but r1 is still running
+
+    assert await store.prune(before=now() + timedelta(days=365)) == nothing()
+    for run_id, status in (("q1", S.QUEUED), ("r1", S.RUNNING), ("r2", S.QUEUED)):
+        run = await store.get_run(run_id)
+        assert run is not None
+        assert run.status is status
+    assert await store.get_event("d1") is not None
+    assert await store.get_event("d2") is not None
+    (call,) = (await store.list_calls(run_id="r1")).items
+    assert call.state is CallState.DONE
+
+
+async def test_prune_keeps_a_finished_run_with_a_dead_call(store: AnyStore) -> None:
+    kept = ev("d1", "r1", S.SUCCEEDED)
+    await store.record(kept, ["a", "b"])
+    await store.record(ev("d2", "r2", S.FAILED), ["a"])
+    await settle(store, dead=frozenset({"b"}))  # r1: a done, b dead; r2: a done
+
+    counts = await store.prune(before=soon())
+    assert counts == PruneCounts(runs=1, events=1, transitions=1, calls=2, unroutable=0, more=False)
+    assert await store.get_run("r2") is None
+    assert await store.get_event("d2") is None
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.status is S.SUCCEEDED
+    assert await store.get_event("d1") == kept
+    (dead,) = (await store.list_calls(run_id="r1")).items
+    assert (dead.handler, dead.state) == ("b", CallState.DEAD)
+    assert [c.id for c in (await store.list_calls(state=CallState.DEAD)).items] == [dead.id]
+    # The dead letter can still be replayed with its event.
+    assert await store.replay_call(dead.id) is True
+    (again,) = await store.claim_calls("w", limit=10, lease_seconds=30)
+    assert (again.id, again.event.delivery_id) == (dead.id, "d1")
+
+
+async def test_prune_keeps_a_finished_run_with_a_pending_or_running_call(
+    store: AnyStore,
+) -> None:
+    await store.record(ev("d1", "r1", S.SUCCEEDED), ["h"])
+    (claimed,) = await store.claim_calls("w", limit=1, lease_seconds=30)
+    await store.record(ev("d2", "r2", S.CANCELED), ["h"])
+
+    assert await store.prune(before=soon()) == nothing()
+    assert claimed.run_id == "r1"
+    for run_id, delivery, state in (("r1", "d1", CallState.RUNNING), ("r2", "d2", None)):
+        assert await store.get_run(run_id) is not None
+        assert await store.get_event(delivery) is not None
+        (call,) = (await store.list_calls(run_id=run_id)).items
+        assert call.state is (state or CallState.PENDING)
+
+
+async def test_prune_keeps_recent_rows(store: AnyStore) -> None:
+    await store.record(ev("d1", "r1", S.SUCCEEDED), ["h"])
+    await store.record(ev("d2", "r2", S.EXPIRED))
+    await settle(store)
+    await store.record_unroutable(source="s", delivery_id="u1", reason="r", body=b"", headers={})
+
+    assert await store.prune(before=now() - timedelta(days=1)) == nothing()
+    assert await store.get_run("r1") is not None
+    assert await store.get_run("r2") is not None
+    assert await store.get_event("d1") is not None
+    assert len((await store.list_calls(state=CallState.DONE)).items) == 1
+    assert len((await store.list_unroutable()).items) == 1
+
+
+async def test_prune_removes_old_unroutable_deliveries(store: AnyStore) -> None:
+    for i in range(3):
+        await store.record_unroutable(
+            source="s", delivery_id=f"u{i}", reason="r", body=b"x", headers={}
+        )
+    assert await store.prune(before=now() - timedelta(days=1)) == nothing()
+    counts = await store.prune(before=soon())
+    assert counts == PruneCounts(runs=0, events=0, transitions=0, calls=0, unroutable=3, more=False)
+    assert (await store.list_unroutable()).items == []
+    # Gone, a delivery id may be kept again.
+    assert await store.record_unroutable(
+        source="s", delivery_id="u0", reason="r", body=b"", headers={}
+    )
+
+
+async def test_prune_works_in_chunks_of_limit(store: AnyStore) -> None:
+    for i in range(3):
+        await store.record(ev(f"d{i}", f"r{i}", S.SUCCEEDED), ["h"])
+    for i in range(3):
+        await store.record_unroutable(
+            source="s", delivery_id=f"u{i}", reason="r", body=b"", headers={}
+        )
+    await settle(store)
+
+    first = await store.prune(before=soon(), limit=2)
+    assert first == PruneCounts(runs=2, events=2, transitions=2, calls=2, unroutable=2, more=True)
+    second = await store.prune(before=soon(), limit=2)
+    assert second == PruneCounts(runs=1, events=1, transitions=1, calls=1, unroutable=1, more=False)
+    assert await store.prune(before=soon(), limit=2) == nothing()
+    assert sum((await store.counts()).runs_by_status.values()) == 0
+
+
+async def test_prune_says_more_while_any_limit_is_reached(store: AnyStore) -> None:
+    # Two runs left without calls, two done calls whose runs stay for a dead call.
+    await store.record(ev("d1", "r1", S.SUCCEEDED))
+    await store.record(ev("d2", "r2", S.SUCCEEDED))
+    await store.record(ev("d3", "r3", S.FAILED), ["a", "b", "x"])
+    await settle(store, dead=frozenset({"x"}))
+
+    # Both limits reached: more, though as it happens nothing is left behind.
+    first = await store.prune(before=soon(), limit=2)
+    assert (first.runs, first.calls, first.more) == (2, 2, True)
+    assert await store.prune(before=soon(), limit=2) == nothing()
+    assert await store.get_run("r3") is not None
+
+
+async def test_a_delivery_for_a_pruned_run_creates_it_again(store: AnyStore) -> None:
+    await store.register_run(NewRun("r1", "nextmv", "routing", metadata={"team": "ops"}))
+    await store.record(ev("d1", "r1", S.SUCCEEDED), ["h"])
+    await settle(store)
+    assert (await store.prune(before=soon())).runs == 1
+
+    # A retry of the pruned delivery is taken as new.
+    retry = ev("d1", "r1", S.SUCCEEDED)
+    again = await store.record(retry, ["h"])
+    assert again.duplicate is False
+    assert again.run_created is True
+    assert again.transition == Transition("r1", S.SUCCEEDED)
+    assert len(again.call_ids) == 1
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.status, run.metadata) == (S.SUCCEEDED, {})
+    assert await store.get_event("d1") == retry
+    newer = await store.record(ev("d2", "r1", S.SUCCEEDED), ["h"])
+    assert (newer.duplicate, newer.run_created, newer.transition) == (False, False, None)
+
+
+async def test_prune_refuses_bad_arguments(store: AnyStore) -> None:
+    await store.record(ev("d1", "r1", S.SUCCEEDED))
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="limit"):
+            await store.prune(before=soon(), limit=bad)
+    with pytest.raises(ValueError, match="naive"):
+        await store.prune(before=datetime(2025, 1, 1))
+    assert await store.get_run("r1") is not None
+    assert (await store.prune(before=soon(), limit=1)).runs == 1
 
 
 # -- several stores on one database ----------------------------------------------------
