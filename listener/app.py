@@ -25,7 +25,7 @@ from typing import Any, Self, overload
 from starlette.applications import Starlette
 
 from listener.client import CallbackPlan, RunClient, RunHandle
-from listener.dispatch import Dispatcher
+from listener.dispatch import LEASE_MARGIN_SECONDS, Dispatcher
 from listener.events import RunEvent, RunStatus
 from listener.metrics import Metrics
 from listener.poller import Poller, PollSchedule
@@ -38,8 +38,9 @@ from listener.registry import (
     load_entry_points,
     load_plugin,
 )
+from listener.retention import DEFAULT_INTERVAL, Pruner, check_age, cutoff, prune_store
 from listener.sources import Source, callback_url
-from listener.store import DEFAULT_STORE_URL, RecordResult, Store, open_store
+from listener.store import DEFAULT_STORE_URL, PruneCounts, RecordResult, Store, open_store
 
 __all__ = ["Listener"]
 
@@ -56,12 +57,20 @@ class Listener:
     seconds (per handler with `on(..., timeout=)`), retried with jittered exponential
     backoff from `backoff_base` up to `backoff_cap` seconds, dead-lettered after
     `max_attempts`. `dispatch=False` runs a receiver only (another replica dispatches).
+    A claimed call is leased for the longest handler timeout plus `lease_margin` seconds:
+    a call in flight when its process dies is run again elsewhere once that has passed.
 
     Polling: a submitted run the platform says nothing about is checked `first_poll`
     seconds after submission, or from `poll_schedule`'s first step if sooner and no
     source here reads its provider's payloads (no webhook can reach this listener; a
     script submitting for a service that shares its store and receives the webhooks
     passes `first_poll=` to `submit`). After news, silence is trusted for `grace`.
+
+    Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
+    the started listener deletes what is finished and older than that (see
+    `listener.retention`) a minute after start (or after `retention_interval`, if that
+    is shorter), then every `retention_interval` seconds. `prune()` does the same once,
+    on demand.
     """
 
     def __init__(
@@ -86,6 +95,7 @@ class Listener:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         shutdown_timeout: float = 10.0,
+        lease_margin: float = LEASE_MARGIN_SECONDS,
         default_grace_seconds: float = 60.0,
         owner: str | None = None,
         poll: bool = True,
@@ -97,11 +107,19 @@ class Listener:
         poll_rate_limit: float = 10.0,
         poll_batch_size: int = 100,
         poll_lease: float = 60.0,
+        retention: float | None = None,
+        retention_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         if store is not None and store_url is not None:
             raise ValueError("give store_url or store, not both")
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
+        if not lease_margin >= 0:
+            raise ValueError("lease_margin must not be negative")
+        if retention:
+            check_age(retention, "retention")
+        if not retention_interval > 0:
+            raise ValueError("retention_interval must be positive")
         self.store_url = store.url if store is not None else (store_url or DEFAULT_STORE_URL)
         self._given_store = store
         self._store: Store | None = None
@@ -115,6 +133,7 @@ class Listener:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.shutdown_timeout = shutdown_timeout
+        self.lease_margin = lease_margin
         self.default_grace_seconds = default_grace_seconds
         self.owner = owner
         self.poll = poll
@@ -124,6 +143,9 @@ class Listener:
         self.poll_batch_size = poll_batch_size
         self.poll_lease = poll_lease
         self._poller: Poller | None = None
+        self.retention = retention or None
+        self.retention_interval = retention_interval
+        self._pruner: Pruner | None = None
         self.handlers = Handlers()
         self.metrics = Metrics()
         self.receiver = Receiver(
@@ -348,7 +370,8 @@ class Listener:
         return self._dispatcher
 
     async def start(self) -> None:
-        """Open the store, start the dispatcher and the fallback poller."""
+        """Open the store, start the dispatcher, the fallback poller and (with `retention`)
+        the pruner."""
         if self._store is not None:
             raise RuntimeError("the listener is already started")
         self.handlers.check()
@@ -370,6 +393,7 @@ class Listener:
                     backoff_base=self.backoff_base,
                     backoff_cap=self.backoff_cap,
                     shutdown_timeout=self.shutdown_timeout,
+                    lease_margin=self.lease_margin,
                     metrics=self.metrics,
                     prepare=self._prepare,
                 )
@@ -389,7 +413,14 @@ class Listener:
                 )
                 await poller.start()
                 self._poller = poller
+            if self.retention is not None:
+                pruner = Pruner(store, self.retention, interval=self.retention_interval)
+                await pruner.start()
+                self._pruner = pruner
         except BaseException:
+            if self._poller is not None:
+                await self._poller.stop()
+                self._poller = None
             if self._dispatcher is not None:
                 await self._dispatcher.stop()
                 self._dispatcher = None
@@ -400,19 +431,22 @@ class Listener:
         self.receiver.store = store
 
     async def stop(self) -> None:
-        """Refuse new deliveries (503), stop polling, finish or release handler calls, close
-        the store."""
+        """Refuse new deliveries (503), stop pruning and polling, finish or release handler
+        calls, close the store."""
         store = self._store
         if store is None:
             return
         self.receiver.store = None
         self._store = None
         try:
+            if self._pruner is not None:
+                await self._pruner.stop()
             if self._poller is not None:
                 await self._poller.stop()
             if self._dispatcher is not None:
                 await self._dispatcher.stop()
         finally:
+            self._pruner = None
             self._poller = None
             self._dispatcher = None
             if self._given_store is None:
@@ -442,11 +476,32 @@ class Listener:
             self._app = create_app(self.receiver, lifespan=self.lifespan)
         return self._app
 
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(self, older_than: float, *, limit: int = 1000) -> PruneCounts:
+        """Delete what is finished and older than `older_than` seconds, now: done handler
+        calls; terminal runs with no handler call left, with their events and transitions;
+        unroutable deliveries. Runs in progress, and finished runs with a pending, running
+        or dead call, are kept.
+
+        The store deletes at most `limit` rows of each kind per transaction; this calls it
+        until nothing old is left and returns the sums. `older_than` under one day is a
+        `ValueError`: a delivery that a sender retries after its event was pruned is taken
+        as new, so keep more than the senders' retry window (days, for most platforms).
+        """
+        before = cutoff(older_than)
+        return await prune_store(self.store, before=before, limit=limit)
+
     # -- internals -----------------------------------------------------------------------
 
     @property
     def poller(self) -> Poller | None:
         return self._poller
+
+    @property
+    def pruner(self) -> Pruner | None:
+        """The background pruner of a started listener with `retention`."""
+        return self._pruner
 
     def _on_recorded(self, event: RunEvent, result: RecordResult) -> None:
         if result.call_ids and self._dispatcher is not None:

@@ -18,7 +18,9 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import traceback
@@ -58,7 +60,13 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from listener.app import Listener
-    from listener.store.base import HandlerCall, RunRecord, Store, UnroutableRecord
+    from listener.store.base import (
+        HandlerCall,
+        PruneCounts,
+        RunRecord,
+        Store,
+        UnroutableRecord,
+    )
 
 __all__ = ["CommandError", "create_app", "main"]
 
@@ -314,10 +322,11 @@ async def _open_store(config: Config) -> AsyncIterator[Store]:
 
 @contextlib.asynccontextmanager
 async def _running(
-    config: Config, *, dispatch: bool = False, poll: bool = False
+    config: Config, *, dispatch: bool = False, poll: bool = False, retention: bool = False
 ) -> AsyncIterator[Listener]:
-    """A started listener. Commands record and poll; by default the service runs handlers."""
-    listener = build_listener(config, dispatch=dispatch, poll=poll)
+    """A started listener. Commands record and poll; by default the service runs handlers
+    (and prunes, with `retention_days`)."""
+    listener = build_listener(config, dispatch=dispatch, poll=poll, retention=retention)
     try:
         async with listener:
             yield listener
@@ -472,7 +481,7 @@ async def _poll_until_stopped(config: Config) -> None:
     for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with _running(config, dispatch=True, poll=True) as listener:
+        async with _running(config, dispatch=True, poll=True, retention=True) as listener:
             if not listener.providers:
                 click.echo("warning: no providers configured; nothing can be polled", err=True)
             names = ", ".join(sorted(listener.providers)) or "none"
@@ -1005,6 +1014,88 @@ async def _replay(config: Config, call_id: int, as_json: bool) -> None:
 def replay(state: _State, call_id: int, as_json: bool) -> None:
     """Queue a dead (or done) handler call again."""
     _run_async(_replay(state.config(), call_id, as_json))
+
+
+# --- prune ------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `30d`, `12h`, `90m`, `3600s` or `3600` (a number may have a fraction);
+    `ValueError` for anything else."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    seconds = float(found[1]) * _UNIT_SECONDS[found[2]] if found else math.nan
+    if not math.isfinite(seconds):
+        raise ValueError(
+            f"{text!r} is not a duration; write a number with d, h, m or s (30d, 12h, 90m, "
+            "3600s), or a number of seconds"
+        )
+    return seconds
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _prune_json(counts: PruneCounts, before: datetime) -> dict[str, Any]:
+    return {
+        "runs": counts.runs,
+        "events": counts.events,
+        "transitions": counts.transitions,
+        "handler_calls": counts.calls,
+        "unroutable": counts.unroutable,
+        "before": _iso(before),
+    }
+
+
+async def _prune(config: Config, before: datetime, limit: int, as_json: bool) -> None:
+    from listener.retention import describe_counts, prune_store
+
+    async with _open_store(config) as store:
+        counts = await prune_store(store, before=before, limit=limit)
+    if as_json:
+        _print_json(_prune_json(counts, before))
+    else:
+        click.echo(f"pruned {describe_counts(counts)} older than {_when(before)} UTC")
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    callback=_duration_option,
+    required=True,
+    metavar="DURATION",
+    help="Age of what goes: 30d, 12h, 90m, 3600s or seconds; at least 1d.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Rows of each kind deleted per transaction.",
+)
+@json_option
+@pass_state
+def prune(state: _State, older_than: float, limit: int, as_json: bool) -> None:
+    """Delete what is finished and older than --older-than: done handler calls, finished
+    runs with no other call left (with their events), unroutable deliveries.
+
+    Runs in progress and dead letters stay. A delivery a sender retries after its event
+    was pruned is taken as new: keep more than the senders' retry window.
+    """
+    from listener.retention import cutoff
+
+    try:
+        before = cutoff(older_than, name="--older-than")
+    except ValueError as exc:
+        raise CommandError(f"error: {exc}", EXIT_USAGE) from None
+    _run_async(_prune(state.config(), before, limit, as_json))
 
 
 # --- webhooks, send-test, keys ----------------------------------------------------------------

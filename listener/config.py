@@ -10,12 +10,13 @@ Every section is optional; with no file at all the listener runs on the defaults
     max_body_bytes = 1048576
     plugins = ["handlers.log", "my_handlers:router", "./handlers_dir"]
     entry_points = false
+    retention_days = 30                      # prune what is finished and older; 0: keep
 
     [server]            host, port, workers, log_level
     [sources.<name>]    provider (default <name>), scheme, secrets, tolerance, options
     [providers.<name>]  kind (default <name>) and that kind's constructor settings
     [dispatch]          concurrency, handler_timeout, max_attempts, backoff_base,
-                        backoff_cap, sweep_interval, shutdown_timeout
+                        backoff_cap, sweep_interval, shutdown_timeout, lease_margin
     [poller]            enabled, interval, grace, first_poll, deadline, schedule_interval,
                         schedule_factor, schedule_cap, schedule_jitter, rate_limit,
                         batch_size, lease
@@ -25,12 +26,13 @@ Every section is optional; with no file at all the listener runs on the defaults
 
 Environment overrides, applied over the file: `LISTENER_<KEY>` sets a scalar key of
 `[listener]` (`LISTENER_STORE`, `LISTENER_PUBLIC_URL`, `LISTENER_CALLBACK_SECRET`,
-`LISTENER_MAX_BODY_BYTES`, `LISTENER_ENTRY_POINTS`) and `LISTENER_<SECTION>_<KEY>` a key
-of `[server]`, `[dispatch]` or `[poller]` (`LISTENER_SERVER_PORT`,
-`LISTENER_POLLER_GRACE`, ...). The text is read as the key's type: numbers as written,
-booleans as true/false/yes/no/on/off/1/0, and an empty value or `none` clears a key that
-may be absent (`deadline`, `public_url`, `callback_secret`). An unknown key under one of
-those section prefixes is an error, like an unknown key in the file.
+`LISTENER_MAX_BODY_BYTES`, `LISTENER_ENTRY_POINTS`, `LISTENER_RETENTION_DAYS`) and
+`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]` or `[poller]`
+(`LISTENER_SERVER_PORT`, `LISTENER_POLLER_GRACE`, ...). The text is read as the key's
+type: numbers as written, booleans as true/false/yes/no/on/off/1/0, and an empty value or
+`none` clears a key that may be absent (`deadline`, `public_url`, `callback_secret`). An
+unknown key under one of those section prefixes is an error, like an unknown key in the
+file.
 
 Secret references: any string value in the file (or in an override) written
 `env:NAME` is replaced by that environment variable and `file:PATH` by that file's
@@ -100,6 +102,7 @@ PROVIDER_KINDS: Final = {
 # Constructor parameters a file cannot express (objects) or that the table name sets.
 _NOT_SETTINGS: Final = frozenset({"self", "name", "sleep", "rng", "http_transport"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DAY: Final = 86400.0
 
 
 class ConfigError(Exception):
@@ -162,6 +165,7 @@ class DispatchConfig:
     backoff_cap: float = 300.0
     sweep_interval: float = 1.0
     shutdown_timeout: float = 10.0
+    lease_margin: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,8 @@ class Config:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     plugins: tuple[str, ...] = ()
     entry_points: bool = False
+    # Days after which what is finished is pruned; 0 keeps everything.
+    retention_days: float = 0.0
     server: ServerConfig = field(default_factory=ServerConfig)
     sources: tuple[SourceConfig, ...] = ()
     providers: tuple[ProviderConfig, ...] = ()
@@ -212,7 +218,8 @@ class Config:
             f"public_url={self.public_url!r}, "
             f"callback_secret={'<hidden>' if self.callback_secret else None}, "
             f"max_body_bytes={self.max_body_bytes}, plugins={self.plugins!r}, "
-            f"entry_points={self.entry_points}, server={self.server!r}, "
+            f"entry_points={self.entry_points}, retention_days={self.retention_days:g}, "
+            f"server={self.server!r}, "
             f"sources={self.sources!r}, providers={self.providers!r}, "
             f"dispatch={self.dispatch!r}, poller={self.poller!r}, handlers={handlers!r})"
         )
@@ -290,6 +297,12 @@ _LISTENER_KEYS: Final[Mapping[str, _Key]] = {
     "callback_secret": _Key("str", "a non-empty string", bool, optional=True, secret=True),
     "max_body_bytes": _Key("int", "a whole number of bytes >= 1", _at_least(1)),
     "entry_points": _Key("bool", "true or false"),
+    # Under a day, a delivery retried after its event was pruned would be taken as new.
+    "retention_days": _Key(
+        "float",
+        "a number of days >= 1, or 0 to keep everything",
+        lambda days: days == 0 or days >= 1,
+    ),
 }
 _LISTENER_ALL_KEYS: Final = (*_LISTENER_KEYS, "plugins")
 
@@ -308,6 +321,7 @@ _DISPATCH_KEYS: Final[Mapping[str, _Key]] = {
     "backoff_cap": _Key("float", _SECONDS_POSITIVE, _above(0)),
     "sweep_interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
     "shutdown_timeout": _Key("float", _SECONDS_MIN0, _at_least(0)),
+    "lease_margin": _Key("float", _SECONDS_MIN0, _at_least(0)),
 }
 
 _POLLER_KEYS: Final[Mapping[str, _Key]] = {
@@ -967,11 +981,14 @@ def configure_handlers(config: Config) -> None:
             raise ConfigError(f"{key}: {module_name} rejected its settings ({exc})") from None
 
 
-def build_listener(config: Config, *, dispatch: bool = True, poll: bool | None = None) -> Listener:
+def build_listener(
+    config: Config, *, dispatch: bool = True, poll: bool | None = None, retention: bool = True
+) -> Listener:
     """A `Listener` as `config` describes it (not started).
 
     `dispatch=False` records handler calls without running them (another process does);
-    `poll` overrides `[poller] enabled`.
+    `poll` overrides `[poller] enabled`; `retention=False` leaves out the background
+    pruning of `retention_days` (for short-lived commands).
     """
     from listener.app import Listener
     from listener.poller import PollSchedule
@@ -1014,6 +1031,7 @@ def build_listener(config: Config, *, dispatch: bool = True, poll: bool | None =
             poll_rate_limit=poller.rate_limit,
             poll_batch_size=poller.batch_size,
             poll_lease=poller.lease,
+            retention=config.retention_days * _DAY if retention else None,
             **dataclasses.asdict(config.dispatch),
         )
     except PluginError as exc:

@@ -44,7 +44,7 @@ log = logging.getLogger("listener.dispatch")
 
 MAX_ERROR_CHARS = 2000
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
-# call may still be running here.
+# call may still be running here (the default of `Dispatcher(lease_margin=)`).
 LEASE_MARGIN_SECONDS = 30.0
 
 
@@ -77,8 +77,9 @@ class Dispatcher:
     a sweep every `sweep_interval` seconds picks up the rest: retries coming due, calls
     left by a crashed process or enqueued by another replica. At most `concurrency`
     calls run at once; sync handlers share `thread_workers` threads. A call is leased for
-    `lease_seconds` (default: the longest handler timeout plus a margin), so no other
-    claimer takes it while it may still be running here.
+    `lease_seconds` (default: the longest handler timeout plus `lease_margin`), so no
+    other claimer takes it while it may still be running here; a call in flight when this
+    process dies waits that long before another claimer runs it again.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Dispatcher:
         thread_workers: int | None = None,
         timeout: float = 60.0,
         lease_seconds: float | None = None,
+        lease_margin: float = LEASE_MARGIN_SECONDS,
         max_attempts: int = 5,
         sweep_interval: float = 1.0,
         claim_delay: float = 0.005,
@@ -107,6 +109,8 @@ class Dispatcher:
             raise ValueError("timeout and sweep_interval must be positive")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not lease_margin >= 0:
+            raise ValueError("lease_margin must not be negative")
         self.store = store
         self.handlers = handlers
         self.owner = owner or default_owner()
@@ -114,6 +118,7 @@ class Dispatcher:
         self.thread_workers = thread_workers or concurrency
         self.timeout = timeout
         self.lease_seconds = lease_seconds
+        self.lease_margin = lease_margin
         self.max_attempts = max_attempts
         self.sweep_interval = sweep_interval
         self.claim_delay = claim_delay
@@ -178,7 +183,7 @@ class Dispatcher:
         if self.lease_seconds is not None:
             return self.lease_seconds
         longest = max([self.timeout, *(h.timeout or 0.0 for h in self.handlers)])
-        return longest + LEASE_MARGIN_SECONDS
+        return longest + self.lease_margin
 
     async def _loop(self) -> None:
         while not self._stopping:

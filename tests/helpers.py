@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -139,3 +141,24 @@ class Recorder:
     async def next(self) -> RunEvent:
         async with asyncio.timeout(WAIT_LIMIT):
             return await self._queue.get()
+
+
+def age_sqlite_store(path: str | Path, seconds: float) -> None:
+    """Move every time a SQLite store at `path` holds `seconds` into the past, as if all
+    of it had been written that long ago (for retention, which only touches old rows)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence'"
+            )
+        ]
+        for table in tables:
+            columns = [
+                row[1]
+                for row in conn.execute(f'PRAGMA table_info("{table}")')
+                if row[2] == "REAL" and (row[1].endswith("_at") or row[1] == "deadline")
+            ]
+            if columns:
+                moves = ", ".join(f'"{name}" = "{name}" - ?' for name in columns)
+                conn.execute(f'UPDATE "{table}" SET {moves}', [seconds] * len(columns))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import Recorder, payload, serve, signed, wait_for
+from helpers import Recorder, age_sqlite_store, payload, serve, signed, wait_for
+from helpers import event as event_of
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -275,6 +278,145 @@ async def test_after_a_restart_pending_calls_are_run(tmp_path: Path) -> None:
     assert sorted(e.run_id for e in recorder.events) == ["run-1", "run-2"]
 
 
+# -- retention ----------------------------------------------------------------------------
+
+DAY = 86400.0
+
+
+async def finished_and_live_runs(db: Path) -> None:
+    """run-old succeeded and its handler call is done; run-live is still running. Then all
+    of it is aged two days."""
+    listener = new_listener(db)
+    listener.on("succeeded", name="note")(Recorder())
+    async with running(listener) as client:
+        assert (await deliver(client, "o1", "run-old", "running")).status_code == 202
+        assert (await deliver(client, "o2", "run-old", "succeeded")).status_code == 202
+        assert (await deliver(client, "l1", "run-live", "running")).status_code == 202
+        await call_state(listener.store, "note", CallState.DONE)
+    age_sqlite_store(db, 2 * DAY)
+
+
+async def test_retention_prunes_a_finished_run_in_the_background(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "retain.db"
+    await finished_and_live_runs(db)
+    caplog.set_level(logging.INFO, logger="listener.retention")
+    listener = new_listener(db, retention=DAY, retention_interval=0.02)
+    async with running(listener) as client:
+        store = listener.store
+        # A run that ended just now is younger than the retention: kept.
+        assert (await deliver(client, "n1", "run-new", "succeeded")).status_code == 202
+
+        async def old_run_gone() -> bool:
+            return await store.get_run("run-old") is None
+
+        await wait_for(old_run_gone, "the background pruner to remove run-old")
+        pruner = listener.pruner
+        assert pruner is not None
+        passes = pruner.passes
+        await wait_for(lambda: pruner.passes > passes + 2, "more passes, with nothing to prune")
+        assert (await store.list_events(run_id="run-old")).items == []
+        assert await store.get_run("run-live") is not None
+        assert len((await store.list_events(run_id="run-live")).items) == 1
+        assert await store.get_run("run-new") is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "listener.retention"]
+    # One line for the pass that removed something; the passes after it found nothing.
+    assert lines == [
+        "pruned 1 run, 2 events, 2 transitions, 1 handler call, 0 unroutable deliveries "
+        "older than 1 day"
+    ]
+    assert listener.pruner is None
+    assert not pruner.running  # stopped with the listener
+
+
+async def test_a_failed_prune_is_a_warning_and_is_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "retry.db"
+    await finished_and_live_runs(db)
+    store = await open_store(f"sqlite:///{db}")
+    caplog.set_level(logging.WARNING, logger="listener.retention")
+    listener = Listener(
+        store=store, dispatch=False, poll=False, retention=DAY, retention_interval=0.02
+    )
+    try:
+        await store.close()  # the store is down before the first pass
+        async with listener:
+            pruner = listener.pruner
+            assert pruner is not None
+            await wait_for(lambda: pruner.failures >= 2, "two failed passes")
+            assert pruner.passes == 0
+            await store.open()  # back up: the next pass prunes
+
+            async def old_run_gone() -> bool:
+                return await store.get_run("run-old") is None
+
+            await wait_for(old_run_gone, "the pruner to remove run-old once the store is back")
+            assert pruner.last is not None
+    finally:
+        await store.close()
+    warnings = [r for r in caplog.records if r.name == "listener.retention"]
+    assert len(warnings) >= 2
+    for record in warnings:
+        assert record.levelno == logging.WARNING
+        # The exception type only: a store error may quote its URL or its data.
+        assert record.getMessage() == (
+            "pruning old records failed (StoreUnavailable); trying again in 0.02 s"
+        )
+
+
+async def test_prune_on_demand_sums_every_chunk(tmp_path: Path) -> None:
+    db = tmp_path / "chunks.db"
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        for index in range(5):
+            await store.record(event_of(f"run-{index}", delivery_id=f"d-{index}"))
+        await store.record_unroutable(
+            source="std", delivery_id="u-1", reason="no run id", body=b"{}", headers={}
+        )
+    finally:
+        await store.close()
+    age_sqlite_store(db, 3 * DAY)
+    listener = new_listener(db)
+    async with listener:
+        # A young cutoff first: everything here is three days old, so nothing goes.
+        kept = await listener.prune(4 * DAY, limit=2)
+        assert (kept.runs, kept.events, kept.unroutable, kept.more) == (0, 0, 0, False)
+        counts = await listener.prune(2 * DAY, limit=2)
+        assert (counts.runs, counts.events, counts.transitions) == (5, 5, 5)
+        assert (counts.calls, counts.unroutable, counts.more) == (0, 1, False)
+        assert (await listener.store.list_runs()).items == []
+
+
+async def test_prune_refuses_less_than_a_day(tmp_path: Path) -> None:
+    listener = new_listener(tmp_path / "young.db")
+    async with listener:
+        await listener.track("local", "routing", "run-1", RunStatus.SUCCEEDED)
+        with pytest.raises(ValueError, match="at least one day") as caught:
+            await listener.prune(DAY - 1)
+        assert "taken as new" in str(caught.value)
+        assert await listener.store.get_run("run-1") is not None
+    with pytest.raises(RuntimeError, match="not started"):
+        await listener.prune(DAY)
+
+
+@pytest.mark.parametrize("retention", [3600.0, -DAY, math.nan])
+def test_retention_under_a_day_is_refused(tmp_path: Path, retention: float) -> None:
+    with pytest.raises(ValueError, match="retention must be at least one day"):
+        new_listener(tmp_path / "r.db", retention=retention)
+
+
+async def test_without_retention_nothing_is_pruned(tmp_path: Path) -> None:
+    db = tmp_path / "keep.db"
+    await finished_and_live_runs(db)
+    for retention in (None, 0):
+        listener = new_listener(db, retention=retention, retention_interval=0.02)
+        async with listener:
+            assert listener.pruner is None
+            assert await listener.store.get_run("run-old") is not None
+
+
 # -- results through providers -----------------------------------------------------------
 
 
@@ -410,6 +552,10 @@ async def test_plugins_load_by_module_path(tmp_path: Path) -> None:
 def test_bad_construction() -> None:
     with pytest.raises(ValueError, match="max_body_bytes"):
         Listener(store_url="sqlite://:memory:", max_body_bytes=0)
+    with pytest.raises(ValueError, match="lease_margin"):
+        Listener(store_url="sqlite://:memory:", lease_margin=-1)
+    with pytest.raises(ValueError, match="retention_interval"):
+        Listener(store_url="sqlite://:memory:", retention=DAY, retention_interval=0)
     listener = Listener(store_url="sqlite://:memory:", sources=[Source("a", "local", SCHEME)])
     with pytest.raises(ValueError, match="already configured"):
         listener.add_source(Source("a", "local", SCHEME))

@@ -99,6 +99,8 @@ def test_defaults_match_the_library_defaults() -> None:
     )
     config = Config()
     assert config.max_body_bytes == DEFAULT_MAX_BODY_BYTES == defaults["max_body_bytes"]
+    assert config.retention_days == 0
+    assert defaults["retention"] is None  # both: keep everything
     assert config.store == DEFAULT_STORE_URL
 
 
@@ -112,6 +114,7 @@ callback_secret = "env:CALLBACK"
 max_body_bytes = 2048
 plugins = ["handlers.log", "handlers.save", "./more_handlers"]
 entry_points = true
+retention_days = 45.5
 
 [server]
 host = "10.0.0.5"
@@ -146,6 +149,7 @@ backoff_base = 0.5
 backoff_cap = 30
 sweep_interval = 2
 shutdown_timeout = 0
+lease_margin = 5
 
 [poller]
 enabled = false
@@ -182,6 +186,7 @@ def test_every_section_is_read(tmp_path: Path) -> None:
     # A relative plugin path is relative to the config file; module names stay as written.
     assert config.plugins == ("handlers.log", "handlers.save", str(tmp_path / "more_handlers"))
     assert config.entry_points is True
+    assert config.retention_days == 45.5
     assert config.server == ServerConfig("10.0.0.5", 9000, 3, "debug")
 
     nextmv, flows = config.sources
@@ -204,7 +209,7 @@ def test_every_section_is_read(tmp_path: Path) -> None:
     assert engine.kind == "workflow"
     assert engine.settings["api_key"] == "engine-key-value"
 
-    assert config.dispatch == DispatchConfig(4, 5.0, 3, 0.5, 30.0, 2.0, 0.0)
+    assert config.dispatch == DispatchConfig(4, 5.0, 3, 0.5, 30.0, 2.0, 0.0, 5.0)
     assert config.poller == PollerConfig(
         enabled=False,
         interval=0.5,
@@ -244,6 +249,8 @@ def test_environment_overrides_single_values(tmp_path: Path) -> None:
             "LISTENER_SERVER_HOST": "::1",
             "LISTENER_DISPATCH_MAX_ATTEMPTS": "9",
             "LISTENER_DISPATCH_HANDLER_TIMEOUT": "2.5",
+            "LISTENER_DISPATCH_LEASE_MARGIN": "0",
+            "LISTENER_RETENTION_DAYS": "7",
             "LISTENER_POLLER_GRACE": "0",
             "LISTENER_POLLER_ENABLED": "false",
             "LISTENER_POLLER_DEADLINE": "",
@@ -258,6 +265,8 @@ def test_environment_overrides_single_values(tmp_path: Path) -> None:
     assert config.server.host == "::1"
     assert config.dispatch.max_attempts == 9
     assert config.dispatch.handler_timeout == 2.5
+    assert config.dispatch.lease_margin == 0.0
+    assert config.retention_days == 7.0
     assert config.poller.grace == 0.0
     assert config.poller.enabled is False
     assert config.poller.deadline is None  # an empty value clears an optional key
@@ -452,6 +461,22 @@ def test_a_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.M
         ('[listener]\nstore = "mysql://db"', "listener.store: expected a store URL"),
         ('[listener]\nstore = "sqlite:/x.db"', "listener.store: expected a store URL"),
         ("[listener]\nmax_body_bytes = 0", "listener.max_body_bytes: expected a whole number"),
+        (
+            "[listener]\nretention_days = 0.5",
+            "listener.retention_days: expected a number of days >= 1, or 0 to keep everything, "
+            "got 0.5",
+        ),
+        (
+            "[listener]\nretention_days = -30",
+            "listener.retention_days: expected a number of days >= 1, or 0 to keep everything",
+        ),
+        ('[listener]\nretention_days = "30d"', "listener.retention_days: expected a number of"),
+        ("[listener]\nretention_days = nan", "listener.retention_days: expected a number of"),
+        (
+            "[dispatch]\nlease_margin = -1",
+            "dispatch.lease_margin: expected a number of seconds >= 0, got -1",
+        ),
+        ('[dispatch]\nlease_margin = "30s"', "dispatch.lease_margin: expected a number of"),
         ('[listener]\nplugins = "handlers.log"', "listener.plugins: expected a list"),
         ('[listener]\nplugins = ["ok", 3]', "listener.plugins[1]: expected a module"),
         ("poller = 3", "poller: expected a table, got 3"),
@@ -711,6 +736,59 @@ def test_build_listener_options_override_the_file(tmp_path: Path) -> None:
     listener = build_listener(config, dispatch=False, poll=True)
     assert listener.poll is True
     assert listener.dispatch is False
+
+
+async def test_retention_and_lease_margin_reach_the_started_listener(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+[listener]
+store = "sqlite:///{tmp_path}/listener.db"
+retention_days = 1.5
+
+[dispatch]
+handler_timeout = 7
+lease_margin = 12.5
+""",
+    )
+    listener = build_listener(load_config(path, env={}))
+    assert listener.retention == 1.5 * 86400
+    assert listener.lease_margin == 12.5
+    async with listener:
+        assert listener.pruner is not None
+        assert listener.pruner.running
+        assert listener.pruner.older_than == 1.5 * 86400
+        assert listener.dispatcher is not None
+        assert listener.dispatcher.lease_margin == 12.5
+    assert listener.pruner is None
+
+
+@pytest.mark.parametrize("days", ["0", None])
+async def test_retention_is_off_at_0_or_absent(tmp_path: Path, days: str | None) -> None:
+    text = f'[listener]\nstore = "sqlite:///{tmp_path}/listener.db"\n'
+    if days is not None:
+        text += f"retention_days = {days}\n"
+    config = load_config(write(tmp_path, text), env={})
+    assert config.retention_days == 0
+    listener = build_listener(config)
+    assert listener.retention is None
+    async with listener:
+        assert listener.pruner is None
+
+
+def test_retention_can_be_left_out_of_a_built_listener(tmp_path: Path) -> None:
+    config = Config(store=f"sqlite:///{tmp_path}/l.db", retention_days=30)
+    assert build_listener(config).retention == 30 * 86400
+    assert build_listener(config, retention=False).retention is None
+
+
+def test_an_invalid_retention_override_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"LISTENER_RETENTION_DAYS": "0.25"})
+    assert str(caught.value) == (
+        "environment variable LISTENER_RETENTION_DAYS: listener.retention_days: expected a "
+        'number of days >= 1, or 0 to keep everything, got "0.25"'
+    )
 
 
 def test_an_http_provider_can_feed_a_source(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -437,6 +438,51 @@ async def test_stop_releases_unfinished_calls_and_a_restart_runs_them(store: Sto
     assert completed == ["run-1"]
 
 
+@pytest.mark.parametrize(
+    ("margin", "handler_timeout", "lease"),
+    [
+        (None, None, 5.0 + 30.0),  # the default margin
+        (0.0, None, 5.0),
+        (90.0, None, 95.0),
+        (90.0, 200.0, 290.0),  # the longest timeout, a handler's own here
+    ],
+)
+async def test_a_claimed_call_is_leased_for_the_longest_timeout_plus_the_margin(
+    store: Store, margin: float | None, handler_timeout: float | None, lease: float
+) -> None:
+    handlers = Handlers()
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @handlers.on_any(name="held", timeout=handler_timeout)
+    async def held(event: RunEvent) -> None:
+        started.set()
+        await release.wait()
+
+    [call_id] = await enqueue(store, handlers)
+    options: dict[str, object] = {"timeout": 5.0}
+    if margin is not None:
+        options["lease_margin"] = margin
+    dispatcher = make(store, handlers, **options)
+    before = datetime.now(UTC)
+    await dispatcher.start()
+    try:
+        async with asyncio.timeout(30):
+            await started.wait()
+        after = datetime.now(UTC)
+        call = await store.get_call(call_id)
+    finally:
+        release.set()
+        await dispatcher.stop()
+    assert call is not None
+    assert call.state is CallState.RUNNING
+    assert call.lease_expires_at is not None
+    # Claimed between `before` and `after`; the store keeps times to about a microsecond.
+    slack = timedelta(milliseconds=1)
+    expected = timedelta(seconds=lease)
+    assert before + expected - slack <= call.lease_expires_at <= after + expected + slack
+
+
 async def test_store_failures_do_not_kill_the_loop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -527,7 +573,7 @@ async def test_start_twice_and_bad_settings(store: Store) -> None:
         await dispatcher.start()
     await dispatcher.stop()
     await dispatcher.stop()  # idempotent
-    for bad in ({"concurrency": 0}, {"timeout": 0}, {"max_attempts": 0}):
+    for bad in ({"concurrency": 0}, {"timeout": 0}, {"max_attempts": 0}, {"lease_margin": -1}):
         with pytest.raises(ValueError):  # noqa: PT011
             make(store, Handlers(), **bad)
 

@@ -132,8 +132,11 @@ def test_configuration_reference_loads(tmp_path: Path) -> None:
     }
     config = load_config(path, env=env)
     assert config.poller.grace == 300.0
+    assert config.retention_days == 30
+    assert config.dispatch.lease_margin == 30.0
     assert [source.name for source in config.sources] == ["nextmv"]
     assert "a-webhook-secret" not in repr(config)
     listener = build_listener(config)
+    assert listener.retention == 30 * 86400
     assert sorted(listener.sources) == ["nextmv"]
     assert sorted(listener.providers) == ["nextmv"]
