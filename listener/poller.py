@@ -106,7 +106,7 @@ class PollReport:
     """What one pass did, for logs, metrics and tests."""
 
     claimed: int = 0
-    status_calls: int = 0
+    status_calls: int = 0  # platform requests: one per run status or listing page read
     learned: int = 0  # events recorded from what providers answered
     expired: int = 0
     errors: int = 0
@@ -118,8 +118,9 @@ class Poller:
     """Claims overdue runs from the store, asks their providers, records what it learns.
 
     `record` is the listener's own path for events (match handlers, store, wake the
-    dispatcher). `rate_limit` is status calls a second per provider. Runs of a provider
-    that implements `BatchStatus` are checked `batch_size` at a time in one call.
+    dispatcher). `rate_limit` is status calls a second per provider, counting each page
+    of a run listing as one call. Runs of a provider that implements `BatchStatus` are
+    checked `batch_size` at a time in one batch check.
 
     A batch call reads a page of the platform's run listing whichever runs are on it, so
     it carries more than the runs that are due:
@@ -361,10 +362,15 @@ class Poller:
         runs: Sequence[RunRecord],
         report: PollReport,
     ) -> dict[str, RunState] | None:
-        await self._limiter(provider_name).acquire()
-        report.status_calls += 1
+        limiter = self._limiter(provider_name)
+
+        async def pace() -> None:
+            # A check may read several pages: each request takes its own token.
+            await limiter.acquire()
+            report.status_calls += 1
+
         try:
-            return await provider.statuses(application, [run.run_id for run in runs])
+            return await provider.statuses(application, [run.run_id for run in runs], pace=pace)
         except ProviderError as exc:
             self._on_error(provider_name, exc, report)
             return None

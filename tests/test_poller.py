@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from listener import poller as poller_module
 from listener.events import Origin, RunEvent, RunStatus
-from listener.poller import Poller, PollSchedule
+from listener.poller import Poller, PollSchedule, RateLimiter
 from listener.providers.base import Provider, Submission
 from listener.providers.nextmv import NextmvProvider
 from listener.store import NewRun, Store, open_store
@@ -267,6 +268,89 @@ async def test_runs_the_listing_misses_are_asked_one_by_one(
         report = await make_poller(store, {"nextmv": provider}, Recorder(store)).poll_once()
     assert report.learned == 2
     assert [platform.status_calls[r] for r in old] == [1, 1]
+
+
+class CountingLimiter(RateLimiter):
+    """The real token bucket, counting the tokens taken; `on_acquire` runs after each."""
+
+    def __init__(
+        self, rate: float, *, burst: int, on_acquire: Callable[[int], None] | None
+    ) -> None:
+        super().__init__(rate, burst=burst)
+        self.acquired = 0
+        self.on_acquire = on_acquire
+
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.acquired += 1
+        if self.on_acquire is not None:
+            self.on_acquire(self.acquired)
+
+
+class Limiters:
+    """Stands in for `RateLimiter` where the poller builds one per provider."""
+
+    def __init__(self) -> None:
+        self.built: list[CountingLimiter] = []
+        self.on_acquire: Callable[[int], None] | None = None
+
+    def __call__(self, rate: float, *, burst: int = 1) -> CountingLimiter:
+        limiter = CountingLimiter(rate, burst=burst, on_acquire=self.on_acquire)
+        self.built.append(limiter)
+        return limiter
+
+
+@pytest.fixture
+def limiters(monkeypatch: pytest.MonkeyPatch) -> Limiters:
+    limiters = Limiters()
+    monkeypatch.setattr(poller_module, "RateLimiter", limiters)
+    return limiters
+
+
+async def test_each_listing_page_of_a_batch_check_takes_a_token(
+    store: Store, platform: FakePlatform, limiters: Limiters
+) -> None:
+    platform.page_size = 2
+    async with platform.nextmv_provider(sleep=_no_sleep) as provider:
+        run_ids = [await submit(provider, store) for _ in range(8)]
+        report = await make_poller(store, {"nextmv": provider}, Recorder(store)).poll_once()
+    # Two due runs a page: the one batch check read four pages and found them all.
+    assert platform.api_calls["runs.list"] == 4
+    assert sum(platform.status_calls[r] for r in run_ids) == 0
+    (limiter,) = limiters.built
+    assert limiter.acquired == 4  # one token per request, not one per check
+    assert report.status_calls == 4
+    assert report.learned == 8
+
+
+async def test_a_429_on_a_later_page_pauses_the_provider(
+    store: Store,
+    platform: FakePlatform,
+    platform_no_retry: NextmvProvider,
+    limiters: Limiters,
+) -> None:
+    platform.page_size = 2
+    run_ids = [await submit(platform_no_retry, store) for _ in range(8)]
+    poller = make_poller(store, {"nextmv": platform_no_retry}, Recorder(store))
+
+    def limit_second_page(tokens: int) -> None:
+        if tokens == 2:
+            platform.fail_next(429, route="runs.list", retry_after="120")
+
+    limiters.on_acquire = limit_second_page
+    now = datetime.now(UTC)
+    report = await poller.poll_once(now=now)
+    assert platform.api_calls["runs.list"] == 2
+    (limiter,) = limiters.built
+    assert (limiter.acquired, report.status_calls, report.errors) == (2, 2, 1)
+    assert sum(platform.status_calls[r] for r in run_ids) == 0
+    for run_id in run_ids:
+        run = await store.get_run(run_id)
+        assert run is not None
+        assert run.next_poll_at is not None
+        assert run.next_poll_at >= now + timedelta(seconds=100)
+    later = await poller.poll_once(now=datetime.now(UTC) + timedelta(seconds=1))
+    assert (later.claimed, later.status_calls) == (0, 0)
 
 
 async def test_runs_due_soon_ride_along_on_a_listing_read(

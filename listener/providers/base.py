@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -12,6 +12,7 @@ from listener.events import RunEvent, RunStatus
 __all__ = [
     "BatchStatus",
     "EventParser",
+    "Pace",
     "PayloadNotUnderstood",
     "Provider",
     "ProviderError",
@@ -19,6 +20,11 @@ __all__ = [
     "RunState",
     "Submission",
 ]
+
+
+# Awaited before each platform request of a multi-request call (see `BatchStatus`): it
+# returns when the caller's rate limit allows one more request.
+Pace = Callable[[], Awaitable[None]]
 
 
 class PayloadNotUnderstood(ValueError):
@@ -103,8 +109,16 @@ class Provider(Protocol):
 
 @runtime_checkable
 class BatchStatus(Protocol):
-    """Optional: a provider that can report many runs' statuses in one platform call
-    (a run list), so the poller checks a whole batch of overdue runs at once."""
+    """Optional: a provider that can report many runs' statuses in one check (a run
+    listing, read page by page), so the poller checks a whole batch of overdue runs at
+    once."""
 
-    async def statuses(self, application: str, run_ids: Sequence[str]) -> dict[str, RunState]:
-        """States of the runs it found; runs missing from the answer are left out."""
+    async def statuses(
+        self, application: str, run_ids: Sequence[str], *, pace: Pace | None = None
+    ) -> dict[str, RunState]:
+        """States of the runs it found; runs missing from the answer are left out.
+
+        One check may take several platform requests (pages of a run listing). `pace`,
+        when given, is awaited once before each of them, so a caller's rate limit counts
+        every request, not the check as one; None sends them without waiting.
+        """

@@ -26,6 +26,7 @@ from listener.providers._transport import (
     str_options,
 )
 from listener.providers.base import (
+    Pace,
     PayloadNotUnderstood,
     ProviderError,
     RunResult,
@@ -286,6 +287,7 @@ class NextmvProvider:
         *,
         max_pages: int | None = None,
         min_hits: int = 2,
+        pace: Pace | None = None,
     ) -> dict[str, RunState]:
         """Many runs' states from the run listing, one call a page: the poller's batch check.
 
@@ -296,7 +298,9 @@ class NextmvProvider:
         provider's `status_pages`) bounds the read. Runs of `run_ids` not found are left
         out (the caller asks about those one by one). The answer also holds every other
         run on the pages read: they came at no extra cost, and a caller watching them too
-        may use what they say.
+        may use what they say. `pace`, when given, is awaited before each page request,
+        so a caller's rate limit counts every page (retries of one page by the transport
+        are paced by its own backoff, as for any other call).
         """
         wanted = set(run_ids)
         found: dict[str, RunState] = {}
@@ -305,6 +309,8 @@ class NextmvProvider:
         seen_tokens: set[str] = set()
         limit = self.status_pages if max_pages is None else max_pages
         for pages in range(1, limit + 1):
+            if pace is not None:
+                await pace()
             page = await self.runs_page(application, token)
             hits = 0
             for info in page.runs:

@@ -307,6 +307,27 @@ async def test_statuses_stop_reading_when_a_page_no_longer_pays(
     assert platform.api_calls["runs.list"] - before == 2
 
 
+async def test_statuses_await_pace_once_before_each_page(
+    platform: FakePlatform, provider: NextmvProvider
+) -> None:
+    platform.page_size = 2
+    ids = [await provider.submit(Submission("routing", {"n": n})) for n in range(12)]
+    # What the platform had seen of the listing each time the read asked to go on.
+    seen: list[int] = []
+
+    async def pace() -> None:
+        seen.append(platform.api_calls["runs.list"])
+
+    await provider.statuses("routing", ids[:8], pace=pace)
+    assert platform.api_calls["runs.list"] == 6
+    assert seen == [0, 1, 2, 3, 4, 5]
+    # A read that stops early is paced for the pages it reads, no more.
+    seen.clear()
+    await provider.statuses("routing", ids[:8], max_pages=2, pace=pace)
+    assert seen == [6, 7]
+    assert platform.api_calls["runs.list"] == 8
+
+
 def test_status_pages_must_be_positive() -> None:
     with pytest.raises(ValueError, match="status_pages"):
         NextmvProvider("k", status_pages=0)
