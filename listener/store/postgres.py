@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -24,19 +24,10 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from listener.events import Origin, RunEvent, RunStatus
 from listener.store import _common as c
+from listener.store._planned import PlannedStore
 from listener.store.base import (
-    CallState,
-    HandlerCall,
-    NewRun,
-    Page,
-    PruneCounts,
-    RecordResult,
-    RunRecord,
-    StoreCounts,
     StoreUnavailable,
-    UnroutableRecord,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -189,12 +180,16 @@ def _execute_sync(conn: SyncConn) -> Callable[[str, list[Any]], list[c.Row]]:
     return run
 
 
-class PostgresStore:
-    """The `Store` on PostgreSQL. See the module docstring.
+class PostgresStore(PlannedStore):
+    """The `Store` on PostgreSQL. See the module docstring. Every operation is one plan
+    (see `PlannedStore`): reads and most writes in a transaction of their own on the pool,
+    records and unroutable deliveries through the group writer.
 
     `url` keeps the address with any password masked, so it is safe to log; the real one
     is only handed to the driver.
     """
+
+    dialect = DIALECT
 
     def __init__(
         self,
@@ -263,6 +258,10 @@ class PostgresStore:
             return c.drive(make(), _execute_sync(conn))
 
         return await self._writer.submit(job)
+
+    _read_plan = _run
+    _write_plan = _run
+    _delivery_plan = _submit
 
     # Statistics: transactions the group writer committed, and the writes they carried.
     @property
@@ -408,196 +407,3 @@ class PostgresStore:
         self._closing = True
         self._pool = None
         await pool.close()
-
-    async def ping(self) -> None:
-        await self._run(c.ping_plan)
-
-    async def schema_version(self) -> int:
-        return await self._run(c.schema_version_plan)
-
-    # -- runs --------------------------------------------------------------------------
-
-    async def register_run(self, run: NewRun) -> bool:
-        return await self._run(lambda: c.register_run_plan(DIALECT, run))
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self._run(lambda: c.get_run_plan(DIALECT, run_id))
-
-    async def list_runs(
-        self,
-        *,
-        status: Sequence[RunStatus] | None = None,
-        provider: str | None = None,
-        application: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page[RunRecord]:
-        return await self._run(
-            lambda: c.list_runs_plan(
-                DIALECT,
-                status=status,
-                provider=provider,
-                application=application,
-                since=since,
-                until=until,
-                limit=limit,
-                cursor=cursor,
-            )
-        )
-
-    # -- events ------------------------------------------------------------------------
-
-    async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
-        names = tuple(handlers)
-        return await self._submit(
-            lambda: c.record_plan(DIALECT, event, names, self.default_grace_seconds)
-        )
-
-    async def record_unroutable(
-        self,
-        *,
-        source: str,
-        delivery_id: str | None,
-        reason: str,
-        body: bytes,
-        headers: Mapping[str, str],
-    ) -> bool:
-        return await self._submit(
-            lambda: c.record_unroutable_plan(
-                DIALECT,
-                source=source,
-                delivery_id=delivery_id,
-                reason=reason,
-                body=body,
-                headers=headers,
-            )
-        )
-
-    async def get_event(self, delivery_id: str) -> RunEvent | None:
-        return await self._run(lambda: c.get_event_plan(DIALECT, delivery_id))
-
-    async def list_events(
-        self,
-        *,
-        run_id: str | None = None,
-        status: Sequence[RunStatus] | None = None,
-        provider: str | None = None,
-        application: str | None = None,
-        origin: Origin | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page[RunEvent]:
-        return await self._run(
-            lambda: c.list_events_plan(
-                DIALECT,
-                run_id=run_id,
-                status=status,
-                provider=provider,
-                application=application,
-                origin=origin,
-                since=since,
-                until=until,
-                limit=limit,
-                cursor=cursor,
-            )
-        )
-
-    async def list_unroutable(
-        self, *, limit: int = 100, cursor: str | None = None
-    ) -> Page[UnroutableRecord]:
-        return await self._run(lambda: c.list_unroutable_plan(DIALECT, limit=limit, cursor=cursor))
-
-    # -- handler calls -----------------------------------------------------------------
-
-    async def claim_calls(
-        self, owner: str, *, limit: int, lease_seconds: float, now: datetime | None = None
-    ) -> list[HandlerCall]:
-        return await self._run(
-            lambda: c.claim_calls_plan(
-                DIALECT, owner, limit=limit, lease_seconds=lease_seconds, now=now
-            )
-        )
-
-    async def complete_call(self, call_id: int, owner: str) -> bool:
-        return await self._run(lambda: c.complete_call_plan(DIALECT, call_id, owner))
-
-    async def fail_call(
-        self, call_id: int, owner: str, *, error: str, retry_at: datetime | None
-    ) -> bool:
-        return await self._run(
-            lambda: c.fail_call_plan(DIALECT, call_id, owner, error=error, retry_at=retry_at)
-        )
-
-    async def release_call(self, call_id: int, owner: str) -> bool:
-        return await self._run(lambda: c.release_call_plan(DIALECT, call_id, owner))
-
-    async def replay_call(self, call_id: int) -> bool:
-        return await self._run(lambda: c.replay_call_plan(DIALECT, call_id))
-
-    async def get_call(self, call_id: int) -> HandlerCall | None:
-        return await self._run(lambda: c.get_call_plan(DIALECT, call_id))
-
-    async def list_calls(
-        self,
-        *,
-        state: CallState | None = None,
-        run_id: str | None = None,
-        handler: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page[HandlerCall]:
-        return await self._run(
-            lambda: c.list_calls_plan(
-                DIALECT, state=state, run_id=run_id, handler=handler, limit=limit, cursor=cursor
-            )
-        )
-
-    # -- polling -----------------------------------------------------------------------
-
-    async def claim_overdue_runs(
-        self,
-        owner: str,
-        *,
-        limit: int,
-        lease_seconds: float,
-        provider: str | None = None,
-        now: datetime | None = None,
-        due_by: datetime | None = None,
-    ) -> list[RunRecord]:
-        return await self._run(
-            lambda: c.claim_overdue_runs_plan(
-                DIALECT,
-                owner,
-                limit=limit,
-                lease_seconds=lease_seconds,
-                provider=provider,
-                now=now,
-                due_by=due_by,
-            )
-        )
-
-    async def reschedule_poll(
-        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
-    ) -> bool:
-        return await self._run(
-            lambda: c.reschedule_poll_plan(
-                DIALECT, run_id, owner, next_poll_at=next_poll_at, attempts=attempts
-            )
-        )
-
-    async def release_run(self, run_id: str, owner: str) -> bool:
-        return await self._run(lambda: c.release_run_plan(DIALECT, run_id, owner))
-
-    # -- reporting ---------------------------------------------------------------------
-
-    async def counts(self) -> StoreCounts:
-        return await self._run(c.counts_plan)
-
-    # -- retention ---------------------------------------------------------------------
-
-    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
-        return await self._run(lambda: c.prune_plan(DIALECT, before=before, limit=limit))

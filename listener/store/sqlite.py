@@ -31,7 +31,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,17 +39,11 @@ from typing import Any, TypeVar, cast
 
 from listener.events import Origin, RunEvent, RunStatus, Transition, next_status
 from listener.store import _common as c
+from listener.store._planned import PlannedStore
 from listener.store.base import (
-    CallState,
     HandlerCall,
-    NewRun,
-    Page,
-    PruneCounts,
     RecordResult,
-    RunRecord,
-    StoreCounts,
     StoreUnavailable,
-    UnroutableRecord,
 )
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
@@ -553,8 +547,14 @@ def parse_sqlite_url(url: str) -> str | None:
     return rest[1:]
 
 
-class SQLiteStore:
-    """The `Store` on one SQLite file (or memory). See the module docstring."""
+class SQLiteStore(PlannedStore):
+    """The `Store` on one SQLite file (or memory). See the module docstring.
+
+    Operations that are one plan run through `PlannedStore`; records, claims and
+    completions have their batched forms here.
+    """
+
+    dialect = DIALECT
 
     def __init__(
         self,
@@ -832,6 +832,9 @@ class SQLiteStore:
     async def _read_plan(self, make: Callable[[], c.Plan[T]]) -> T:
         return await self._read(self._plan(make))
 
+    # The one writer thread commits in groups already.
+    _delivery_plan = _write_plan
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -867,44 +870,6 @@ class SQLiteStore:
         while not self._read_pool.empty():
             self._read_pool.get_nowait()
 
-    async def ping(self) -> None:
-        await self._read_plan(c.ping_plan)
-
-    async def schema_version(self) -> int:
-        return await self._read_plan(c.schema_version_plan)
-
-    # -- runs --------------------------------------------------------------------------
-
-    async def register_run(self, run: NewRun) -> bool:
-        return await self._write_plan(lambda: c.register_run_plan(DIALECT, run))
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self._read_plan(lambda: c.get_run_plan(DIALECT, run_id))
-
-    async def list_runs(
-        self,
-        *,
-        status: Sequence[RunStatus] | None = None,
-        provider: str | None = None,
-        application: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page[RunRecord]:
-        return await self._read_plan(
-            lambda: c.list_runs_plan(
-                DIALECT,
-                status=status,
-                provider=provider,
-                application=application,
-                since=since,
-                until=until,
-                limit=limit,
-                cursor=cursor,
-            )
-        )
-
     # -- events ------------------------------------------------------------------------
 
     async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
@@ -912,64 +877,6 @@ class SQLiteStore:
         # Marked as a record, the writer may apply it together with the others it batches.
         together = self._json and batchable(event, job.handlers)
         return await self._write(job, job if together else None)
-
-    async def record_unroutable(
-        self,
-        *,
-        source: str,
-        delivery_id: str | None,
-        reason: str,
-        body: bytes,
-        headers: Mapping[str, str],
-    ) -> bool:
-        return await self._write_plan(
-            lambda: c.record_unroutable_plan(
-                DIALECT,
-                source=source,
-                delivery_id=delivery_id,
-                reason=reason,
-                body=body,
-                headers=headers,
-            )
-        )
-
-    async def get_event(self, delivery_id: str) -> RunEvent | None:
-        return await self._read_plan(lambda: c.get_event_plan(DIALECT, delivery_id))
-
-    async def list_events(
-        self,
-        *,
-        run_id: str | None = None,
-        status: Sequence[RunStatus] | None = None,
-        provider: str | None = None,
-        application: str | None = None,
-        origin: Origin | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page[RunEvent]:
-        return await self._read_plan(
-            lambda: c.list_events_plan(
-                DIALECT,
-                run_id=run_id,
-                status=status,
-                provider=provider,
-                application=application,
-                origin=origin,
-                since=since,
-                until=until,
-                limit=limit,
-                cursor=cursor,
-            )
-        )
-
-    async def list_unroutable(
-        self, *, limit: int = 100, cursor: str | None = None
-    ) -> Page[UnroutableRecord]:
-        return await self._read_plan(
-            lambda: c.list_unroutable_plan(DIALECT, limit=limit, cursor=cursor)
-        )
 
     # -- handler calls -----------------------------------------------------------------
 
@@ -992,80 +899,3 @@ class SQLiteStore:
         job = CompleteArgs(call_id, owner)
         # Marked, so the writer can complete the calls of a batch in one statement.
         return await self._write(job, job)
-
-    async def fail_call(
-        self, call_id: int, owner: str, *, error: str, retry_at: datetime | None
-    ) -> bool:
-        return await self._write_plan(
-            lambda: c.fail_call_plan(DIALECT, call_id, owner, error=error, retry_at=retry_at)
-        )
-
-    async def release_call(self, call_id: int, owner: str) -> bool:
-        return await self._write_plan(lambda: c.release_call_plan(DIALECT, call_id, owner))
-
-    async def replay_call(self, call_id: int) -> bool:
-        return await self._write_plan(lambda: c.replay_call_plan(DIALECT, call_id))
-
-    async def get_call(self, call_id: int) -> HandlerCall | None:
-        return await self._read_plan(lambda: c.get_call_plan(DIALECT, call_id))
-
-    async def list_calls(
-        self,
-        *,
-        state: CallState | None = None,
-        run_id: str | None = None,
-        handler: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page[HandlerCall]:
-        return await self._read_plan(
-            lambda: c.list_calls_plan(
-                DIALECT, state=state, run_id=run_id, handler=handler, limit=limit, cursor=cursor
-            )
-        )
-
-    # -- polling -----------------------------------------------------------------------
-
-    async def claim_overdue_runs(
-        self,
-        owner: str,
-        *,
-        limit: int,
-        lease_seconds: float,
-        provider: str | None = None,
-        now: datetime | None = None,
-        due_by: datetime | None = None,
-    ) -> list[RunRecord]:
-        return await self._write_plan(
-            lambda: c.claim_overdue_runs_plan(
-                DIALECT,
-                owner,
-                limit=limit,
-                lease_seconds=lease_seconds,
-                provider=provider,
-                now=now,
-                due_by=due_by,
-            )
-        )
-
-    async def reschedule_poll(
-        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
-    ) -> bool:
-        return await self._write_plan(
-            lambda: c.reschedule_poll_plan(
-                DIALECT, run_id, owner, next_poll_at=next_poll_at, attempts=attempts
-            )
-        )
-
-    async def release_run(self, run_id: str, owner: str) -> bool:
-        return await self._write_plan(lambda: c.release_run_plan(DIALECT, run_id, owner))
-
-    # -- reporting ---------------------------------------------------------------------
-
-    async def counts(self) -> StoreCounts:
-        return await self._read_plan(c.counts_plan)
-
-    # -- retention ---------------------------------------------------------------------
-
-    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
-        return await self._write_plan(lambda: c.prune_plan(DIALECT, before=before, limit=limit))

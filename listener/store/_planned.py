@@ -1,0 +1,247 @@
+"""The store operations that are one shared plan each, written once for both backends.
+
+A backend says how it runs a plan: `_read_plan` for a read, `_write_plan` for a write in
+a transaction of its own or its writer's, and `_delivery_plan` for a write on the
+delivery path, which a backend that commits in groups batches with the others. It sets
+`dialect` and `default_grace_seconds`, and overrides any operation it runs its own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from listener.events import Origin, RunEvent, RunStatus
+from listener.store import _common as c
+from listener.store.base import (
+    CallState,
+    HandlerCall,
+    NewRun,
+    Page,
+    PruneCounts,
+    RecordResult,
+    RunRecord,
+    StoreCounts,
+    UnroutableRecord,
+)
+
+__all__ = ["PlannedStore"]
+
+T = TypeVar("T")
+
+
+class PlannedStore:
+    """Every `Store` operation that is one plan, over the backend's three ways to run one."""
+
+    dialect: c.Dialect
+    default_grace_seconds: float
+
+    async def _read_plan(self, make: Callable[[], c.Plan[T]]) -> T:
+        raise NotImplementedError
+
+    async def _write_plan(self, make: Callable[[], c.Plan[T]]) -> T:
+        raise NotImplementedError
+
+    async def _delivery_plan(self, make: Callable[[], c.Plan[T]]) -> T:
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        await self._read_plan(c.ping_plan)
+
+    async def schema_version(self) -> int:
+        return await self._read_plan(c.schema_version_plan)
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def register_run(self, run: NewRun) -> bool:
+        return await self._write_plan(lambda: c.register_run_plan(self.dialect, run))
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self._read_plan(lambda: c.get_run_plan(self.dialect, run_id))
+
+    async def list_runs(
+        self,
+        *,
+        status: Sequence[RunStatus] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunRecord]:
+        return await self._read_plan(
+            lambda: c.list_runs_plan(
+                self.dialect,
+                status=status,
+                provider=provider,
+                application=application,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    # -- events ------------------------------------------------------------------------
+
+    async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
+        names = tuple(handlers)
+        return await self._delivery_plan(
+            lambda: c.record_plan(self.dialect, event, names, self.default_grace_seconds)
+        )
+
+    async def record_unroutable(
+        self,
+        *,
+        source: str,
+        delivery_id: str | None,
+        reason: str,
+        body: bytes,
+        headers: Mapping[str, str],
+    ) -> bool:
+        return await self._delivery_plan(
+            lambda: c.record_unroutable_plan(
+                self.dialect,
+                source=source,
+                delivery_id=delivery_id,
+                reason=reason,
+                body=body,
+                headers=headers,
+            )
+        )
+
+    async def get_event(self, delivery_id: str) -> RunEvent | None:
+        return await self._read_plan(lambda: c.get_event_plan(self.dialect, delivery_id))
+
+    async def list_events(
+        self,
+        *,
+        run_id: str | None = None,
+        status: Sequence[RunStatus] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        origin: Origin | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[RunEvent]:
+        return await self._read_plan(
+            lambda: c.list_events_plan(
+                self.dialect,
+                run_id=run_id,
+                status=status,
+                provider=provider,
+                application=application,
+                origin=origin,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    async def list_unroutable(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[UnroutableRecord]:
+        return await self._read_plan(
+            lambda: c.list_unroutable_plan(self.dialect, limit=limit, cursor=cursor)
+        )
+
+    # -- handler calls -----------------------------------------------------------------
+
+    async def claim_calls(
+        self, owner: str, *, limit: int, lease_seconds: float, now: datetime | None = None
+    ) -> list[HandlerCall]:
+        return await self._write_plan(
+            lambda: c.claim_calls_plan(
+                self.dialect, owner, limit=limit, lease_seconds=lease_seconds, now=now
+            )
+        )
+
+    async def complete_call(self, call_id: int, owner: str) -> bool:
+        return await self._write_plan(lambda: c.complete_call_plan(self.dialect, call_id, owner))
+
+    async def fail_call(
+        self, call_id: int, owner: str, *, error: str, retry_at: datetime | None
+    ) -> bool:
+        return await self._write_plan(
+            lambda: c.fail_call_plan(self.dialect, call_id, owner, error=error, retry_at=retry_at)
+        )
+
+    async def release_call(self, call_id: int, owner: str) -> bool:
+        return await self._write_plan(lambda: c.release_call_plan(self.dialect, call_id, owner))
+
+    async def replay_call(self, call_id: int) -> bool:
+        return await self._write_plan(lambda: c.replay_call_plan(self.dialect, call_id))
+
+    async def get_call(self, call_id: int) -> HandlerCall | None:
+        return await self._read_plan(lambda: c.get_call_plan(self.dialect, call_id))
+
+    async def list_calls(
+        self,
+        *,
+        state: CallState | None = None,
+        run_id: str | None = None,
+        handler: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[HandlerCall]:
+        return await self._read_plan(
+            lambda: c.list_calls_plan(
+                self.dialect,
+                state=state,
+                run_id=run_id,
+                handler=handler,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def claim_overdue_runs(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        provider: str | None = None,
+        now: datetime | None = None,
+        due_by: datetime | None = None,
+    ) -> list[RunRecord]:
+        return await self._write_plan(
+            lambda: c.claim_overdue_runs_plan(
+                self.dialect,
+                owner,
+                limit=limit,
+                lease_seconds=lease_seconds,
+                provider=provider,
+                now=now,
+                due_by=due_by,
+            )
+        )
+
+    async def reschedule_poll(
+        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+    ) -> bool:
+        return await self._write_plan(
+            lambda: c.reschedule_poll_plan(
+                self.dialect, run_id, owner, next_poll_at=next_poll_at, attempts=attempts
+            )
+        )
+
+    async def release_run(self, run_id: str, owner: str) -> bool:
+        return await self._write_plan(lambda: c.release_run_plan(self.dialect, run_id, owner))
+
+    # -- reporting and retention -------------------------------------------------------
+
+    async def counts(self) -> StoreCounts:
+        return await self._read_plan(c.counts_plan)
+
+    async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
+        return await self._write_plan(
+            lambda: c.prune_plan(self.dialect, before=before, limit=limit)
+        )
