@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self, overload
+from typing import Any, Self
 
 from starlette.applications import Starlette
 
@@ -33,7 +33,6 @@ from listener.providers.base import Provider, RunResult
 from listener.receiver import DEFAULT_MAX_BODY_BYTES, Receiver, create_app
 from listener.registry import (
     ENTRY_POINT_GROUP,
-    F,
     Handlers,
     load_entry_points,
     load_plugin,
@@ -147,6 +146,9 @@ class Listener:
         self.retention_interval = retention_interval
         self._pruner: Pruner | None = None
         self.handlers = Handlers()
+        # `@listener.on(...)` and `@listener.on_any` register on the listener's own router.
+        self.on = self.handlers.on
+        self.on_any = self.handlers.on_any
         self.metrics = Metrics()
         self.receiver = Receiver(
             sources=(),
@@ -210,59 +212,6 @@ class Listener:
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         self.include(*load_entry_points(group))
-
-    def on(
-        self,
-        *statuses: RunStatus | str,
-        provider: str | Iterable[str] | None = None,
-        application: str | Iterable[str] | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-    ) -> Callable[[F], F]:
-        """Decorator: register a handler on this listener's own router."""
-        return self.handlers.on(
-            *statuses, provider=provider, application=application, name=name, timeout=timeout
-        )
-
-    @overload
-    def on_any(
-        self,
-        func: F,
-        *,
-        provider: str | Iterable[str] | None = None,
-        application: str | Iterable[str] | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-    ) -> F: ...
-
-    @overload
-    def on_any(
-        self,
-        func: None = None,
-        *,
-        provider: str | Iterable[str] | None = None,
-        application: str | Iterable[str] | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-    ) -> Callable[[F], F]: ...
-
-    def on_any(
-        self,
-        func: F | None = None,
-        *,
-        provider: str | Iterable[str] | None = None,
-        application: str | Iterable[str] | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-    ) -> F | Callable[[F], F]:
-        """Decorator for every status, on this listener's own router."""
-        if func is not None:
-            return self.handlers.on_any(
-                func, provider=provider, application=application, name=name, timeout=timeout
-            )
-        return self.handlers.on_any(
-            provider=provider, application=application, name=name, timeout=timeout
-        )
 
     def callback_url(self, source: str, nonce: str, *, base_url: str | None = None) -> str:
         """The per-run URL a token source's platform should call (see `sources`)."""

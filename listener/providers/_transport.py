@@ -27,7 +27,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -40,6 +40,7 @@ __all__ = [
     "DeliveryResult",
     "Sleep",
     "Transport",
+    "TransportClient",
     "WebhookSender",
     "as_mapping",
     "compact_json",
@@ -265,6 +266,22 @@ def _describe(url: str) -> str:
     """The URL without query or fragment, which may carry pre-signed credentials."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class TransportClient:
+    """A provider over one `Transport` (its `_http`): `aclose()` closes it, and the
+    provider works as `async with provider:`."""
+
+    _http: Transport
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Mapping
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus
-from listener.providers._transport import Sleep, Transport, first_str, path_segment
+from listener.providers._transport import Sleep, Transport, TransportClient, first_str, path_segment
 from listener.providers.base import (
     PayloadNotUnderstood,
     ProviderError,
@@ -152,7 +152,7 @@ def _check_template(name: str, template: str | None) -> None:
         )
 
 
-class HttpProvider:
+class HttpProvider(TransportClient):
     """A platform whose JSON API is described by paths and dotted fields.
 
     Submit sends ``{input_field: input, "options": {...}, callback_field: callback_url}``
@@ -245,15 +245,6 @@ class HttpProvider:
     @property
     def parser(self) -> HttpEventParser:
         return self._parser
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def _path(self, template: str, application: str, run_id: str = "") -> str:
         return template.format(application=path_segment(application), run_id=path_segment(run_id))

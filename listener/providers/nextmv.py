@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import httpx
 
@@ -19,6 +19,7 @@ from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_f
 from listener.providers._transport import (
     Sleep,
     Transport,
+    TransportClient,
     as_mapping,
     compact_json,
     first_str,
@@ -70,7 +71,7 @@ class _Encoded:
     value: Any = field(default=None)
 
 
-class NextmvProvider:
+class NextmvProvider(TransportClient):
     """A Nextmv Cloud account, through its REST API.
 
     ``Submission.application`` is the application id; ``Submission.extra`` may hold
@@ -123,15 +124,6 @@ class NextmvProvider:
 
     def __repr__(self) -> str:
         return f"NextmvProvider(base_url={self._http.base_url!r}, instance_id={self.instance_id!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # --- runs ---------------------------------------------------------------------------
 

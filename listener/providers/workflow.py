@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_workflow
-from listener.providers._transport import Sleep, Transport, as_mapping, first_str, path_segment
+from listener.providers._transport import (
+    Sleep,
+    Transport,
+    TransportClient,
+    as_mapping,
+    first_str,
+    path_segment,
+)
 from listener.providers.base import (
     PayloadNotUnderstood,
     ProviderError,
@@ -26,7 +33,7 @@ from listener.providers.native import parse_time
 __all__ = ["WorkflowProvider", "parse_event"]
 
 
-class WorkflowProvider:
+class WorkflowProvider(TransportClient):
     """A workflow engine's REST API. ``Submission.application`` is the workflow id."""
 
     name = "workflow"
@@ -62,15 +69,6 @@ class WorkflowProvider:
 
     def __repr__(self) -> str:
         return f"WorkflowProvider(base_url={self._http.base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def submit(self, submission: Submission, *, callback_url: str | None = None) -> str:
         """Start a run of the workflow; the engine calls ``callback_url`` when it changes."""
