@@ -132,7 +132,9 @@ class Handlers:
     def __init__(self) -> None:
         self._own: dict[str, Handler] = {}
         self._included: list[Handlers] = []
-        self._flat: tuple[int, list[Handler]] | None = None
+        # Every handler of this router and those it includes, in order, and by name (the
+        # first of a name wins, as in `get`), as of the registry generation they were built.
+        self._flat: tuple[int, list[Handler], dict[str, Handler]] | None = None
 
     def __repr__(self) -> str:
         return f"Handlers({len(self)} handlers)"
@@ -257,12 +259,18 @@ class Handlers:
             stack.extend(reversed(router._included))
         return seen
 
-    def _handlers(self) -> list[Handler]:
+    def _built(self) -> tuple[int, list[Handler], dict[str, Handler]]:
         flat = self._flat
         if flat is None or flat[0] != Handlers._generation:
             handlers = [h for router in self._routers() for h in router._own.values()]
-            flat = self._flat = (Handlers._generation, handlers)
-        return flat[1]
+            by_name: dict[str, Handler] = {}
+            for handler in handlers:
+                by_name.setdefault(handler.name, handler)
+            flat = self._flat = (Handlers._generation, handlers, by_name)
+        return flat
+
+    def _handlers(self) -> list[Handler]:
+        return self._built()[1]
 
     def __iter__(self) -> Iterator[Handler]:
         return iter(self._handlers())
@@ -277,11 +285,8 @@ class Handlers:
         return [handler.name for handler in self]
 
     def get(self, name: str) -> Handler | None:
-        for router in self._routers():
-            handler = router._own.get(name)
-            if handler is not None:
-                return handler
-        return None
+        # Looked up for every handler call the dispatcher runs: from the cached index.
+        return self._built()[2].get(name)
 
     def match(self, event: RunEvent) -> list[str]:
         """Names of the handlers subscribed to `event`, in registration order."""
