@@ -51,6 +51,19 @@ async def call_in(store: Store, call_id: int, *states: CallState) -> HandlerCall
     return found[0]
 
 
+async def dispatch_until(
+    store: Store, handlers: Handlers, call_id: int, state: CallState, **options: object
+) -> HandlerCall:
+    """Run a dispatcher made with `options` until call `call_id` is in `state`; return
+    the call as then read."""
+    dispatcher = make(store, handlers, **options)
+    await dispatcher.start()
+    try:
+        return await call_in(store, call_id, state)
+    finally:
+        await dispatcher.stop()
+
+
 async def enqueue(store: Store, handlers: Handlers, *args: object, **kw: str) -> list[int]:
     ev = event(*args, **kw)  # type: ignore[arg-type]
     result = await store.record(ev, handlers=handlers.match(ev))
@@ -66,12 +79,7 @@ async def test_runs_a_call_and_completes_it(store: Store) -> None:
         seen.append(event)
 
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers)
-    await dispatcher.start()
-    try:
-        call = await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    call = await dispatch_until(store, handlers, call_id, CallState.DONE)
     assert call.attempts == 1
     assert [e.run_id for e in seen] == ["run-1"]
     assert seen[0].origin is Origin.WEBHOOK
@@ -111,12 +119,9 @@ async def test_fails_twice_then_succeeds_is_called_three_times(store: Store) -> 
 
     metrics = Metrics()
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers, max_attempts=5, metrics=metrics)
-    await dispatcher.start()
-    try:
-        call = await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    call = await dispatch_until(
+        store, handlers, call_id, CallState.DONE, max_attempts=5, metrics=metrics
+    )
     assert len(attempts) == 3
     assert call.attempts == 3
     text = metrics.render().decode()
@@ -175,12 +180,7 @@ async def test_async_timeout_counts_as_failure(store: Store) -> None:
             raise
 
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers, max_attempts=1)
-    await dispatcher.start()
-    try:
-        call = await call_in(store, call_id, CallState.DEAD)
-    finally:
-        await dispatcher.stop()
+    call = await dispatch_until(store, handlers, call_id, CallState.DEAD, max_attempts=1)
     assert cancelled.is_set()
     assert call.last_error is not None
     assert call.last_error.startswith("TimeoutError: the handler did not finish")
@@ -195,12 +195,9 @@ async def test_a_handler_raising_timeout_error_itself_is_an_error(store: Store) 
 
     metrics = Metrics()
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers, max_attempts=1, metrics=metrics)
-    await dispatcher.start()
-    try:
-        call = await call_in(store, call_id, CallState.DEAD)
-    finally:
-        await dispatcher.stop()
+    call = await dispatch_until(
+        store, handlers, call_id, CallState.DEAD, max_attempts=1, metrics=metrics
+    )
     assert call.last_error == "TimeoutError: upstream took too long"
     assert 'handler="own-timeout",outcome="error"' in metrics.render().decode()
 
@@ -237,12 +234,7 @@ async def test_sync_handlers_run_in_worker_threads(store: Store) -> None:
         threads.append(threading.current_thread().name)
 
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers)
-    await dispatcher.start()
-    try:
-        await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    await dispatch_until(store, handlers, call_id, CallState.DONE)
     assert threads[0].startswith("listener-handler")
 
 
@@ -255,12 +247,7 @@ async def test_sync_function_returning_an_awaitable_is_awaited(store: Store) -> 
 
     handlers.add(lambda e: body(e), name="lambda")
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers)
-    await dispatcher.start()
-    try:
-        await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    await dispatch_until(store, handlers, call_id, CallState.DONE)
     assert ran.is_set()
 
 
@@ -343,12 +330,7 @@ async def test_calls_for_one_run_and_handler_run_in_transition_order(store: Stor
 async def test_unknown_handler_name_fails_and_dead_letters(store: Store) -> None:
     result = await store.record(event(), handlers=["gone.plugin"])
     [call_id] = result.call_ids
-    dispatcher = make(store, Handlers(), max_attempts=2)
-    await dispatcher.start()
-    try:
-        call = await call_in(store, call_id, CallState.DEAD)
-    finally:
-        await dispatcher.stop()
+    call = await dispatch_until(store, Handlers(), call_id, CallState.DEAD, max_attempts=2)
     assert call.last_error is not None
     assert "UnknownHandler" in call.last_error
     assert "gone.plugin" in call.last_error
@@ -367,12 +349,7 @@ async def test_a_crash_looping_call_is_dead_lettered_without_running(store: Stor
     for _ in range(3):
         [claimed] = await store.claim_calls("dead-process", limit=1, lease_seconds=0)
         assert claimed.id == call_id
-    dispatcher = make(store, handlers, max_attempts=3)
-    await dispatcher.start()
-    try:
-        call = await call_in(store, call_id, CallState.DEAD)
-    finally:
-        await dispatcher.stop()
+    call = await dispatch_until(store, handlers, call_id, CallState.DEAD, max_attempts=3)
     assert ran == []
     assert call.last_error is not None
     assert "kept being claimed" in call.last_error
@@ -557,12 +534,7 @@ async def test_prepare_hook_sees_every_event(store: Store) -> None:
         return replace(event, result_fetcher=fetcher)
 
     [call_id] = await enqueue(store, handlers)
-    dispatcher = make(store, handlers, prepare=prepare)
-    await dispatcher.start()
-    try:
-        await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    await dispatch_until(store, handlers, call_id, CallState.DONE, prepare=prepare)
     assert results == ["result of run-1"]
 
 

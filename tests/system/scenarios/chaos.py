@@ -30,7 +30,15 @@ from listener.sources import Source
 from listener.store.base import CallState, Store
 from listener.testing import FakePlatform, FakeRun, LoopbackServer, RunPlan
 
-from .common import CallLog, Tally, all_calls, all_events, all_runs, settle_calls
+from .common import (
+    CallLog,
+    Tally,
+    all_calls,
+    all_events,
+    all_runs,
+    settle_calls,
+    wait_all_terminal,
+)
 from .witness import Witness
 
 __all__ = ["ChaosSettings", "run_chaos"]
@@ -200,7 +208,7 @@ async def run_chaos(
             await asyncio.gather(
                 *(_cancel_later(listener, r, rng.uniform(0, 0.3)) for r in to_cancel)
             )
-            await _all_terminal(listener.store, len(run_ids))
+            await wait_all_terminal(listener.store, len(run_ids))
             await platform.drain()
             await settle_calls(listener.store)
         await _audit(tally, listener.store, platform, calls, run_ids)
@@ -241,17 +249,6 @@ async def _submit_all(listener: Listener, settings: ChaosSettings) -> list[str]:
 async def _cancel_later(listener: Listener, run_id: str, after: float) -> None:
     await asyncio.sleep(after)
     await _with_retries(f"canceling {run_id}", lambda: listener.cancel(run_id))
-
-
-async def _all_terminal(store: Store, runs: int) -> None:
-    while True:
-        counts = await store.counts()
-        done = sum(
-            n for status, n in counts.runs_by_status.items() if RunStatus(status).is_terminal
-        )
-        if done >= runs:
-            return
-        await asyncio.sleep(0.05)
 
 
 async def _audit(

@@ -7,9 +7,10 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from listener.events import RunEvent
-from listener.store.base import CallState, HandlerCall, RunRecord, Store
+from listener.events import RunEvent, RunStatus
+from listener.store.base import CallState, HandlerCall, Page, RunRecord, Store
 
 __all__ = [
     "PAGE",
@@ -17,10 +18,14 @@ __all__ = [
     "Tally",
     "all_calls",
     "all_events",
+    "all_pages",
     "all_runs",
     "assert_held",
     "settle_calls",
+    "wait_all_terminal",
 ]
+
+T = TypeVar("T")
 
 PAGE = 500
 
@@ -79,37 +84,29 @@ class CallLog:
         return {run_id for _, run_id, _ in self.counts}
 
 
-async def all_events(store: Store) -> list[RunEvent]:
-    events: list[RunEvent] = []
+async def all_pages(fetch: Callable[..., Awaitable[Page[T]]]) -> list[T]:
+    """Every item of a store listing, read `PAGE` at a time: `fetch` is a bound listing
+    method (`store.list_events`...), called with `limit` and `cursor`."""
+    items: list[T] = []
     cursor: str | None = None
     while True:
-        page = await store.list_events(limit=PAGE, cursor=cursor)
-        events.extend(page.items)
+        page = await fetch(limit=PAGE, cursor=cursor)
+        items.extend(page.items)
         cursor = page.next_cursor
         if cursor is None:
-            return events
+            return items
+
+
+async def all_events(store: Store) -> list[RunEvent]:
+    return await all_pages(store.list_events)
 
 
 async def all_calls(store: Store) -> list[HandlerCall]:
-    calls: list[HandlerCall] = []
-    cursor: str | None = None
-    while True:
-        page = await store.list_calls(limit=PAGE, cursor=cursor)
-        calls.extend(page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            return calls
+    return await all_pages(store.list_calls)
 
 
 async def all_runs(store: Store) -> list[RunRecord]:
-    runs: list[RunRecord] = []
-    cursor: str | None = None
-    while True:
-        page = await store.list_runs(limit=PAGE, cursor=cursor)
-        runs.extend(page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            return runs
+    return await all_pages(store.list_runs)
 
 
 async def settle_calls(store: Store, pause: float = 0.05) -> None:
@@ -122,6 +119,18 @@ async def settle_calls(store: Store, pause: float = 0.05) -> None:
         if not busy:
             return
         await asyncio.sleep(pause)
+
+
+async def wait_all_terminal(store: Store, runs: int) -> None:
+    """Return once the store holds `runs` runs in a terminal status. Callers bound it."""
+    while True:
+        counts = await store.counts()
+        done = sum(
+            n for status, n in counts.runs_by_status.items() if RunStatus(status).is_terminal
+        )
+        if done >= runs:
+            return
+        await asyncio.sleep(0.05)
 
 
 def assert_held(tally: Tally) -> None:

@@ -35,7 +35,7 @@ from listener.store.sqlite import SQLiteStore
 from .common import Tally, all_calls, settle_calls
 from .processes import (
     ServeProcess,
-    audit_executions,
+    audit_call_log,
     bounded,
     read_call_log,
     wait_for_executions,
@@ -337,17 +337,4 @@ async def _audit(
     # Every run: the every-status handler for running and final, the terminal one once.
     if len(calls) != 3 * len(finals):
         tally.problem(f"{len(calls)} handler calls stored for {len(finals)} runs, not 3 each")
-    executions, unreadable = read_call_log(log)
-    if unreadable:
-        tally.problem(f"{unreadable} unreadable lines in the call log")
-    strangers = {e.pid for e in executions} - set(pids)
-    if strangers:
-        tally.problem(f"handler calls from unknown processes: {sorted(strangers)}")
-    audit_executions(
-        tally,
-        calls,
-        executions,
-        in_flight_at_kill=in_flight,
-        killed_pid=pids[0],
-        survivor_pid=pids[1],
-    )
+    audit_call_log(tally, calls, log, in_flight_at_kill=in_flight, pids=pids)

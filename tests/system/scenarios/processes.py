@@ -33,6 +33,7 @@ __all__ = [
     "TERMINAL",
     "Execution",
     "ServeProcess",
+    "audit_call_log",
     "audit_executions",
     "bounded",
     "read_call_log",
@@ -180,6 +181,32 @@ def audit_executions(
     tally.handler_calls = len(executions)
     if reruns > len(in_flight_at_kill):
         tally.problem(f"{reruns} re-runs for {len(in_flight_at_kill)} calls in flight")
+
+
+def audit_call_log(
+    tally: Tally,
+    calls: list[HandlerCall],
+    log: Path,
+    *,
+    in_flight_at_kill: Collection[int],
+    pids: tuple[int, int],
+) -> None:
+    """`audit_executions` on the executions in `log`, run by `pids` (killed, survivor);
+    also a problem for each unreadable line and for executions by any other process."""
+    executions, unreadable = read_call_log(log)
+    if unreadable:
+        tally.problem(f"{unreadable} unreadable lines in the call log")
+    strangers = {e.pid for e in executions} - set(pids)
+    if strangers:
+        tally.problem(f"handler calls from unknown processes: {sorted(strangers)}")
+    audit_executions(
+        tally,
+        calls,
+        executions,
+        in_flight_at_kill=in_flight_at_kill,
+        killed_pid=pids[0],
+        survivor_pid=pids[1],
+    )
 
 
 @contextlib.asynccontextmanager

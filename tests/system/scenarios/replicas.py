@@ -36,15 +36,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from listener.app import Listener
-from listener.events import Origin, RunStatus
+from listener.events import Origin
 from listener.store.base import CallState, Store
 from listener.testing import FakePlatform, FakeRun, LoopbackServer, RunPlan
 
-from .common import Tally, all_calls, all_events, all_runs, settle_calls
+from .common import Tally, all_calls, all_events, all_runs, settle_calls, wait_all_terminal
 from .processes import (
     TERMINAL,
     ServeProcess,
-    audit_executions,
+    audit_call_log,
     bounded,
     read_call_log,
     wait_for_executions,
@@ -266,7 +266,7 @@ async def run_replicas(
                 submitting.cancel()
                 await asyncio.gather(submitting, return_exceptions=True)
             await platform.drain()
-            await _all_terminal(store, len(run_ids))
+            await wait_all_terminal(store, len(run_ids))
             # A's calls come back to B once their lease runs out.
             await settle_calls(store)
         code = await b.terminate()
@@ -336,17 +336,6 @@ async def _submit_all(listener: Listener, settings: ReplicaSettings) -> list[str
     return run_ids
 
 
-async def _all_terminal(store: Store, runs: int) -> None:
-    while True:
-        counts = await store.counts()
-        done = sum(
-            n for status, n in counts.runs_by_status.items() if RunStatus(status).is_terminal
-        )
-        if done >= runs:
-            return
-        await asyncio.sleep(0.05)
-
-
 async def _audit(
     tally: Tally,
     store: Store,
@@ -394,20 +383,7 @@ async def _audit(
     if platform.status_overlaps:
         tally.problem(f"runs polled by two at once: {dict(platform.status_overlaps)}")
 
-    executions, unreadable = read_call_log(log)
-    if unreadable:
-        tally.problem(f"{unreadable} unreadable lines in the call log")
-    strangers = {e.pid for e in executions} - set(pids)
-    if strangers:
-        tally.problem(f"handler calls from unknown processes: {sorted(strangers)}")
-    audit_executions(
-        tally,
-        calls,
-        executions,
-        in_flight_at_kill=in_flight,
-        killed_pid=pids[0],
-        survivor_pid=pids[1],
-    )
+    audit_call_log(tally, calls, log, in_flight_at_kill=in_flight, pids=pids)
     # A report that did not move its run called nothing: 200 answers to webhooks, and
     # polls that only confirmed what was known.
     made_transition = {c.event.delivery_id for c in calls}
