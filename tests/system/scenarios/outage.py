@@ -202,7 +202,10 @@ async def run_store_outage(
             httpx.AsyncClient(
                 base_url=server.base_url,
                 timeout=30.0,
-                limits=httpx.Limits(max_connections=64),
+                # A pooled connection left idle as long as the server's keep-alive timeout
+                # (5 s, httpx's default expiry too) races the server closing it, and the
+                # request dies unanswered; idle connections are dropped well before.
+                limits=httpx.Limits(max_connections=64, keepalive_expiry=1.0),
             )
         )
         await dispatcher.start()
@@ -267,7 +270,9 @@ async def _audit(
         s: n for s, n in statuses.items() if s is None or not (200 <= s < 300 or s == 503)
     }
     if unexpected:
-        tally.problem(f"answers other than 2xx and 503: {unexpected}")
+        # No status: the request failed in transport; name the error it failed with.
+        failed = Counter(a.reason for a in attempts if a.status is None)
+        tally.problem(f"answers other than 2xx and 503: {unexpected}; transport errors: {failed}")
     if any(a.status == 503 and not a.retry_after for a in attempts):
         tally.problem("a 503 came without Retry-After")
     inside = [a for a in attempts if a.started >= cut and a.ended <= restoring]
