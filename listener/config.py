@@ -61,7 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from listener.redaction import redact_url
 
 if TYPE_CHECKING:
     from listener.app import Listener
@@ -215,7 +217,7 @@ class Config:
         }
         return (
             f"Config(path={self.path!r}, store={redact_url(self.store)!r}, "
-            f"public_url={self.public_url!r}, "
+            f"public_url={self.public_url and redact_url(self.public_url)!r}, "
             f"callback_secret={'<hidden>' if self.callback_secret else None}, "
             f"max_body_bytes={self.max_body_bytes}, plugins={self.plugins!r}, "
             f"entry_points={self.entry_points}, retention_days={self.retention_days:g}, "
@@ -223,19 +225,6 @@ class Config:
             f"sources={self.sources!r}, providers={self.providers!r}, "
             f"dispatch={self.dispatch!r}, poller={self.poller!r}, handlers={handlers!r})"
         )
-
-
-def redact_url(url: str) -> str:
-    """`url` without the password of its user part (store URLs may carry one)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unreadable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 # --- scalar keys ----------------------------------------------------------------------------
@@ -457,7 +446,8 @@ def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
+        # Redacted before it is cut short, so no part of a password is shown.
+        text = json.dumps(redact_url(value) if "://" in value else value, ensure_ascii=False)
         return text if len(text) <= 60 else text[:57] + '..."'
     if isinstance(value, int | float):
         return repr(value)

@@ -27,12 +27,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from listener.app import Listener
 from listener.client import WaitTimeout
 from listener.events import Origin, RunEvent, RunStatus
 from listener.poller import PollSchedule
+from listener.redaction import redact_url
 from listener.registry import Handlers
 from listener.signatures import NextmvSignature
 from listener.sources import Source
@@ -352,7 +352,7 @@ async def _run(
         duplicate_rate=DUPLICATE_RATE,
     )
     out(f"listener demo: {runs} runs, seed {seed}")
-    shown_store = _without_password(store_url)
+    shown_store = redact_url(store_url)
     async with (
         platform,
         listener,
@@ -382,18 +382,6 @@ async def _run(
         return await _drive(
             listener, platform, plans, clock, counter, log_lines, terminal_handlers, out
         )
-
-
-def _without_password(url: str) -> str:
-    """`url` fit to print: a PostgreSQL URL may carry a password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 _TERMINAL = frozenset(status for status in RunStatus if status.is_terminal)

@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -23,6 +23,7 @@ from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
+from listener.redaction import redact_headers
 from listener.registry import Handlers
 from listener.signatures import SignatureError, Verified
 from listener.sources import Source, check_token
@@ -37,8 +38,6 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_ID_CHARS = 200
 # Outcomes logged at INFO; the others (rejections, unroutable, errors) at WARNING.
 _QUIET = frozenset({"accepted", "duplicate", "known"})
-# Headers whose values are credentials: never kept with an unroutable delivery.
-_SECRET_HEADER_WORDS = ("signature", "authorization", "cookie", "token", "secret", "key")
 
 
 class BodyTooLarge(Exception):
@@ -170,14 +169,6 @@ def _accepted_body(delivery_id: str) -> bytes:
     ):
         return b'{"status":"accepted","delivery_id":"%s"}' % delivery_id.encode()
     return b'{"status":"accepted","delivery_id":%s}' % json.dumps(delivery_id).encode()
-
-
-def _safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {
-        name: value
-        for name, value in headers
-        if not any(word in name.lower() for word in _SECRET_HEADER_WORDS)
-    }
 
 
 def _text_ok(*values: str) -> bool:
@@ -449,7 +440,7 @@ class Receiver:
                 delivery_id=delivery_id,
                 reason=reason,
                 body=body,
-                headers=_safe_headers(headers),
+                headers=redact_headers(headers),
             )
         except StoreUnavailable:
             return self._unavailable("store_unavailable"), "unavailable"

@@ -14,7 +14,6 @@ from listener.demo import (
     LOG_HANDLER,
     DemoResult,
     RunReport,
-    _without_password,
     check,
     demo,
     main,
@@ -129,14 +128,6 @@ async def test_a_store_that_already_holds_runs_is_refused(tmp_path: Path) -> Non
     verdict = [line for line in lines if line.startswith("FAILED: ")]
     assert verdict
     assert "already holds 1 run; give an empty one" in " ".join(lines[lines.index(verdict[0]) :])
-
-
-def test_store_urls_are_printed_without_their_password() -> None:
-    assert (
-        _without_password("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
-    )
-    assert _without_password("postgresql://:s3cret@db/x") == "postgresql://:***@db/x"
-    assert _without_password("sqlite:////var/lib/l.db") == "sqlite:////var/lib/l.db"
 
 
 def test_main_runs_the_demo_on_a_given_store(

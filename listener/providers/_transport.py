@@ -34,6 +34,7 @@ import httpx
 
 from listener import backoff
 from listener.providers.base import ProviderError
+from listener.redaction import scrub
 from listener.signatures import SignatureScheme
 
 __all__ = [
@@ -257,9 +258,7 @@ class Transport:
         return backoff.delay(attempt, self.backoff_base, self.backoff_cap, self._rng)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+        return scrub(text, self._secrets)
 
 
 def _describe(url: str) -> str:

@@ -1,5 +1,5 @@
 """What both store backends share: time and JSON conversion, cursors, row to record
-conversion, URL redaction, the schema version check, every operation written once as a
+conversion, the schema version check, every operation written once as a
 plan of SQL statements, and the group-commit writer thread.
 
 Nothing here opens a database: each backend says how its columns decode and runs the
@@ -15,7 +15,6 @@ import contextlib
 import json
 import queue
 import threading
-import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -243,49 +242,6 @@ def check_schema_version(found: int, known: int, where: str) -> None:
             f"{where} has schema version {found}, but this listener only knows versions up "
             f"to {known}; upgrade the listener (or point it at another database)"
         )
-
-
-# -- URLs and messages -----------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced, fit for logs and error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc, query = parts.netloc, parts.query
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        cleaned = [(k, "***" if k == "password" else v) for k, v in pairs]
-        query = urllib.parse.urlencode(cleaned, safe="*")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def url_secrets(url: str) -> list[str]:
-    """Passwords found in `url`, to scrub from messages that might echo them."""
-    found: list[str] = []
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password:
-            found.extend({parts.password, urllib.parse.unquote(parts.password)})
-        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-            if key == "password" and value:
-                found.append(value)
-    except ValueError:
-        pass
-    return [s for s in found if s]
-
-
-def scrub(message: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
 
 
 # -- operations as statement plans -----------------------------------------------------

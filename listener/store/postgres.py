@@ -24,6 +24,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from listener.redaction import redact_url, scrub, url_secrets
 from listener.store import _common as c
 from listener.store._planned import PlannedStore
 from listener.store.base import (
@@ -202,7 +203,7 @@ class PostgresStore(PlannedStore):
         pool_timeout: float = 5.0,
     ) -> None:
         self._conninfo = url
-        self.url = c.redact_url(url)
+        self.url = redact_url(url)
         self.default_grace_seconds = default_grace_seconds
         self.min_size = min_size
         self.max_size = max(max_size, min_size)
@@ -210,7 +211,7 @@ class PostgresStore(PlannedStore):
         # one transaction per event. It is the baseline group commit is measured against.
         self.group_commit = group_commit
         self.pool_timeout = pool_timeout
-        self._secrets = c.url_secrets(url)
+        self._secrets = url_secrets(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
         # The group writer runs on a thread with a blocking connection of its own: a round
         # trip there costs a fraction of one made through the event loop, and the writer
@@ -229,7 +230,7 @@ class PostgresStore(PlannedStore):
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, StoreUnavailable):
             return exc
-        message = c.scrub(str(exc).strip() or type(exc).__name__, self._secrets)
+        message = scrub(str(exc).strip() or type(exc).__name__, self._secrets)
         err = StoreUnavailable(f"PostgreSQL store {self.url} unavailable: {message}")
         err.__cause__ = exc
         return err
