@@ -32,7 +32,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from listener import __version__
-from listener.cli import EXIT_FAILED, CommandError, _classify, create_app, parse_duration
+from listener.cli import create_app
+from listener.cli.exits import EXIT_FAILED, CommandError, classify
+from listener.cli.prune import parse_duration
 from listener.client import RunNotFound, WaitTimeout
 from listener.config import ConfigError
 from listener.events import Origin, RunEvent, RunStatus
@@ -435,7 +437,7 @@ def test_submit_reads_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         seen.append(data)
         return 0
 
-    monkeypatch.setattr("listener.cli._submit", fake_submit)
+    monkeypatch.setattr("listener.cli.control._submit", fake_submit)
     config = write_config(tmp_path, "")
     assert invoke("--config", str(config), "submit", "p", "a", "-", input='{"a": 1}').exit_code == 0
     assert (
@@ -956,7 +958,7 @@ async def test_create_app_reads_listener_config(
     ],
 )
 def test_exceptions_map_to_exit_codes(exc: Exception, code: int, message: str) -> None:
-    assert _classify(exc) == (code, message)
+    assert classify(exc) == (code, message)
 
 
 def test_an_unexpected_error_is_one_line_without_a_traceback(
@@ -966,7 +968,7 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(
         coroutine.close()
         raise RuntimeError("first line\nsecond line")
 
-    monkeypatch.setattr("listener.cli._run_async", explode)
+    monkeypatch.setattr("listener.cli.runs.run_async", explode)
     config = write_config(tmp_path, "")
     result = invoke("--config", str(config), "runs")
     assert result.exit_code == 1
