@@ -1,4 +1,5 @@
-"""Running the real `listener` command in tests: as a process, or in-process with CliRunner."""
+"""Running the real `listener` command in tests (as a process, or in-process with CliRunner),
+and the configurations and store contents the command tests share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +20,10 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from listener.cli import main
+from listener.events import Origin, RunEvent, RunStatus
+from listener.signatures import generate_hmac_secret
+from listener.store import NewRun, open_store
+from listener.testing import FakePlatform
 
 # A safety net so a broken test fails instead of hanging; never a performance assertion.
 PROCESS_LIMIT = 60.0
@@ -153,3 +159,84 @@ def write_config(directory: Path, text: str, name: str = "listener.toml") -> Pat
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# --- data the command tests share -----------------------------------------------------------
+
+API_KEY = "fake-api-key"
+DAY = 86400.0
+WEBHOOK_SECRET = generate_hmac_secret()
+FAST_POLLER = """
+[poller]
+interval = 0.05
+grace = 0
+first_poll = 0
+schedule_interval = 0.05
+schedule_cap = 0.2
+"""
+PLATFORM_ENV = {"NEXTMV_API_KEY": API_KEY}
+PRUNE = ["prune", "--older-than", "30d"]
+
+
+def store_url(directory: Path) -> str:
+    return f"sqlite:///{directory / 'listener.db'}"
+
+
+def platform_config(directory: Path, platform: FakePlatform, extra: str = "") -> Path:
+    return write_config(
+        directory,
+        f"""
+[listener]
+store = "{store_url(directory)}"
+
+[providers.nextmv]
+api_key = "env:NEXTMV_API_KEY"
+base_url = "{platform.base_url}"
+{FAST_POLLER}
+{extra}
+""",
+    )
+
+
+class History:
+    """Ids in a store the tests fill: one finished run, one failed run with a dead call."""
+
+    def __init__(self, config: Path, done_call: int, dead_call: int) -> None:
+        self.config = config
+        self.done_call = done_call
+        self.dead_call = dead_call
+
+
+async def make_history(directory: Path) -> History:
+    store = await open_store(store_url(directory))
+    try:
+        await store.register_run(NewRun("run-ok", "nextmv", "routing"))
+        await store.register_run(NewRun("run-bad", "local", "packing"))
+        await store.record(
+            RunEvent("d-ok", "nextmv", "routing", "run-ok", RunStatus.SUCCEEDED), ["app.notify"]
+        )
+        await store.record(
+            RunEvent("d-bad", "local", "packing", "run-bad", RunStatus.FAILED, origin=Origin.POLL),
+            ["app.alert"],
+        )
+        calls = {
+            call.handler: call for call in await store.claim_calls("t", limit=9, lease_seconds=60)
+        }
+        await store.complete_call(calls["app.notify"].id, "t")
+        await store.fail_call(
+            calls["app.alert"].id, "t", error="pager unreachable\nsecond line", retry_at=None
+        )
+        await store.record_unroutable(
+            source="nextmv", delivery_id="u-1", reason="no run id", body=b'{"x": 1}', headers={}
+        )
+    finally:
+        await store.close()
+    config = write_config(directory, f'[listener]\nstore = "{store_url(directory)}"\n')
+    return History(config, calls["app.notify"].id, calls["app.alert"].id)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

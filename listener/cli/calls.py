@@ -1,0 +1,82 @@
+"""Handler calls: `dead-letters` lists the calls that failed every attempt, `replay`
+queues one again."""
+
+from __future__ import annotations
+
+import click
+
+from listener.cli.access import existing_store, run_async
+from listener.cli.exits import EXIT_NOT_FOUND, CommandError
+from listener.cli.output import CALL_HEADERS, call_json, call_row, more, print_json, table
+from listener.cli.root import State, json_option, limit_option, pass_state
+from listener.config import Config
+
+
+async def _dead_letters(
+    config: Config,
+    handler: str | None,
+    run_id: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    from listener.store.base import CallState
+
+    async with existing_store(config) as store:
+        page = await store.list_calls(
+            state=CallState.DEAD, handler=handler, run_id=run_id, limit=limit, cursor=cursor
+        )
+    if as_json:
+        print_json({"items": [call_json(c) for c in page.items], "next_cursor": page.next_cursor})
+        return
+    click.echo(
+        table(CALL_HEADERS, [call_row(c) for c in page.items]) if page.items else "no dead letters"
+    )
+    more("dead-letters", page.next_cursor)
+
+
+@click.command("dead-letters")
+@click.option("--handler")
+@click.option("--run-id")
+@limit_option
+@json_option
+@pass_state
+def dead_letters(
+    state: State,
+    handler: str | None,
+    run_id: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List handler calls that failed every attempt (replay them with `replay`)."""
+    run_async(_dead_letters(state.config(), handler, run_id, limit, cursor, as_json))
+
+
+async def _replay(config: Config, call_id: int, as_json: bool) -> None:
+    async with existing_store(config) as store:
+        replayed = await store.replay_call(call_id)
+        call = await store.get_call(call_id)
+    if call is None:
+        raise CommandError(f"error: no handler call {call_id}", EXIT_NOT_FOUND)
+    if not replayed:
+        raise CommandError(
+            f"error: handler call {call_id} is {call.state.value}; only dead or done calls "
+            "can be replayed"
+        )
+    if as_json:
+        print_json(call_json(call))
+    else:
+        click.echo(
+            f"handler call {call_id} ({call.handler}, run {call.run_id}) is pending again; "
+            "a running listener (serve or poll) will call it"
+        )
+
+
+@click.command()
+@click.argument("call_id", type=int)
+@json_option
+@pass_state
+def replay(state: State, call_id: int, as_json: bool) -> None:
+    """Queue a dead (or done) handler call again."""
+    run_async(_replay(state.config(), call_id, as_json))

@@ -1,0 +1,116 @@
+"""`send-test`: one signed test delivery, with the sample payload of each provider."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import click
+
+from listener import __version__
+from listener.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
+from listener.cli.output import print_json, short
+from listener.cli.root import json_option
+from listener.config import SCHEMES, resolve_reference
+from listener.events import RunEvent, RunStatus
+
+# What a platform can report; `expired` is only ever declared by the listener itself.
+PLATFORM_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"]
+_WORKFLOW_WORDS = {"succeeded": "completed", "canceled": "stopped"}
+
+
+def _test_payload(provider: str, run_id: str, application: str, status: str) -> dict[str, Any]:
+    """A completion event as `provider`'s platform would send it."""
+    if provider == "nextmv":
+        from listener.testing import nextmv_run_status_payload
+
+        return nextmv_run_status_payload(run_id, application, status)
+    if provider == "workflow":
+        word = _WORKFLOW_WORDS.get(status, status)
+        return {"run_id": run_id, "workflow_id": application, "status": word}
+    from listener.providers.native import build_payload
+
+    event = RunEvent(
+        delivery_id="send-test",
+        provider=provider,
+        application=application,
+        run_id=run_id,
+        status=RunStatus(status),
+    )
+    return build_payload(event)
+
+
+def _signed_headers(
+    scheme_name: str, secret: str | None, body: bytes, msg_id: str
+) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": f"listener/{__version__}"}
+    if scheme_name == "none":
+        return headers
+    from listener.signatures import scheme_from_name
+
+    if secret is None:
+        raise click.UsageError(f"--scheme {scheme_name} needs --secret")
+    try:
+        scheme = scheme_from_name(scheme_name, [secret])
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"error: --secret: {exc}", EXIT_USAGE) from None
+    headers.update(scheme.sign(body, msg_id=msg_id))
+    return headers
+
+
+@click.command("send-test")
+@click.argument("url")
+@click.option("--scheme", "scheme_name", type=click.Choice(SCHEMES), required=True)
+@click.option("--secret", "secret_ref", help="env:NAME, file:PATH (or the secret itself).")
+@click.option("--run-id", help="Default: a new test-... id.")
+@click.option(
+    "--status", type=click.Choice(PLATFORM_STATUSES), default="succeeded", show_default=True
+)
+@click.option("--provider", default="nextmv", show_default=True, help="Whose payload to send.")
+@click.option("--application", default="send-test", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@json_option
+def send_test(
+    url: str,
+    scheme_name: str,
+    secret_ref: str | None,
+    run_id: str | None,
+    status: str,
+    provider: str,
+    application: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Send one signed test delivery to URL and print the answer (checks a deployment)."""
+    import httpx
+
+    secret = resolve_reference(secret_ref, key="--secret") if secret_ref else None
+    run_id = run_id or f"test-{uuid.uuid4().hex[:12]}"
+    msg_id = f"msg_test_{uuid.uuid4().hex}"
+    body = json.dumps(
+        _test_payload(provider, run_id, application, status), separators=(",", ":")
+    ).encode()
+    headers = _signed_headers(scheme_name, secret, body, msg_id)
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise CommandError(f"error: cannot deliver to {url}: {exc}") from None
+    if as_json:
+        try:
+            answer: Any = response.json()
+        except ValueError:
+            answer = response.text
+        print_json(
+            {
+                "status_code": response.status_code,
+                "body": answer,
+                "run_id": run_id,
+                "msg_id": msg_id,
+            }
+        )
+    else:
+        click.echo(f"HTTP {response.status_code} {response.reason_phrase}")
+        if response.text:
+            click.echo(short(response.text, 2000))
+    click.get_current_context().exit(EXIT_OK if response.is_success else EXIT_FAILED)

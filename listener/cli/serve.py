@@ -1,0 +1,183 @@
+"""`serve` (the webhook service) and `poll` (poll-only mode), and the ASGI app factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from listener.cli.access import running
+from listener.cli.exits import CommandError
+from listener.cli.root import State, pass_state
+from listener.config import (
+    CONFIG_ENV,
+    LOG_LEVELS,
+    Config,
+    ServerConfig,
+    build_listener,
+    find_config,
+    load_config,
+)
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+# Named for the command as a whole, as log lines have always been.
+log = logging.getLogger("listener.cli")
+
+
+def _setup_logging(level: str) -> None:
+    numeric = logging.DEBUG if level == "trace" else logging.getLevelName(level.upper())
+    logging.basicConfig(
+        level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def create_app() -> Starlette:
+    """The ASGI app for `uvicorn --factory listener.cli:create_app` (one per worker);
+    the configuration comes from `$LISTENER_CONFIG` or `./listener.toml`."""
+    config = load_config(find_config(None))
+    _setup_logging(config.server.log_level)
+    return build_listener(config).asgi()
+
+
+def _do_nothing(signum: int, frame: FrameType | None) -> None:
+    """Stands in for the default handler once uvicorn has shut down gracefully."""
+
+
+@contextlib.contextmanager
+def _exit_cleanly_on_signals() -> Iterator[None]:
+    # uvicorn raises the stop signal again after its graceful shutdown so the default
+    # action runs; under this handler it does nothing and the command exits 0.
+    previous = {sig: signal.signal(sig, _do_nothing) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _check_store(config: Config) -> None:
+    from listener.store import open_store
+
+    store = await open_store(config.store)
+    await store.close()
+
+
+def _serve_one(app: Starlette, server: ServerConfig) -> None:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and self.servers:
+                port = self.servers[0].sockets[0].getsockname()[1]
+                host = f"[{server.host}]" if ":" in server.host else server.host
+                click.echo(f"listening on http://{host}:{port}", err=True)
+
+    uv_config = uvicorn.Config(
+        app, host=server.host, port=server.port, log_level=server.log_level, lifespan="on"
+    )
+    instance = Server(uv_config)
+    with _exit_cleanly_on_signals():
+        instance.run()
+    if not instance.started:
+        raise CommandError("error: the service did not start; see the log above")
+
+
+def _serve_workers(config: Config, server: ServerConfig, reload: bool) -> None:
+    import uvicorn
+
+    # Worker processes read the configuration themselves, from the same file.
+    if config.path is not None:
+        os.environ[CONFIG_ENV] = str(config.path.resolve())
+    with _exit_cleanly_on_signals():
+        uvicorn.run(
+            "listener.cli:create_app",
+            factory=True,
+            host=server.host,
+            port=server.port,
+            workers=None if reload else server.workers,
+            reload=reload,
+            log_level=server.log_level,
+        )
+
+
+@click.command()
+@click.option("--host", help="Address to bind (default: [server] host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Log level.")
+@click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+@pass_state
+def serve(
+    state: State,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    log_level: str | None,
+    reload: bool,
+) -> None:
+    """Run the webhook service (receiver, dispatcher and fallback poller)."""
+    config = state.config()
+    default = config.server
+    server = ServerConfig(
+        host=default.host if host is None else host,
+        port=default.port if port is None else port,
+        workers=default.workers if workers is None else workers,
+        log_level=default.log_level if log_level is None else log_level,
+    )
+    _setup_logging(server.log_level)
+    if server.workers > 1 and config.store.startswith("sqlite:"):
+        # Each worker has its own writer; on one SQLite file they take turns at its one
+        # write lock, so more workers mean fewer deliveries a second and long stalls.
+        log.warning(
+            "%d workers share one SQLite file and its single write lock: expect lower "
+            "throughput than one worker; use a PostgreSQL store for several workers",
+            server.workers,
+        )
+    if server.workers > 1 or reload:
+        # Fail here with the real message rather than once per worker.
+        build_listener(config)
+        asyncio.run(_check_store(config))
+        _serve_workers(config, server, reload)
+        return
+    app = build_listener(config).asgi()
+    asyncio.run(_check_store(config))
+    _serve_one(app, server)
+
+
+async def _poll_until_stopped(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with running(config, dispatch=True, poll=True, retention=True) as listener:
+            if not listener.providers:
+                click.echo("warning: no providers configured; nothing can be polled", err=True)
+            names = ", ".join(sorted(listener.providers)) or "none"
+            click.echo(f"polling (providers: {names}); stop with Ctrl-C or SIGTERM", err=True)
+            await stop.wait()
+            click.echo("stopping", err=True)
+    finally:
+        for sig in stop_signals:
+            loop.remove_signal_handler(sig)
+
+
+@click.command()
+@pass_state
+def poll(state: State) -> None:
+    """Poll-only mode: learn run ends by polling and run handlers; no HTTP receiver."""
+    config = state.config()
+    _setup_logging(config.server.log_level)
+    asyncio.run(_poll_until_stopped(config))

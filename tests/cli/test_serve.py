@@ -1,0 +1,135 @@
+"""`serve`, `poll` (as real processes) and the app factory for uvicorn workers."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import serve, wait_for
+
+from cli.support import (
+    PLATFORM_ENV,
+    PROCESS_LIMIT,
+    WEBHOOK_SECRET,
+    free_port,
+    long_running,
+    platform_config,
+    run_cli,
+    store_url,
+    write_config,
+)
+from listener.cli import create_app
+from listener.cli.exits import EXIT_FAILED
+from listener.events import RunStatus
+from listener.providers.base import Submission
+from listener.store import NewRun, open_store
+from listener.testing import FakePlatform
+
+
+def test_serve_takes_a_signed_delivery_and_stops_cleanly(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        f"""
+[listener]
+store = "{store_url(tmp_path)}"
+[server]
+port = 0
+log_level = "warning"
+[sources.nextmv]
+scheme = "nextmv"
+secrets = ["env:NEXTMV_WEBHOOK_SECRET"]
+""",
+    )
+    env = {"NEXTMV_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    with long_running(["--config", str(config), "serve"], cwd=tmp_path, env=env) as server:
+        line = server.wait_for_line("listening on http://127.0.0.1:")
+        base_url = line.split("listening on ")[1].strip()
+        assert httpx.get(f"{base_url}/healthz", timeout=PROCESS_LIMIT).json() == {"status": "ok"}
+
+        sent = run_cli(
+            "send-test",
+            f"{base_url}/hooks/nextmv",
+            "--scheme",
+            "nextmv",
+            "--secret",
+            "env:NEXTMV_WEBHOOK_SECRET",
+            "--run-id",
+            "run-from-test",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith("HTTP 202")
+
+        forged = run_cli(
+            "send-test", f"{base_url}/hooks/nextmv", "--scheme", "nextmv", "--secret", "wrong",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert forged.returncode == EXIT_FAILED
+        assert forged.stdout.startswith("HTTP 401")
+
+        code = server.stop(signal.SIGTERM)
+    assert code == 0, "".join(server.stderr)
+    listed = run_cli("--config", str(config), "runs", "--json", cwd=tmp_path, env=env)
+    (run,) = json.loads(listed.stdout)["items"]
+    assert (run["run_id"], run["status"], run["application"]) == (
+        "run-from-test",
+        "succeeded",
+        "send-test",
+    )
+
+
+def test_serve_with_workers_uses_the_app_factory(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'[listener]\nstore = "{store_url(tmp_path)}"\n')
+    port = free_port()
+    args = ["--config", str(config), "serve", "--workers", "2", "--port", str(port)]
+    with long_running(args, cwd=tmp_path, env={}) as server:
+        # Several workers on one SQLite file contend for its write lock: the user is told.
+        server.wait_for_line("2 workers share one SQLite file")
+        server.wait_for_line("Application startup complete")
+        answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=PROCESS_LIMIT)
+        assert answer.json() == {"status": "ready"}
+        assert server.stop(signal.SIGTERM) == 0
+
+
+async def test_poll_learns_a_run_end_and_stops_cleanly(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    async with platform.nextmv_provider() as provider:
+        run_id = await provider.submit(Submission("routing", {"stops": 3}))
+    await platform.drain()
+    store = await open_store(store_url(tmp_path))
+    await store.register_run(
+        NewRun(run_id, "nextmv", "routing", grace_seconds=0, first_poll_seconds=0)
+    )
+    await store.close()
+    config = platform_config(tmp_path, platform)
+
+    async def finished() -> bool:
+        store = await open_store(store_url(tmp_path))
+        try:
+            run = await store.get_run(run_id)
+        finally:
+            await store.close()
+        return run is not None and run.status is RunStatus.SUCCEEDED
+
+    args = ["--config", str(config), "poll"]
+    with long_running(args, cwd=tmp_path, env=PLATFORM_ENV) as poller:
+        await wait_for(finished, "the poll process to learn the run's end")
+        assert platform.status_calls[run_id] >= 1
+        assert poller.stop(signal.SIGTERM) == 0
+    assert any("polling (providers: nextmv)" in line for line in poller.stderr)
+
+
+async def test_create_app_reads_listener_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, f'[listener]\nstore = "{store_url(tmp_path)}"\n')
+    monkeypatch.setenv("LISTENER_CONFIG", str(config))
+    async with serve(create_app()) as base_url, httpx.AsyncClient() as client:
+        answer = await client.get(f"{base_url}/readyz")
+        assert answer.json() == {"status": "ready"}
+    assert (tmp_path / "listener.db").exists()
