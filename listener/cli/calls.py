@@ -7,7 +7,12 @@ import click
 
 from listener.cli.access import existing_store, run_async
 from listener.cli.exits import EXIT_NOT_FOUND, CommandError
-from listener.cli.output import CALL_HEADERS, call_json, call_row, more, print_json, table
+from listener.cli.output import (
+    DEAD_LETTERS,
+    call_json,
+    print_json,
+    print_page,
+)
 from listener.cli.root import State, json_option, limit_option, pass_state
 from listener.config import Config
 
@@ -26,13 +31,7 @@ async def _dead_letters(
         page = await store.list_calls(
             state=CallState.DEAD, handler=handler, run_id=run_id, limit=limit, cursor=cursor
         )
-    if as_json:
-        print_json({"items": [call_json(c) for c in page.items], "next_cursor": page.next_cursor})
-        return
-    click.echo(
-        table(CALL_HEADERS, [call_row(c) for c in page.items]) if page.items else "no dead letters"
-    )
-    more("dead-letters", page.next_cursor)
+    print_page(page, DEAD_LETTERS, as_json)
 
 
 @click.command("dead-letters")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from listener.events import RunEvent
-    from listener.store.base import HandlerCall, RunRecord, UnroutableRecord
+    from listener.store.base import HandlerCall, Page, RunRecord, UnroutableRecord
+
+T = TypeVar("T")
 
 _ERROR_WIDTH = 60
 
@@ -51,6 +54,28 @@ def short(text: str | None, width: int = _ERROR_WIDTH) -> str:
 def more(command: str, cursor: str | None) -> None:
     if cursor is not None:
         click.echo(f"more: listener {command} --cursor {cursor}", err=True)
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """How one kind of listing prints: its JSON form, its table row, and what to say when empty."""
+
+    command: str
+    headers: Sequence[str]
+    to_json: Callable[[T], Any]
+    to_row: Callable[[T], list[str]]
+    empty: str
+
+
+def print_page(page: Page[T], listing: Listing[T], as_json: bool) -> None:
+    """Print one page of a listing: JSON with its cursor, or a table and a hint for the next."""
+    if as_json:
+        items = [listing.to_json(item) for item in page.items]
+        print_json({"items": items, "next_cursor": page.next_cursor})
+        return
+    rows = [listing.to_row(item) for item in page.items]
+    click.echo(table(listing.headers, rows) if rows else listing.empty)
+    more(listing.command, page.next_cursor)
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -98,6 +123,27 @@ def unroutable_json(record: UnroutableRecord) -> dict[str, Any]:
     }
 
 
+def run_row(run: RunRecord) -> list[str]:
+    return [
+        run.run_id,
+        run.status.value,
+        run.provider,
+        run.application or "-",
+        when(run.submitted_at),
+        when(run.last_event_at),
+    ]
+
+
+def unroutable_row(record: UnroutableRecord) -> list[str]:
+    return [
+        str(record.id),
+        when(record.received_at),
+        record.source,
+        record.delivery_id or "-",
+        short(record.reason),
+    ]
+
+
 def event_row(event: RunEvent) -> list[str]:
     return [
         when(event.occurred_at),
@@ -123,5 +169,23 @@ def call_row(call: HandlerCall) -> list[str]:
     ]
 
 
+RUN_HEADERS = ("RUN ID", "STATUS", "PROVIDER", "APPLICATION", "SUBMITTED", "LAST EVENT")
+UNROUTABLE_HEADERS = ("ID", "RECEIVED", "SOURCE", "DELIVERY", "REASON")
 EVENT_HEADERS = ("OCCURRED", "RUN ID", "STATUS", "ORIGIN", "PROVIDER", "APPLICATION", "DELIVERY")
 CALL_HEADERS = ("ID", "HANDLER", "RUN ID", "STATUS", "STATE", "ATTEMPTS", "UPDATED", "LAST ERROR")
+
+
+RUNS: Listing[RunRecord] = Listing("runs", RUN_HEADERS, run_json, run_row, "no runs")
+EVENTS: Listing[RunEvent] = Listing(
+    "events", EVENT_HEADERS, lambda event: event.to_dict(), event_row, "no events"
+)
+UNROUTABLE: Listing[UnroutableRecord] = Listing(
+    "events --unroutable",
+    UNROUTABLE_HEADERS,
+    unroutable_json,
+    unroutable_row,
+    "no unroutable deliveries",
+)
+DEAD_LETTERS: Listing[HandlerCall] = Listing(
+    "dead-letters", CALL_HEADERS, call_json, call_row, "no dead letters"
+)

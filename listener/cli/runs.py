@@ -12,15 +12,16 @@ from listener.cli.exits import EXIT_NOT_FOUND, CommandError
 from listener.cli.output import (
     CALL_HEADERS,
     EVENT_HEADERS,
+    EVENTS,
+    RUNS,
+    UNROUTABLE,
     call_json,
     call_row,
     event_row,
-    more,
     print_json,
+    print_page,
     run_json,
-    short,
     table,
-    unroutable_json,
     when,
 )
 from listener.cli.root import STATUS_WORDS, State, json_option, limit_option, pass_state
@@ -45,26 +46,7 @@ async def _list_runs(
             limit=limit,
             cursor=cursor,
         )
-    if as_json:
-        print_json({"items": [run_json(r) for r in page.items], "next_cursor": page.next_cursor})
-        return
-    if not page.items:
-        click.echo("no runs")
-        return
-    rows = [
-        [
-            r.run_id,
-            r.status.value,
-            r.provider,
-            r.application or "-",
-            when(r.submitted_at),
-            when(r.last_event_at),
-        ]
-        for r in page.items
-    ]
-    headers = ("RUN ID", "STATUS", "PROVIDER", "APPLICATION", "SUBMITTED", "LAST EVENT")
-    click.echo(table(headers, rows))
-    more("runs", page.next_cursor)
+    print_page(page, RUNS, as_json)
 
 
 @click.group(invoke_without_command=True)
@@ -143,32 +125,13 @@ async def _list_events(
 ) -> None:
     async with existing_store(config) as store:
         page = await store.list_events(limit=limit, cursor=cursor, **filters)
-    if as_json:
-        print_json({"items": [e.to_dict() for e in page.items], "next_cursor": page.next_cursor})
-        return
-    click.echo(
-        table(EVENT_HEADERS, [event_row(e) for e in page.items]) if page.items else "no events"
-    )
-    more("events", page.next_cursor)
+    print_page(page, EVENTS, as_json)
 
 
 async def _list_unroutable(config: Config, limit: int, cursor: str | None, as_json: bool) -> None:
     async with existing_store(config) as store:
         page = await store.list_unroutable(limit=limit, cursor=cursor)
-    if as_json:
-        print_json(
-            {"items": [unroutable_json(r) for r in page.items], "next_cursor": page.next_cursor}
-        )
-        return
-    if not page.items:
-        click.echo("no unroutable deliveries")
-        return
-    rows = [
-        [str(r.id), when(r.received_at), r.source, r.delivery_id or "-", short(r.reason)]
-        for r in page.items
-    ]
-    click.echo(table(("ID", "RECEIVED", "SOURCE", "DELIVERY", "REASON"), rows))
-    more("events --unroutable", page.next_cursor)
+    print_page(page, UNROUTABLE, as_json)
 
 
 @click.command()

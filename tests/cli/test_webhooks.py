@@ -78,18 +78,16 @@ def test_webhooks_register_needs_an_account_provider_and_a_url(tmp_path: Path) -
         '[providers.flows]\nkind = "workflow"\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
         '[providers.nextmv]\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n',
     )
-    flows = invoke(
-        "--config", str(config), "webhooks", "register", "--provider", "flows",
-        "--endpoint-id", "e", "--url", "https://x.example",
-    )  # fmt: skip
-    assert flows.exit_code == 2
-    assert "has no account webhooks" in flows.stderr
-    no_url = invoke("--config", str(config), "webhooks", "register", "--endpoint-id", "e")
-    assert no_url.exit_code == 2
-    assert "give --url" in no_url.stderr
-    unknown = invoke(
-        "--config", str(config), "webhooks", "register", "--provider", "acme",
-        "--endpoint-id", "e", "--url", "https://x.example",
-    )  # fmt: skip
-    assert unknown.exit_code == 2
-    assert "providers.acme: not configured; configured: flows, nextmv" in unknown.stderr
+    target = ("--endpoint-id", "e", "--url", "https://x.example")
+    refusals = [
+        (("--provider", "flows", *target), "has no account webhooks"),
+        (("--endpoint-id", "e"), "give --url"),
+        (
+            ("--provider", "acme", *target),
+            "providers.acme: not configured; configured: flows, nextmv",
+        ),
+    ]
+    for arguments, reason in refusals:
+        result = invoke("--config", str(config), "webhooks", "register", *arguments)
+        assert result.exit_code == 2, arguments
+        assert reason in result.stderr
