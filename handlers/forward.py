@@ -14,16 +14,15 @@ Settings (`configure({...})` or environment):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from handlers._settings import Settings
 from listener.events import RunEvent
 from listener.providers.native import build_payload
+from listener.redaction import bare_url
 from listener.registry import Handlers
+from listener.sending import WebhookSender, compact_json
 from listener.signatures import StandardWebhooks
 
 __all__ = ["ForwardError", "configure", "forward", "handlers"]
@@ -40,19 +39,13 @@ def configure(values: Mapping[str, Any]) -> None:
     settings.configure(values)
 
 
-def _shown(url: httpx.URL) -> str:
-    # Credentials in the URL must not end up in error messages and logs.
-    return str(url.copy_with(username=None, password=None, query=None))
-
-
 @handlers.on_any
 async def forward(event: RunEvent) -> None:
-    url = httpx.URL(settings.require("url"))
+    url = settings.require("url")
     scheme = StandardWebhooks([settings.require("secret")])
-    body = json.dumps(build_payload(event), separators=(",", ":")).encode()
-    headers = scheme.sign(body, msg_id=event.key)
-    headers["content-type"] = "application/json"
-    async with httpx.AsyncClient(timeout=settings.number("timeout", 10.0)) as client:
-        response = await client.post(url, content=body, headers=headers)
+    # One attempt: a failure raises, and the dispatcher's retries and dead letters take over.
+    async with WebhookSender(scheme, timeout=settings.number("timeout", 10.0)) as sender:
+        response = await sender.post(url, compact_json(build_payload(event)), msg_id=event.key)
     if not response.is_success:
-        raise ForwardError(f"{_shown(url)} answered {response.status_code}")
+        # Credentials in the URL must not end up in error messages and logs.
+        raise ForwardError(f"{bare_url(url)} answered {response.status_code}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from listener._version import __version__
 from listener.app import Listener
 from listener.events import Origin, RunEvent, RunStatus, Transition
 from listener.registry import Handlers, PluginError
 from listener.sources import Source, callback_token, callback_url
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Handlers",

@@ -10,16 +10,18 @@ __all__ = ["ceiling", "delay"]
 _MAX_DOUBLINGS = 62
 
 
-def ceiling(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
+def ceiling(attempt: int, base: float = 1.0, cap: float = 300.0, factor: float = 2.0) -> float:
     """The longest wait after failed attempt number `attempt` (1 for the first failure).
 
-    `base` doubles with each attempt, up to `cap`.
+    `base` grows by `factor` (doubles, by default) with each attempt, up to `cap`.
     """
     if attempt < 1:
         raise ValueError("attempt counts from 1")
     if base < 0 or cap < 0:
         raise ValueError("base and cap must not be negative")
-    return min(cap, base * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
+    if factor < 1:
+        raise ValueError("factor must be at least 1")
+    return min(cap, base * factor ** min(attempt - 1, _MAX_DOUBLINGS))
 
 
 def delay(

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from listener import backoff
 from listener.events import Origin, RunEvent, RunStatus, next_status
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
@@ -57,10 +58,7 @@ class PollSchedule:
             raise ValueError("jitter must be in [0, 1)")
 
     def ceiling(self, attempt: int) -> float:
-        if attempt < 1:
-            raise ValueError("attempt counts from 1")
-        # Past ~60 doublings every sane value is at the cap; stop before floats overflow.
-        return min(self.cap, self.interval * self.factor ** min(attempt - 1, 60))
+        return backoff.ceiling(attempt, self.interval, self.cap, self.factor)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         base = self.ceiling(attempt)

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "MASK",
+    "bare_url",
     "is_secret_name",
     "redact_headers",
     "redact_settings",
@@ -71,6 +72,24 @@ def redact_url(url: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def bare_url(url: str) -> str:
+    """`url` as scheme, host, port and path only: no user part, query or fragment.
+
+    For messages about a URL someone else handed out (a pre-signed upload URL, a webhook
+    target), where any part besides the address may carry a credential.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return MASK
+    if ":" in host:
+        host = f"[{host}]"
+    address = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{address}{parts.path}" if parts.scheme else f"{address}{parts.path}"
 
 
 def url_secrets(url: str) -> list[str]:

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from listener.events import RunEvent, RunStatus
@@ -162,3 +166,43 @@ def age_sqlite_store(path: str | Path, seconds: float) -> None:
             if columns:
                 moves = ", ".join(f'"{name}" = "{name}" - ?' for name in columns)
                 conn.execute(f'UPDATE "{table}" SET {moves}', [seconds] * len(columns))
+
+
+class Sleeps:
+    """An injected sleep that records the delays asked for and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class Script:
+    """A tiny server answering each call from a script of status codes, then 200."""
+
+    def __init__(self, *statuses: int, retry_after: str | None = None) -> None:
+        self.statuses = list(statuses)
+        self.retry_after = retry_after
+        self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.app = Starlette(
+            routes=[
+                Route(
+                    "/{path:path}",
+                    self.handle,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                )
+            ]
+        )
+
+    async def handle(self, request: Request) -> Response:
+        self.calls.append(
+            (request.method, request.url.path, dict(request.headers), await request.body())
+        )
+        if self.statuses:
+            status = self.statuses.pop(0)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return JSONResponse({"error": "scripted"}, status, headers=headers)
+        if request.url.path == "/text":
+            return PlainTextResponse("not json")
+        return JSONResponse({"ok": True, "path": request.url.path})

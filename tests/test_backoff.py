@@ -44,3 +44,10 @@ def test_zero_cap_means_no_wait() -> None:
 def test_bad_arguments_are_refused(attempt: int, base: float, cap: float) -> None:
     with pytest.raises(ValueError):  # noqa: PT011
         delay(attempt, base, cap)
+
+
+def test_ceiling_grows_by_any_factor_of_at_least_one() -> None:
+    assert [ceiling(n, base=2.0, cap=100.0, factor=3.0) for n in range(1, 6)] == [2, 6, 18, 54, 100]
+    assert ceiling(50, base=5.0, cap=60.0, factor=1.0) == 5.0
+    with pytest.raises(ValueError, match="factor"):
+        ceiling(1, factor=0.5)

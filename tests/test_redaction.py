@@ -21,6 +21,7 @@ from listener.config import ConfigError, load_config
 from listener.demo import demo
 from listener.redaction import (
     MASK,
+    bare_url,
     is_secret_name,
     redact_headers,
     redact_settings,
@@ -52,6 +53,14 @@ def leaks(text: str) -> list[str]:
 
 
 # -- the pure functions -----------------------------------------------------------------
+
+
+def test_bare_url_keeps_only_the_address() -> None:
+    assert bare_url("https://me:pw@hooks.example:8443/in/cb?token=t#frag") == (
+        "https://hooks.example:8443/in/cb"
+    )
+    assert bare_url("http://[::1]:9/x?sig=s") == "http://[::1]:9/x"
+    assert bare_url("http://bad:port/x") == MASK
 
 
 def test_urls_lose_their_passwords() -> None:

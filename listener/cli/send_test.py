@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from listener import __version__
 from listener.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from listener.cli.output import print_json, short
 from listener.cli.root import json_option
 from listener.config import SCHEMES, resolve_reference
 from listener.events import RunEvent, RunStatus
+
+if TYPE_CHECKING:
+    import httpx
+
+    from listener.signatures import SignatureScheme
 
 # What a platform can report; `expired` is only ever declared by the listener itself.
 PLATFORM_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"]
@@ -41,22 +45,26 @@ def _test_payload(provider: str, run_id: str, application: str, status: str) -> 
     return build_payload(event)
 
 
-def _signed_headers(
-    scheme_name: str, secret: str | None, body: bytes, msg_id: str
-) -> dict[str, str]:
-    headers = {"Content-Type": "application/json", "User-Agent": f"listener/{__version__}"}
+def _scheme(scheme_name: str, secret: str | None) -> SignatureScheme | None:
     if scheme_name == "none":
-        return headers
+        return None
     from listener.signatures import scheme_from_name
 
     if secret is None:
         raise click.UsageError(f"--scheme {scheme_name} needs --secret")
     try:
-        scheme = scheme_from_name(scheme_name, [secret])
+        return scheme_from_name(scheme_name, [secret])
     except (ValueError, TypeError) as exc:
         raise CommandError(f"error: --secret: {exc}", EXIT_USAGE) from None
-    headers.update(scheme.sign(body, msg_id=msg_id))
-    return headers
+
+
+async def _post(
+    scheme: SignatureScheme | None, url: str, body: bytes, msg_id: str, timeout: float
+) -> httpx.Response:
+    from listener.sending import WebhookSender
+
+    async with WebhookSender(scheme, timeout=timeout) as sender:
+        return await sender.post(url, body, msg_id=msg_id)
 
 
 @click.command("send-test")
@@ -85,15 +93,15 @@ def send_test(
     """Send one signed test delivery to URL and print the answer (checks a deployment)."""
     import httpx
 
+    from listener.sending import compact_json
+
     secret = resolve_reference(secret_ref, key="--secret") if secret_ref else None
+    scheme = _scheme(scheme_name, secret)
     run_id = run_id or f"test-{uuid.uuid4().hex[:12]}"
     msg_id = f"msg_test_{uuid.uuid4().hex}"
-    body = json.dumps(
-        _test_payload(provider, run_id, application, status), separators=(",", ":")
-    ).encode()
-    headers = _signed_headers(scheme_name, secret, body, msg_id)
+    body = compact_json(_test_payload(provider, run_id, application, status))
     try:
-        response = httpx.post(url, content=body, headers=headers, timeout=timeout)
+        response = asyncio.run(_post(scheme, url, body, msg_id, timeout))
     except httpx.HTTPError as exc:
         raise CommandError(f"error: cannot deliver to {url}: {exc}") from None
     if as_json:

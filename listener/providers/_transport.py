@@ -1,14 +1,10 @@
 """The one HTTP layer every provider uses: auth, timeouts, and retries that never start a run twice.
 
-Two classes:
-
 * :class:`Transport` calls a platform's API. Idempotent calls (GET, PUT, DELETE, a cancel)
   are retried on connection errors, timeouts, 429 and 5xx with exponential backoff and full
   jitter (:func:`listener.backoff.delay`), honouring ``Retry-After``. A call that is not
   idempotent (a POST that starts a run) is retried only when the request certainly never
   reached the server: a second run must never be started by a retry.
-* :class:`WebhookSender` delivers one signed webhook with bounded retries, keeping the same
-  message id on every attempt so the receiver can deduplicate.
 
 Error messages name the method, the path and the HTTP status; they never hold the API key,
 an auth header, or the query string of an absolute URL (pre-signed URLs carry credentials
@@ -19,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import json
 import logging
 import random
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
@@ -34,8 +27,10 @@ import httpx
 
 from listener import backoff
 from listener.providers.base import ProviderError
-from listener.redaction import scrub
-from listener.signatures import SignatureScheme
+from listener.redaction import bare_url, scrub
+
+# Kept importable from here until every user reads them from `listener.sending`.
+from listener.sending import DeliveryResult, Sleep, WebhookSender, compact_json, tls_context
 
 __all__ = [
     "DeliveryResult",
@@ -53,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
 
 # Exceptions raised before a single byte of the request was written: safe to retry any call.
 _NEVER_SENT: tuple[type[Exception], ...] = (
@@ -81,18 +75,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-def _retryable_status(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
-
-
 async def _real_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Built once: loading the CA bundle costs tens of milliseconds per client otherwise.
-    return httpx.create_ssl_context()
+def _retryable_status(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
 
 
 class Transport:
@@ -145,7 +133,7 @@ class Transport:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=http_transport,
             follow_redirects=False,
-            verify=_tls_context(),
+            verify=tls_context(),
         )
 
     def __repr__(self) -> str:
@@ -177,7 +165,7 @@ class Transport:
         unless it is the platform's own API).
         """
         url = self.url_for(path)
-        where = f"{method} {_describe(url)}"
+        where = f"{method} {bare_url(url)}"
         send_headers = dict(self._auth_headers) if auth else {}
         send_headers.update(headers or {})
         body = content
@@ -246,7 +234,7 @@ class Transport:
         except ValueError:
             url = self.url_for(path)
             raise ProviderError(
-                f"{method} {_describe(url)} answered HTTP {response.status_code} "
+                f"{method} {bare_url(url)} answered HTTP {response.status_code} "
                 "with a body that is not JSON",
                 status_code=response.status_code,
             ) from None
@@ -259,12 +247,6 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         return scrub(text, self._secrets)
-
-
-def _describe(url: str) -> str:
-    """The URL without query or fragment, which may carry pre-signed credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 class TransportClient:
@@ -281,102 +263,6 @@ class TransportClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    """How one webhook delivery went, over all its attempts."""
-
-    delivered: bool
-    attempts: int
-    status_code: int | None = None
-    error: str | None = None
-
-
-class WebhookSender:
-    """Delivers signed webhooks, retrying on anything but a 2xx answer.
-
-    Each attempt is signed afresh (the signing time is that attempt's), but the message id is
-    the same on every attempt: it is the receiver's idempotency key.
-    """
-
-    def __init__(
-        self,
-        scheme: SignatureScheme,
-        *,
-        attempts: int = 5,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        timeout: float = 15.0,
-        sleep: Sleep | None = None,
-        rng: random.Random | None = None,
-        http_transport: httpx.AsyncBaseTransport | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        self.scheme = scheme
-        self.attempts = attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self._sleep = sleep or _real_sleep
-        self._rng = rng or random.Random()  # jitter only, not a secret
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            transport=http_transport,
-            follow_redirects=False,
-            verify=_tls_context(),
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def deliver(
-        self,
-        url: str,
-        body: bytes,
-        *,
-        msg_id: str,
-        on_attempt: Callable[[int, int | None], None] | None = None,
-    ) -> DeliveryResult:
-        """POST ``body`` to ``url`` until a 2xx answer or the attempts run out.
-
-        ``on_attempt(attempt, status_code or None)`` is called after each attempt.
-        """
-        status: int | None = None
-        error: str | None = None
-        for attempt in range(1, self.attempts + 1):
-            headers = {**self._headers, **self.scheme.sign(body, msg_id=msg_id)}
-            try:
-                response = await self._client.post(url, content=body, headers=headers)
-            except httpx.TransportError as exc:
-                status, error = None, type(exc).__name__
-            else:
-                status, error = response.status_code, None
-                if 200 <= status < 300:
-                    if on_attempt is not None:
-                        on_attempt(attempt, status)
-                    return DeliveryResult(True, attempt, status)
-            if on_attempt is not None:
-                on_attempt(attempt, status)
-            if attempt < self.attempts:
-                await self._sleep(
-                    backoff.delay(attempt, self.backoff_base, self.backoff_cap, self._rng)
-                )
-        log.warning(
-            "webhook %s to %s not delivered after %d attempts (last: %s)",
-            msg_id,
-            _describe(url),
-            self.attempts,
-            status if status is not None else error,
-        )
-        return DeliveryResult(False, self.attempts, status, error)
-
-
-def compact_json(value: Any) -> bytes:
-    """JSON as sent on the wire and measured against size limits: no spaces, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def first_str(*candidates: Any) -> str | None:

@@ -31,8 +31,8 @@ import httpx
 
 from listener.events import RunEvent, RunStatus
 from listener.providers import native
-from listener.providers._transport import DeliveryResult, Sleep, WebhookSender, compact_json
 from listener.providers.base import ProviderError, RunResult, RunState, Submission
+from listener.sending import DeliveryResult, Sleep, WebhookSender, compact_json, new_msg_id
 from listener.signatures import SignatureScheme
 
 __all__ = ["LocalProvider", "LocalRun", "Target"]
@@ -386,7 +386,7 @@ class LocalProvider:
             if self._sender is None or run.callback_url is None:
                 return
             status = run.status if final else RunStatus.RUNNING
-            msg_id = f"msg_{uuid.uuid4().hex}"
+            msg_id = new_msg_id()
             event = RunEvent(
                 delivery_id=msg_id,
                 provider=self.name,

@@ -21,7 +21,6 @@ from listener.providers._transport import (
     Transport,
     TransportClient,
     as_mapping,
-    compact_json,
     first_str,
     path_segment,
     str_options,
@@ -35,6 +34,7 @@ from listener.providers.base import (
     Submission,
 )
 from listener.providers.native import parse_time
+from listener.sending import compact_json
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from helpers import Sleeps
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,16 +25,6 @@ from listener.testing import FakePlatform, LoopbackServer, RunPlan
 API_KEY = "nxmv-secret-key-0123456789"
 STAYS_RUNNING = RunPlan(runs_for=None)
 STAYS_QUEUED = RunPlan(queued_for=None, runs_for=None)
-
-
-class Sleeps:
-    """An injected sleep that records the delays asked for and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
 
 
 class FailFirstConnects(httpx.AsyncBaseTransport):

@@ -1,61 +1,15 @@
-"""The shared HTTP layer: backoff, Retry-After, idempotency-aware retries, webhook sending."""
+"""The shared HTTP layer: backoff, Retry-After, idempotency-aware retries."""
 
 from __future__ import annotations
 
 from email.utils import formatdate
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from helpers import Script, Sleeps
 
-from listener.providers._transport import (
-    Transport,
-    WebhookSender,
-    parse_retry_after,
-)
+from listener.providers._transport import Transport, parse_retry_after
 from listener.providers.base import ProviderError
-from listener.signatures import StandardWebhooks, generate_hmac_secret
 from listener.testing import LoopbackServer
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-class Script:
-    """A tiny server answering each call from a script of status codes, then 200."""
-
-    def __init__(self, *statuses: int, retry_after: str | None = None) -> None:
-        self.statuses = list(statuses)
-        self.retry_after = retry_after
-        self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.app = Starlette(
-            routes=[
-                Route(
-                    "/{path:path}",
-                    self.handle,
-                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                )
-            ]
-        )
-
-    async def handle(self, request: Request) -> Response:
-        self.calls.append(
-            (request.method, request.url.path, dict(request.headers), await request.body())
-        )
-        if self.statuses:
-            status = self.statuses.pop(0)
-            headers = {"Retry-After": self.retry_after} if self.retry_after else None
-            return JSONResponse({"error": "scripted"}, status, headers=headers)
-        if request.url.path == "/text":
-            return PlainTextResponse("not json")
-        return JSONResponse({"ok": True, "path": request.url.path})
 
 
 @pytest.fixture
@@ -78,8 +32,6 @@ def test_configuration_is_checked() -> None:
         Transport("api.example.com")
     with pytest.raises(ValueError, match="max_attempts"):
         Transport("https://api.example.com", max_attempts=0)
-    with pytest.raises(ValueError, match="attempts"):
-        WebhookSender(StandardWebhooks([generate_hmac_secret()]), attempts=0)
 
 
 async def test_auth_headers_go_only_to_api_calls(sleeps: Sleeps) -> None:
@@ -156,42 +108,3 @@ async def test_an_answer_that_is_not_json(sleeps: Sleeps) -> None:
             await transport.request_json("GET", "text", idempotent=True)
         await transport.aclose()
     assert caught.value.status_code == 200
-
-
-async def test_webhook_sender_keeps_the_message_id_on_every_retry(sleeps: Sleeps) -> None:
-    scheme = StandardWebhooks([generate_hmac_secret()])
-    script = Script(500, 503)
-    async with LoopbackServer(script.app) as server:
-        sender = WebhookSender(scheme, attempts=5, sleep=sleeps)
-        attempts: list[tuple[int, int | None]] = []
-        result = await sender.deliver(
-            server.base_url + "/hook",
-            b'{"a":1}',
-            msg_id="msg_1",
-            on_attempt=lambda n, status: attempts.append((n, status)),
-        )
-        await sender.aclose()
-    assert result.delivered
-    assert result.attempts == 3
-    assert result.status_code == 200
-    assert attempts == [(1, 500), (2, 503), (3, 200)]
-    assert len(sleeps.delays) == 2
-    for _, _, headers, body in script.calls:
-        assert headers["webhook-id"] == "msg_1"
-        assert scheme.verify(body, headers).msg_id == "msg_1"
-
-
-async def test_webhook_sender_gives_up(sleeps: Sleeps) -> None:
-    scheme = StandardWebhooks([generate_hmac_secret()])
-    script = Script(500, 500, 500)
-    async with LoopbackServer(script.app) as server:
-        sender = WebhookSender(scheme, attempts=2, sleep=sleeps)
-        result = await sender.deliver(server.base_url + "/hook", b"{}", msg_id="m")
-        url = server.base_url
-        await sender.aclose()
-    assert (result.delivered, result.attempts, result.status_code) == (False, 2, 500)
-    # A receiver that is gone: connection errors count as failed attempts too.
-    sender = WebhookSender(scheme, attempts=2, sleep=sleeps)
-    result = await sender.deliver(url + "/hook", b"{}", msg_id="m")
-    await sender.aclose()
-    assert (result.delivered, result.status_code, result.error) == (False, None, "ConnectError")

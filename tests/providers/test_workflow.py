@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import Sleeps
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,14 +22,6 @@ from listener.providers.workflow import WorkflowProvider, parse_event
 from listener.testing import LoopbackServer
 
 KEY = "wf-key-42"
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
 
 
 @dataclass
