@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from handlers._settings import Settings
+from listener.errors import HandlerFailed
 from listener.events import RunEvent
 from listener.registry import Handlers
 
@@ -37,7 +38,7 @@ settings = Settings("command")
 STDERR_TAIL_CHARS = 1000
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(HandlerFailed):
     """The command exited with a non-zero status."""
 
     def __init__(self, message: str, returncode: int) -> None:

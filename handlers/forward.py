@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handlers._settings import Settings
+from listener.errors import HandlerFailed
 from listener.events import RunEvent
 from listener.providers.native import build_payload
 from listener.redaction import bare_url
@@ -31,7 +32,7 @@ handlers = Handlers()
 settings = Settings("forward")
 
 
-class ForwardError(RuntimeError):
+class ForwardError(HandlerFailed):
     """The target answered something other than 2xx."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from listener.errors import RunNotFound, WaitTimeout
 from listener.events import Origin, RunEvent, RunStatus, next_status
 from listener.providers.base import Provider, Submission
 from listener.store.base import NewRun, RecordResult, RunRecord, Store
@@ -24,14 +25,6 @@ from listener.store.base import NewRun, RecordResult, RunRecord, Store
 __all__ = ["CallbackPlan", "RunClient", "RunHandle", "RunNotFound", "WaitTimeout"]
 
 Recorder = Callable[[RunEvent], Awaitable[RecordResult]]
-
-
-class RunNotFound(LookupError):
-    """The store knows no run with that id."""
-
-
-class WaitTimeout(TimeoutError):
-    """The run did not finish within the time given to `wait`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
+from listener.errors import ConfigError
 from listener.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -105,11 +106,6 @@ PROVIDER_KINDS: Final = {
 _NOT_SETTINGS: Final = frozenset({"self", "name", "sleep", "rng", "http_transport"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DAY: Final = 86400.0
-
-
-class ConfigError(Exception):
-    """A configuration problem. The message names the file (or variable) and the key, says
-    what was expected, and never holds a secret value."""
 
 
 # --- the result -----------------------------------------------------------------------------

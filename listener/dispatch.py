@@ -33,6 +33,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from listener import backoff
+from listener.errors import UnknownHandler
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.registry import Handler, Handlers
@@ -46,10 +47,6 @@ MAX_ERROR_CHARS = 2000
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
 # call may still be running here (the default of `Dispatcher(lease_margin=)`).
 LEASE_MARGIN_SECONDS = 30.0
-
-
-class UnknownHandler(LookupError):
-    """A stored call names a handler that is not registered in this process."""
 
 
 def default_owner() -> str:

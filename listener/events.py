@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from listener.errors import UnknownStatus
+
 __all__ = [
     "TERMINAL_STATUSES",
     "Origin",
@@ -53,15 +55,6 @@ class Origin(enum.StrEnum):
     POLL = "poll"
     REPLAY = "replay"
     TRACK = "track"
-
-
-class UnknownStatus(ValueError):
-    """A platform reported a status word this listener has no mapping for."""
-
-    def __init__(self, platform: str, word: object) -> None:
-        self.platform = platform
-        self.word = word
-        super().__init__(f"unknown {platform} run status {word!r}")
 
 
 _NEXTMV: Mapping[str, RunStatus] = {

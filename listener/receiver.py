@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
+from listener.errors import BodyTooLarge
 from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
 from listener.redaction import redact_headers
@@ -38,10 +39,6 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_ID_CHARS = 200
 # Outcomes logged at INFO; the others (rejections, unroutable, errors) at WARNING.
 _QUIET = frozenset({"accepted", "duplicate", "known"})
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def delivery_id_for(source: str, verified: Verified | None, body: bytes) -> str:
@@ -348,7 +345,9 @@ class Receiver:
             return await read()
         except BodyTooLarge:
             detail = f"the body exceeds {self.max_body_bytes} bytes"
-            raise _Outcome(_error(413, "body_too_large", detail), "too_large") from None
+            raise _Outcome(
+                _error(BodyTooLarge.http_status, "body_too_large", detail), "too_large"
+            ) from None
         except ClientDisconnect:
             raise _Outcome(
                 _error(400, "disconnected", "the client went away"), "disconnected"
@@ -361,7 +360,7 @@ class Receiver:
         except SignatureError as exc:
             self.metrics.verification_failure(source.name, exc.reason)
             # Scheme messages name headers at most, never a secret or a received signature.
-            raise _Outcome(_error(exc.status_code, exc.reason, exc.message), "rejected") from None
+            raise _Outcome(_error(exc.http_status, exc.reason, exc.message), "rejected") from None
 
     def _parse(self, source: Source, body: bytes, delivery_id: str) -> tuple[RunEvent | None, str]:
         try:
@@ -451,7 +450,7 @@ class Receiver:
 
     def _unavailable(self, reason: str) -> _Answer:
         headers = {"Retry-After": str(self.retry_after)}
-        return _error(503, reason, "try again later", headers)
+        return _error(StoreUnavailable.http_status, reason, "try again later", headers)
 
     def _done(
         self,

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar, overload
 
+from listener.errors import DuplicateHandler, PluginError
 from listener.events import RunEvent, RunStatus
 
 __all__ = [
@@ -45,18 +46,6 @@ FILE_MODULE_PREFIX = "listener_plugins"
 
 HandlerFunc = Callable[[RunEvent], Any]
 F = TypeVar("F", bound=HandlerFunc)
-
-
-class DuplicateHandler(ValueError):
-    """Two handlers share one name; the store could not tell their calls apart."""
-
-
-class PluginError(Exception):
-    """A handler plugin could not be loaded. The message names the plugin."""
-
-    def __init__(self, plugin: str, message: str) -> None:
-        super().__init__(f"handler plugin {plugin!r}: {message}")
-        self.plugin = plugin
 
 
 @dataclass(frozen=True, slots=True)

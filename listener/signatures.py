@@ -43,6 +43,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from listener.errors import (
+    BadSignature,
+    MalformedHeader,
+    MissingHeader,
+    SignatureError,
+    TimestampTooNew,
+    TimestampTooOld,
+)
+
 __all__ = [
     "BadSignature",
     "GitHubSignature",
@@ -72,59 +81,6 @@ _MILLISECONDS_ABOVE: Final = 10**11
 _WHSEC: Final = "whsec_"
 _WHSK: Final = "whsk_"
 _WHPK: Final = "whpk_"
-
-
-# --- errors -------------------------------------------------------------------------------
-
-
-class SignatureError(Exception):
-    """A delivery failed verification. ``status_code`` and ``reason`` suit a response/metric.
-
-    Messages may name the header concerned but never hold a secret or a received signature.
-    """
-
-    status_code: ClassVar[int] = 401
-    reason: ClassVar[str] = "signature_error"
-
-    def __init__(self, message: str, *, header: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.header = header
-
-
-class MissingHeader(SignatureError):
-    """A header the scheme needs is absent."""
-
-    status_code = 400
-    reason = "missing_header"
-
-
-class MalformedHeader(SignatureError):
-    """A header is present but cannot be parsed."""
-
-    status_code = 400
-    reason = "malformed_header"
-
-
-class BadSignature(SignatureError):
-    """No signature in the request matches any configured key."""
-
-    status_code = 401
-    reason = "bad_signature"
-
-
-class TimestampTooOld(SignatureError):
-    """Authentic, but signed longer ago than the tolerance allows (a replay or a slow clock)."""
-
-    status_code = 401
-    reason = "timestamp_too_old"
-
-
-class TimestampTooNew(SignatureError):
-    """Authentic, but signed further in the future than the tolerance allows (clock skew)."""
-
-    status_code = 401
-    reason = "timestamp_too_new"
 
 
 # --- public types -------------------------------------------------------------------------

@@ -719,7 +719,7 @@ def test_error_status_codes_and_reasons(
 ) -> None:
     assert issubclass(cls, SignatureError)
     error = cls("message", header="h")
-    assert (error.status_code, error.reason, error.header, str(error)) == (
+    assert (error.http_status, error.reason, error.header, str(error)) == (
         status,
         reason,
         "h",
@@ -1016,7 +1016,7 @@ def test_hostile_input_only_raises_signature_errors(
     for scheme in SCHEMES_UNDER_FIRE:
         outcome = verify_outcome(scheme, body, headers, now)
         if isinstance(outcome, SignatureError):
-            assert outcome.status_code in (400, 401)
+            assert outcome.http_status in (400, 401)
             assert outcome.reason
         else:
             assert isinstance(outcome, Verified)

@@ -17,9 +17,9 @@ A new command is written in its module and attached to `main` below.
 from __future__ import annotations
 
 from listener.cli import calls, control, demo, keys, prune, runs, send_test, serve, webhooks
-from listener.cli.exits import CommandError
 from listener.cli.root import main, version
 from listener.cli.serve import create_app
+from listener.errors import CommandError
 
 __all__ = ["CommandError", "create_app", "main"]
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from listener.cli.exits import EXIT_OK, EXIT_STORE, EXIT_USAGE, CommandError
 from listener.config import Config, build_listener
+from listener.errors import EXIT_OK, EXIT_STORE, EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
     from listener.app import Listener

@@ -6,7 +6,6 @@ from __future__ import annotations
 import click
 
 from listener.cli.access import existing_store, run_async
-from listener.cli.exits import EXIT_NOT_FOUND, CommandError
 from listener.cli.output import (
     DEAD_LETTERS,
     call_json,
@@ -15,6 +14,7 @@ from listener.cli.output import (
 )
 from listener.cli.root import State, json_option, limit_option, pass_state
 from listener.config import Config
+from listener.errors import EXIT_NOT_FOUND, CommandError
 
 
 async def _dead_letters(

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from listener.cli.access import check_store_exists, require_provider, run_async, running
-from listener.cli.exits import (
+from listener.cli.output import iso, print_json
+from listener.cli.root import STATUS_WORDS, State, json_option, pass_state
+from listener.config import Config
+from listener.errors import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -21,9 +24,6 @@ from listener.cli.exits import (
     EXIT_USAGE,
     CommandError,
 )
-from listener.cli.output import iso, print_json
-from listener.cli.root import STATUS_WORDS, State, json_option, pass_state
-from listener.config import Config
 from listener.events import RunEvent, RunStatus
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from listener.cli.exits import CommandError
+from listener.errors import CommandError
 
 
 @click.command()

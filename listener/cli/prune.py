@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from listener.cli.access import existing_store, run_async
-from listener.cli.exits import EXIT_USAGE, CommandError
 from listener.cli.output import iso, print_json, when
 from listener.cli.root import State, json_option, pass_state
 from listener.config import Config
+from listener.errors import EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
     from listener.store.base import PruneCounts

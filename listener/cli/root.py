@@ -10,9 +10,10 @@ from typing import Any, NoReturn
 import click
 
 from listener import __version__
-from listener.cli.exits import EXIT_INTERRUPTED, classify
+from listener.cli.exits import classify
 from listener.cli.output import print_json
 from listener.config import CONFIG_ENV, Config, find_config, load_config
+from listener.errors import EXIT_INTERRUPTED
 from listener.events import RunStatus
 
 STATUS_WORDS = [status.value for status in RunStatus]

@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from listener.cli.access import existing_store, run_async
-from listener.cli.exits import EXIT_NOT_FOUND, CommandError
 from listener.cli.output import (
     CALL_HEADERS,
     EVENT_HEADERS,
@@ -26,6 +25,7 @@ from listener.cli.output import (
 )
 from listener.cli.root import STATUS_WORDS, State, json_option, limit_option, pass_state
 from listener.config import Config
+from listener.errors import EXIT_NOT_FOUND, CommandError
 from listener.events import Origin, RunStatus
 
 

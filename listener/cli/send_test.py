@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from listener.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from listener.cli.output import print_json, short
 from listener.cli.root import json_option
 from listener.config import SCHEMES, resolve_reference
+from listener.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from listener.events import RunEvent, RunStatus
 
 if TYPE_CHECKING:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from listener.cli.access import running
-from listener.cli.exits import CommandError
 from listener.cli.root import State, pass_state
 from listener.config import (
     CONFIG_ENV,
@@ -26,6 +25,7 @@ from listener.config import (
     find_config,
     load_config,
 )
+from listener.errors import CommandError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

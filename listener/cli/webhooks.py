@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from listener.cli.access import run_async
-from listener.cli.exits import EXIT_USAGE, CommandError
 from listener.cli.output import print_json
 from listener.cli.root import State, json_option, pass_state
 from listener.config import Config, build_provider
+from listener.errors import EXIT_USAGE, CommandError
 
 
 @click.group()

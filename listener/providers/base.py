@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from listener.errors import PayloadNotUnderstood, ProviderError
 from listener.events import RunEvent, RunStatus
 
 __all__ = [
@@ -25,22 +26,6 @@ __all__ = [
 # Awaited before each platform request of a multi-request call (see `BatchStatus`): it
 # returns when the caller's rate limit allows one more request.
 Pace = Callable[[], Awaitable[None]]
-
-
-class PayloadNotUnderstood(ValueError):
-    """A verified payload that names no run or status we can read; kept as unroutable."""
-
-
-class ProviderError(Exception):
-    """A platform call failed after its retries (or could not be retried safely)."""
-
-    def __init__(
-        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        # Seconds the platform asked us to wait (429/503 `Retry-After`), when it said.
-        self.retry_after = retry_after
 
 
 class EventParser(Protocol):

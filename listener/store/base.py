@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from listener.errors import SchemaTooNew, StoreError, StoreUnavailable
 from listener.events import Origin, RunEvent, RunStatus, Transition
 
 __all__ = [
@@ -31,21 +32,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class StoreError(Exception):
-    """Base class for store failures."""
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot be reached or cannot commit right now; callers should retry later.
-
-    The receiver answers 503 for it, so the sender retries the delivery.
-    """
-
-
-class SchemaTooNew(StoreError):
-    """The database was created by a newer listener than this one."""
 
 
 class CallState(enum.StrEnum):

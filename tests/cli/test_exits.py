@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from listener.cli.exits import CommandError, classify
+from listener.cli.exits import classify
 from listener.client import RunNotFound, WaitTimeout
 from listener.config import ConfigError
+from listener.errors import CommandError
 from listener.providers.base import ProviderError
 from listener.store.base import StoreUnavailable
 

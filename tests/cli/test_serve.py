@@ -22,7 +22,7 @@ from cli.support import (
     write_config,
 )
 from listener.cli import create_app
-from listener.cli.exits import EXIT_FAILED
+from listener.errors import EXIT_FAILED
 from listener.events import RunStatus
 from listener.providers.base import Submission
 from listener.store import NewRun, open_store
