@@ -31,6 +31,7 @@ from listener.metrics import Metrics
 from listener.poller import Poller, PollSchedule
 from listener.providers.base import Provider, RunResult
 from listener.receiver import DEFAULT_MAX_BODY_BYTES, Receiver, create_app
+from listener.recording import EventRecorder
 from listener.registry import (
     ENTRY_POINT_GROUP,
     Handlers,
@@ -150,11 +151,11 @@ class Listener:
         self.on = self.handlers.on
         self.on_any = self.handlers.on_any
         self.metrics = Metrics()
+        self.recorder = EventRecorder(self.handlers, self._on_recorded)
         self.receiver = Receiver(
             sources=(),
-            handlers=self.handlers,
+            recorder=self.recorder,
             metrics=self.metrics,
-            on_recorded=self._on_recorded,
             callback_secret=callback_secret,
             max_body_bytes=max_body_bytes,
             retry_after=retry_after,
@@ -249,10 +250,7 @@ class Listener:
     async def record(self, event: RunEvent) -> RecordResult:
         """Store an event from any path (poll, track, replay) exactly as a webhook is:
         deduplicated, routed to the matching handlers, waking the dispatcher."""
-        result = await self.store.record(event, self.handlers.match(event))
-        if not result.duplicate:
-            self._on_recorded(event, result)
-        return result
+        return await self.recorder.record(self.store, event)
 
     async def submit(
         self, provider: str, application: str, input: Any, **options: Any

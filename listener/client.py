@@ -226,14 +226,8 @@ class RunClient:
         if next_status(run.status, state.status) is None:
             return run.status
         result = await self._record(
-            RunEvent(
-                delivery_id=f"poll:{run.provider}:{run_id}:{state.status.value}",
-                provider=run.provider,
-                application=run.application,
-                run_id=run_id,
-                status=state.status,
-                origin=Origin.POLL,
-                payload=dict(state.raw),
+            RunEvent.from_poll(
+                run.provider, run.application, run_id, state.status, payload=state.raw
             )
         )
         return result.status
@@ -271,15 +265,8 @@ class RunClient:
             )
         )
         return await self._record(
-            RunEvent(
-                delivery_id=f"track:{provider}:{run_id}:{status.value}",
-                provider=provider,
-                application=application,
-                run_id=run_id,
-                status=status,
-                occurred_at=occurred_at or datetime.now(UTC),
-                origin=Origin.TRACK,
-                payload=payload,
+            RunEvent.tracked(
+                provider, application, run_id, status, occurred_at=occurred_at, payload=payload
             )
         )
 

@@ -204,6 +204,81 @@ class RunEvent:
     # Set by the listener when the run's provider can fetch results; not part of equality.
     result_fetcher: ResultFetcher | None = field(default=None, compare=False, repr=False)
 
+    # -- the events the listener makes itself ------------------------------------------
+    # Their delivery ids are derived, not random: two replicas (or a poller and a cancel)
+    # learning the same thing make the same id, and the store keeps it once.
+
+    @classmethod
+    def from_poll(
+        cls,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus,
+        *,
+        occurred_at: datetime | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> RunEvent:
+        """What asking the platform about a run learned (a poll, a cancel's answer)."""
+        return cls(
+            delivery_id=f"poll:{provider}:{run_id}:{status.value}",
+            provider=provider,
+            application=application,
+            run_id=run_id,
+            status=status,
+            occurred_at=occurred_at or _utcnow(),
+            origin=Origin.POLL,
+            payload=dict(payload or {}),
+        )
+
+    @classmethod
+    def expired(
+        cls,
+        provider: str,
+        application: str,
+        run_id: str,
+        *,
+        deadline: datetime | None,
+        occurred_at: datetime | None = None,
+    ) -> RunEvent:
+        """The listener's own verdict on a run whose deadline passed with no final status."""
+        return cls(
+            delivery_id=f"expire:{provider}:{run_id}",
+            provider=provider,
+            application=application,
+            run_id=run_id,
+            status=RunStatus.EXPIRED,
+            occurred_at=occurred_at or _utcnow(),
+            origin=Origin.POLL,
+            payload={
+                "reason": "deadline passed with no final status",
+                "deadline": deadline.isoformat() if deadline else None,
+            },
+        )
+
+    @classmethod
+    def tracked(
+        cls,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus,
+        *,
+        occurred_at: datetime | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> RunEvent:
+        """A run that happened elsewhere, reported to the listener by `track`."""
+        return cls(
+            delivery_id=f"track:{provider}:{run_id}:{status.value}",
+            provider=provider,
+            application=application,
+            run_id=run_id,
+            status=status,
+            occurred_at=occurred_at or _utcnow(),
+            origin=Origin.TRACK,
+            payload=dict(payload or {}),
+        )
+
     @property
     def key(self) -> str:
         return transition_key(self.run_id, self.status)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from listener import backoff
-from listener.events import Origin, RunEvent, RunStatus, next_status
+from listener.events import RunEvent, next_status
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
 
@@ -446,30 +446,19 @@ class Poller:
 
     @staticmethod
     def _poll_event(run: RunRecord, state: RunState, now: datetime) -> RunEvent:
-        return RunEvent(
-            # One id per run and status: two pollers learning the same thing dedupe.
-            delivery_id=f"poll:{run.provider}:{run.run_id}:{state.status.value}",
-            provider=run.provider,
-            application=run.application,
-            run_id=run.run_id,
-            status=state.status,
+        return RunEvent.from_poll(
+            run.provider,
+            run.application,
+            run.run_id,
+            state.status,
             occurred_at=state.updated_at or now,
-            origin=Origin.POLL,
-            payload=dict(state.raw),
+            payload=state.raw,
         )
 
     @staticmethod
     def _expiry_event(run: RunRecord, now: datetime) -> RunEvent:
-        deadline = run.deadline.isoformat() if run.deadline else None
-        return RunEvent(
-            delivery_id=f"expire:{run.provider}:{run.run_id}",
-            provider=run.provider,
-            application=run.application,
-            run_id=run.run_id,
-            status=RunStatus.EXPIRED,
-            occurred_at=now,
-            origin=Origin.POLL,
-            payload={"reason": "deadline passed with no final status", "deadline": deadline},
+        return RunEvent.expired(
+            run.provider, run.application, run.run_id, deadline=run.deadline, occurred_at=now
         )
 
     def _limiter(self, provider_name: str) -> RateLimiter:

@@ -24,11 +24,11 @@ from starlette.types import Lifespan, Message, Receive, Scope, Send
 from listener.errors import BodyTooLarge
 from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
+from listener.recording import EventRecorder
 from listener.redaction import redact_headers
-from listener.registry import Handlers
 from listener.signatures import SignatureError, Verified
 from listener.sources import Source, check_token
-from listener.store.base import RecordResult, Store, StoreUnavailable
+from listener.store.base import Store, StoreUnavailable
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyTooLarge", "Receiver", "create_app", "delivery_id_for"]
 
@@ -57,23 +57,8 @@ def delivery_id_for(source: str, verified: Verified | None, body: bytes) -> str:
     return f"{source}:t{stamp}:{digest}" if stamp is not None else f"{source}:b:{digest}"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or `BodyTooLarge` as soon as it is known to exceed `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """`read_body` straight from ASGI messages: the same checks, without a Request."""
+    """The body from ASGI messages, or `BodyTooLarge` as soon as it is known to exceed `limit`."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
@@ -227,18 +212,18 @@ class Receiver:
     """The webhook endpoints over one store, handler registry and set of sources.
 
     `store` is None until the owning listener has opened it; deliveries get 503 until then.
-    `on_recorded` is told of every delivery that moved a run (wakes the dispatcher and
-    anyone waiting for the run).
+    Verified events are stored through `recorder`, the path every event takes.
+    `endpoint` is the delivery endpoint as a plain ASGI app, for mounting by hand under
+    another path (it reads `source` and, optionally, `token` from the path parameters).
     """
 
     def __init__(
         self,
         *,
         sources: Sequence[Source],
-        handlers: Handlers,
+        recorder: EventRecorder,
         metrics: Metrics,
         store: Store | None = None,
-        on_recorded: Callable[[RunEvent, RecordResult], None] | None = None,
         callback_secret: str | bytes | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         retry_after: int = 5,
@@ -246,10 +231,10 @@ class Receiver:
         self.sources: dict[str, Source] = {}
         for source in sources:
             self.add_source(source)
-        self.handlers = handlers
+        self.recorder = recorder
         self.metrics = metrics
         self.store = store
-        self.on_recorded = on_recorded
+        self.endpoint = _HookEndpoint(self)
         self.callback_secret = callback_secret
         self.max_body_bytes = max_body_bytes
         self.retry_after = retry_after
@@ -260,33 +245,15 @@ class Receiver:
         self.sources[source.name] = source
 
     def routes(self) -> list[Route]:
-        hook = _HookEndpoint(self)
         return [
-            Route("/hooks/{source}", hook, methods=["POST"]),
-            Route("/hooks/{source}/{token}", hook, methods=["POST"]),
+            Route("/hooks/{source}", self.endpoint, methods=["POST"]),
+            Route("/hooks/{source}/{token}", self.endpoint, methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
         ]
 
     # -- deliveries ----------------------------------------------------------------------
-
-    async def hook(self, request: Request) -> Response:
-        """The delivery endpoint as a Starlette request handler, for mounting by hand;
-        `routes()` serves the same logic as a plain ASGI app."""
-        limit = self.max_body_bytes
-
-        async def read() -> bytes:
-            return await read_body(request, limit)
-
-        answer = await self.deliver(
-            request.path_params["source"],
-            request.path_params.get("token"),
-            read,
-            request.headers,
-            lambda: list(request.headers.items()),
-        )
-        return answer.response()
 
     async def deliver(
         self,
@@ -413,15 +380,13 @@ class Receiver:
 
     async def _record(self, store: Store, event: RunEvent) -> tuple[_Answer, str]:
         try:
-            result = await store.record(event, handlers=self.handlers.match(event))
+            result = await self.recorder.record(store, event)
         except StoreUnavailable:
             return self._unavailable("store_unavailable"), "unavailable"
         if result.duplicate:
             return _DUPLICATE, "duplicate"
         if result.transition is None:
             return _KNOWN, "known"
-        if self.on_recorded is not None:
-            self.on_recorded(event, result)
         return _json(202, _accepted_body(event.delivery_id)), "accepted"
 
     async def _unroutable(

@@ -206,3 +206,29 @@ async def test_fetch_result_uses_the_fetcher() -> None:
     assert await event.fetch_result() == {"run": "run-1"}
     # The fetcher is not part of the event's identity.
     assert event == make_event()
+
+
+def test_the_events_the_listener_makes_have_derived_ids() -> None:
+    at = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+    polled = RunEvent.from_poll("nx", "app", "r-1", RunStatus.FAILED, payload={"s": "failed"})
+    assert (polled.delivery_id, polled.origin, dict(polled.payload)) == (
+        "poll:nx:r-1:failed",
+        Origin.POLL,
+        {"s": "failed"},
+    )
+    # A cancel's answer and a poll learning the same status are one delivery.
+    assert RunEvent.from_poll("nx", "app", "r-1", RunStatus.FAILED).delivery_id == (
+        polled.delivery_id
+    )
+    late = RunEvent.expired("nx", "app", "r-1", deadline=at, occurred_at=at)
+    assert (late.delivery_id, late.status, late.occurred_at) == (
+        "expire:nx:r-1",
+        RunStatus.EXPIRED,
+        at,
+    )
+    assert late.payload == {
+        "reason": "deadline passed with no final status",
+        "deadline": at.isoformat(),
+    }
+    tracked = RunEvent.tracked("nx", "app", "r-1", RunStatus.SUCCEEDED, occurred_at=at)
+    assert (tracked.delivery_id, tracked.origin) == ("track:nx:r-1:succeeded", Origin.TRACK)

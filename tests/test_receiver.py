@@ -519,14 +519,14 @@ def test_callback_url_and_token_shape() -> None:
         Listener(store_url="sqlite://:memory:", sources=[Source("cb", "local")])
 
 
-async def test_the_request_handler_answers_as_the_routes_do(rig: Rig) -> None:
-    """`Receiver.hook` (a Starlette request handler, for mounting by hand) and the app's own
-    routes (plain ASGI) give the same answers, byte for byte."""
-    hook = rig.listener.receiver.hook
+async def test_the_endpoint_mounted_by_hand_answers_as_the_routes_do(rig: Rig) -> None:
+    """`Receiver.endpoint` mounted by hand in another app, under another path, gives the
+    answers of the listener's own routes, byte for byte: there is one delivery path."""
+    endpoint = rig.listener.receiver.endpoint
     hook_app = Starlette(
         routes=[
-            Route("/hooks/{source}/{token}", hook, methods=["POST"]),
-            Route("/hooks/{source}", hook, methods=["POST"]),
+            Route("/in/{source}/{token}", endpoint, methods=["POST"]),
+            Route("/in/{source}", endpoint, methods=["POST"]),
         ]
     )
     cases: list[tuple[str, bytes, dict[str, str]]] = [
@@ -539,7 +539,7 @@ async def test_the_request_handler_answers_as_the_routes_do(rig: Rig) -> None:
     ]
     async with serve(hook_app, lifespan="off") as url, httpx.AsyncClient(base_url=url) as other:
         for source, body, headers in cases:
-            direct = await other.post(f"/hooks/{source}", content=body, headers=headers)
+            direct = await other.post(f"/in/{source}", content=body, headers=headers)
             # The same delivery again through the routes: a duplicate where the first was
             # stored, otherwise the same answer.
             routed = await rig.post(source, body, headers)
