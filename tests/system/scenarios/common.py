@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from listener.errors import StoreUnavailable
 from listener.events import RunEvent, RunStatus
-from listener.store.base import CallState, HandlerCall, Page, RunRecord, Store
+from listener.store.base import CallState, HandlerCall, Page, RunRecord, Store, StoreCounts
 
 __all__ = [
     "PAGE",
@@ -109,10 +110,20 @@ async def all_runs(store: Store) -> list[RunRecord]:
     return await all_pages(store.list_runs)
 
 
+async def _counts_once_reachable(store: Store, pause: float) -> StoreCounts:
+    """The store's counts, waiting out a store still reconnecting after an outage: the
+    pool may back off between reconnection attempts for longer than one read waits."""
+    while True:
+        try:
+            return await store.counts()
+        except StoreUnavailable:
+            await asyncio.sleep(pause)
+
+
 async def settle_calls(store: Store, pause: float = 0.05) -> None:
     """Return once no handler call is pending or running. Callers bound it with a timeout."""
     while True:
-        counts = await store.counts()
+        counts = await _counts_once_reachable(store, pause)
         busy = counts.calls_by_state.get(CallState.PENDING.value, 0) + counts.calls_by_state.get(
             CallState.RUNNING.value, 0
         )
@@ -124,7 +135,7 @@ async def settle_calls(store: Store, pause: float = 0.05) -> None:
 async def wait_all_terminal(store: Store, runs: int) -> None:
     """Return once the store holds `runs` runs in a terminal status. Callers bound it."""
     while True:
-        counts = await store.counts()
+        counts = await _counts_once_reachable(store, 0.05)
         done = sum(
             n for status, n in counts.runs_by_status.items() if RunStatus(status).is_terminal
         )
