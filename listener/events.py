@@ -220,15 +220,8 @@ class RunEvent:
         payload: Mapping[str, Any] | None = None,
     ) -> RunEvent:
         """What asking the platform about a run learned (a poll, a cancel's answer)."""
-        return cls(
-            delivery_id=f"poll:{provider}:{run_id}:{status.value}",
-            provider=provider,
-            application=application,
-            run_id=run_id,
-            status=status,
-            occurred_at=occurred_at or _utcnow(),
-            origin=Origin.POLL,
-            payload=dict(payload or {}),
+        return cls._learned(
+            Origin.POLL, provider, application, run_id, status, occurred_at, payload
         )
 
     @classmethod
@@ -268,14 +261,30 @@ class RunEvent:
         payload: Mapping[str, Any] | None = None,
     ) -> RunEvent:
         """A run that happened elsewhere, reported to the listener by `track`."""
+        return cls._learned(
+            Origin.TRACK, provider, application, run_id, status, occurred_at, payload
+        )
+
+    @classmethod
+    def _learned(
+        cls,
+        origin: Origin,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus,
+        occurred_at: datetime | None,
+        payload: Mapping[str, Any] | None,
+    ) -> RunEvent:
+        # The origin names the id's prefix ("poll", "track"), so ids stay as they were.
         return cls(
-            delivery_id=f"track:{provider}:{run_id}:{status.value}",
+            delivery_id=f"{origin.value}:{provider}:{run_id}:{status.value}",
             provider=provider,
             application=application,
             run_id=run_id,
             status=status,
             occurred_at=occurred_at or _utcnow(),
-            origin=Origin.TRACK,
+            origin=origin,
             payload=dict(payload or {}),
         )
 
