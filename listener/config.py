@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import inspect
 import json
 import math
 import os
@@ -64,7 +63,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
+from listener.providers.kinds import provider_kind, provider_kinds
 from listener.redaction import redact_url
+from listener.signatures import SCHEME_NAMES
+from listener.store.backends import EXAMPLES as STORE_URL_EXAMPLES
+from listener.store.backends import check_store_url
 
 if TYPE_CHECKING:
     from listener.app import Listener
@@ -93,17 +96,10 @@ CONFIG_ENV: Final = "LISTENER_CONFIG"
 DEFAULT_CONFIG_NAME: Final = "listener.toml"
 DEFAULT_STORE_URL: Final = "sqlite:///listener.db"
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
-SCHEMES: Final = ("github", "nextmv", "none", "standard-webhooks", "stripe")
-SIGNED_SCHEMES: Final = tuple(scheme for scheme in SCHEMES if scheme != "none")
+# "none": per-run callback URLs carry their own token instead of a signature.
+SIGNED_SCHEMES: Final = SCHEME_NAMES
+SCHEMES: Final = tuple(sorted((*SCHEME_NAMES, "none")))
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
-PROVIDER_KINDS: Final = {
-    "http": ("listener.providers.http", "HttpProvider"),
-    "local": ("listener.providers.local", "LocalProvider"),
-    "nextmv": ("listener.providers.nextmv", "NextmvProvider"),
-    "workflow": ("listener.providers.workflow", "WorkflowProvider"),
-}
-# Constructor parameters a file cannot express (objects) or that the table name sets.
-_NOT_SETTINGS: Final = frozenset({"self", "name", "sleep", "rng", "http_transport"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DAY: Final = 86400.0
 
@@ -246,14 +242,8 @@ def _above(low: float) -> Callable[[Any], bool]:
 
 
 def _is_store_url(value: str) -> bool:
-    if value.startswith(("postgresql://", "postgres://")):
-        return True
-    if not value.startswith("sqlite:"):
-        return False
-    from listener.store.sqlite import parse_sqlite_url
-
     try:
-        parse_sqlite_url(value)
+        check_store_url(value)
     except ValueError:
         return False
     return True
@@ -274,7 +264,7 @@ _WHOLE_POSITIVE = "a whole number >= 1"
 _LISTENER_KEYS: Final[Mapping[str, _Key]] = {
     "store": _Key(
         "str",
-        "a store URL (sqlite:///path/to/listener.db or postgresql://user@host/db)",
+        f"a store URL ({STORE_URL_EXAMPLES})",
         _is_store_url,
         secret=True,
     ),
@@ -768,7 +758,8 @@ def _unused_parser(payload: Any, *, delivery_id: str) -> Any:
 def _check_source_provider(
     reader: _Reader, key: str, provider: str, providers: Mapping[str, str]
 ) -> None:
-    if providers.get(provider) == "http":
+    kind = provider_kinds().get(providers.get(provider, ""))
+    if kind is not None and kind.parse_event is None:
         return  # its payload parser is registered when the provider is built
     from listener.providers import parser_for
 
@@ -811,13 +802,13 @@ def _providers(reader: _Reader, table: Mapping[str, Any]) -> tuple[ProviderConfi
 def _provider(reader: _Reader, name: str, body: Any) -> ProviderConfig:
     key = f"providers.{name}"
     body = dict(reader.table(key, body))
-    kinds = ", ".join(sorted(PROVIDER_KINDS))
+    known = provider_kinds()
     kind = reader.scalar(
         f"{key}.kind",
         body.pop("kind", name),
-        _Key("str", f"one of {kinds}", lambda kind: kind in PROVIDER_KINDS),
+        _Key("str", f"one of {', '.join(sorted(known))}", lambda kind: kind in known),
     )
-    required, accepted = _provider_parameters(kind)
+    required, accepted = provider_kind(kind).parameters()
     reader.check_keys(key, body, ["kind", *accepted])
     for parameter in required:
         if parameter not in body:
@@ -826,24 +817,6 @@ def _provider(reader: _Reader, name: str, body: Any) -> ProviderConfig:
     if "signer" in settings:
         _check_signer(reader, f"{key}.signer", settings["signer"])
     return ProviderConfig(name, kind, MappingProxyType(settings))
-
-
-def _provider_parameters(kind: str) -> tuple[list[str], list[str]]:
-    """The constructor keywords of a provider kind: (required, all) that a file can set."""
-    module_name, class_name = PROVIDER_KINDS[kind]
-    cls = getattr(importlib.import_module(module_name), class_name)
-    required: list[str] = []
-    accepted: list[str] = []
-    for parameter in inspect.signature(cls).parameters.values():
-        if parameter.name in _NOT_SETTINGS or parameter.kind in (
-            inspect.Parameter.VAR_POSITIONAL,
-            inspect.Parameter.VAR_KEYWORD,
-        ):
-            continue
-        accepted.append(parameter.name)
-        if parameter.default is inspect.Parameter.empty:
-            required.append(parameter.name)
-    return required, accepted
 
 
 def _check_signer(reader: _Reader, key: str, value: Any) -> None:

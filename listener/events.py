@@ -15,6 +15,7 @@ from typing import Any
 from listener.errors import UnknownStatus
 
 __all__ = [
+    "LISTENER_WORDS",
     "TERMINAL_STATUSES",
     "Origin",
     "RunEvent",
@@ -22,10 +23,7 @@ __all__ = [
     "Transition",
     "UnknownStatus",
     "next_status",
-    "status_from_flow_runner",
-    "status_from_nextmv",
-    "status_from_platform",
-    "status_from_workflow",
+    "status_from_words",
 ]
 
 
@@ -57,82 +55,21 @@ class Origin(enum.StrEnum):
     TRACK = "track"
 
 
-_NEXTMV: Mapping[str, RunStatus] = {
-    # "none" is what Nextmv reports before a run is scheduled.
-    "none": RunStatus.QUEUED,
-    "queued": RunStatus.QUEUED,
-    "running": RunStatus.RUNNING,
-    "succeeded": RunStatus.SUCCEEDED,
-    "failed": RunStatus.FAILED,
-    "canceled": RunStatus.CANCELED,
-}
-
-_WORKFLOW: Mapping[str, RunStatus] = {
-    "queued": RunStatus.QUEUED,
-    "pending": RunStatus.QUEUED,
-    "running": RunStatus.RUNNING,
-    # A run waiting on a person is still in progress, not finished.
-    "awaiting_human_feedback": RunStatus.RUNNING,
-    "completed": RunStatus.SUCCEEDED,
-    "failed": RunStatus.FAILED,
-    "stopped": RunStatus.CANCELED,
-    "cancelled": RunStatus.CANCELED,
-    "canceled": RunStatus.CANCELED,
-}
-
-_FLOW_RUNNER: Mapping[str, RunStatus] = {
-    "queued": RunStatus.QUEUED,
-    "running": RunStatus.RUNNING,
-    "successful": RunStatus.SUCCEEDED,
-    "failed": RunStatus.FAILED,
-    # A flow that ran out of time did not produce its result: a failure, not a cancel.
-    "timeout": RunStatus.FAILED,
-    "canceled": RunStatus.CANCELED,
-}
-
 # The listener's own words: the statuses themselves.
-_LISTENER: Mapping[str, RunStatus] = {s.value: s for s in RunStatus}
-
-_PLATFORMS: Mapping[str, Mapping[str, RunStatus]] = {
-    "nextmv": _NEXTMV,
-    "workflow": _WORKFLOW,
-    "flow-runner": _FLOW_RUNNER,
-}
+LISTENER_WORDS: Mapping[str, RunStatus] = {s.value: s for s in RunStatus}
 
 
-def _lookup(platform: str, table: Mapping[str, RunStatus], word: object) -> RunStatus:
+def status_from_words(platform: str, words: Mapping[str, RunStatus], word: object) -> RunStatus:
+    """Map `word` through a platform's vocabulary (lower-case keys); `UnknownStatus` if absent.
+
+    Each provider kind declares its platform's words (`listener.providers.kinds`).
+    """
     if not isinstance(word, str):
         raise UnknownStatus(platform, word)
-    status = table.get(word.strip().lower())
+    status = words.get(word.strip().lower())
     if status is None:
         raise UnknownStatus(platform, word)
     return status
-
-
-def status_from_nextmv(word: object) -> RunStatus:
-    """Map a Nextmv `status_v2` word."""
-    return _lookup("nextmv", _NEXTMV, word)
-
-
-def status_from_workflow(word: object) -> RunStatus:
-    """Map a workflow engine's run status word (`completed`, `stopped`, ...)."""
-    return _lookup("workflow", _WORKFLOW, word)
-
-
-def status_from_flow_runner(word: object) -> RunStatus:
-    """Map a flow runner's run status word (`successful`, `timeout`, ...)."""
-    return _lookup("flow-runner", _FLOW_RUNNER, word)
-
-
-def status_from_platform(platform: str, word: object) -> RunStatus:
-    """Map a status word from a named platform vocabulary, or our own words for `listener`."""
-    if platform == "listener":
-        return _lookup(platform, _LISTENER, word)
-    table = _PLATFORMS.get(platform)
-    if table is None:
-        known = ", ".join(sorted([*_PLATFORMS, "listener"]))
-        raise ValueError(f"unknown status vocabulary {platform!r}; known: {known}")
-    return _lookup(platform, table, word)
 
 
 _PROGRESS = {RunStatus.QUEUED: 0, RunStatus.RUNNING: 1}

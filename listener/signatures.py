@@ -53,6 +53,7 @@ from listener.errors import (
 )
 
 __all__ = [
+    "SCHEME_NAMES",
     "BadSignature",
     "GitHubSignature",
     "MalformedHeader",
@@ -611,6 +612,10 @@ _SCHEMES: Final[
     StripeSignature.name: StripeSignature,
     GitHubSignature.name: GitHubSignature,
 }
+
+
+# The names `scheme_from_name` builds, as configuration and the command line spell them.
+SCHEME_NAMES: Final = tuple(sorted(_SCHEMES))
 
 
 def scheme_from_name(

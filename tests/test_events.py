@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from listener.events import (
+    LISTENER_WORDS,
     TERMINAL_STATUSES,
     Origin,
     RunEvent,
@@ -16,10 +17,7 @@ from listener.events import (
     Transition,
     UnknownStatus,
     next_status,
-    status_from_flow_runner,
-    status_from_nextmv,
-    status_from_platform,
-    status_from_workflow,
+    status_from_words,
     transition_key,
 )
 
@@ -33,77 +31,18 @@ def test_terminal_statuses() -> None:
     assert not S.RUNNING.is_terminal
 
 
-@pytest.mark.parametrize(
-    ("word", "status"),
-    [
-        ("none", S.QUEUED),
-        ("queued", S.QUEUED),
-        ("running", S.RUNNING),
-        ("succeeded", S.SUCCEEDED),
-        ("failed", S.FAILED),
-        ("canceled", S.CANCELED),
-        ("Succeeded", S.SUCCEEDED),
-    ],
-)
-def test_nextmv_words(word: str, status: RunStatus) -> None:
-    assert status_from_nextmv(word) is status
+def test_status_from_words_reads_lower_cased_trimmed_words() -> None:
+    words = {"done": S.SUCCEEDED}
+    assert status_from_words("acme", words, " Done ") is S.SUCCEEDED
+    for word in ("finished", None, 3):
+        with pytest.raises(UnknownStatus) as info:
+            status_from_words("acme", words, word)
+        assert info.value.platform == "acme"
+        assert info.value.word == word
 
 
-@pytest.mark.parametrize(
-    ("word", "status"),
-    [
-        ("queued", S.QUEUED),
-        ("running", S.RUNNING),
-        ("awaiting_human_feedback", S.RUNNING),
-        ("completed", S.SUCCEEDED),
-        ("failed", S.FAILED),
-        ("stopped", S.CANCELED),
-        ("cancelled", S.CANCELED),
-    ],
-)
-def test_workflow_words(word: str, status: RunStatus) -> None:
-    assert status_from_workflow(word) is status
-
-
-@pytest.mark.parametrize(
-    ("word", "status"),
-    [
-        ("running", S.RUNNING),
-        ("successful", S.SUCCEEDED),
-        ("failed", S.FAILED),
-        ("timeout", S.FAILED),
-    ],
-)
-def test_flow_runner_words(word: str, status: RunStatus) -> None:
-    assert status_from_flow_runner(word) is status
-
-
-@pytest.mark.parametrize("word", ["completed", "", "SUCCESS", None, 3, ["succeeded"]])
-def test_unknown_nextmv_word_names_word_and_platform(word: object) -> None:
-    with pytest.raises(UnknownStatus) as info:
-        status_from_nextmv(word)
-    assert "nextmv" in str(info.value)
-    assert repr(word) in str(info.value)
-    assert info.value.platform == "nextmv"
-    assert info.value.word == word
-
-
-def test_unknown_words_for_each_platform() -> None:
-    with pytest.raises(UnknownStatus, match=r"workflow.*'successful'"):
-        status_from_workflow("successful")
-    with pytest.raises(UnknownStatus, match=r"flow-runner.*'completed'"):
-        status_from_flow_runner("completed")
-
-
-def test_status_from_platform() -> None:
-    assert status_from_platform("nextmv", "none") is S.QUEUED
-    assert status_from_platform("workflow", "stopped") is S.CANCELED
-    assert status_from_platform("flow-runner", "successful") is S.SUCCEEDED
-    assert status_from_platform("listener", "expired") is S.EXPIRED
-    with pytest.raises(UnknownStatus):
-        status_from_platform("listener", "none")
-    with pytest.raises(ValueError, match="unknown status vocabulary 'jenkins'"):
-        status_from_platform("jenkins", "ok")
+def test_listener_words_are_the_statuses_themselves() -> None:
+    assert LISTENER_WORDS == {status.value: status for status in RunStatus}
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from listener.cli.root import json_option
 from listener.config import SCHEMES, resolve_reference
 from listener.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError
 from listener.events import RunEvent, RunStatus
+from listener.providers.kinds import provider_kinds
 
 if TYPE_CHECKING:
     import httpx
@@ -21,18 +22,13 @@ if TYPE_CHECKING:
 
 # What a platform can report; `expired` is only ever declared by the listener itself.
 PLATFORM_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"]
-_WORKFLOW_WORDS = {"succeeded": "completed", "canceled": "stopped"}
 
 
 def _test_payload(provider: str, run_id: str, application: str, status: str) -> dict[str, Any]:
-    """A completion event as `provider`'s platform would send it."""
-    if provider == "nextmv":
-        from listener.testing import nextmv_run_status_payload
-
-        return nextmv_run_status_payload(run_id, application, status)
-    if provider == "workflow":
-        word = _WORKFLOW_WORDS.get(status, status)
-        return {"run_id": run_id, "workflow_id": application, "status": word}
+    """A completion event as `provider`'s platform would send it (its kind's sample)."""
+    kind = provider_kinds().get(provider)
+    if kind is not None and kind.sample_payload is not None:
+        return kind.sample_payload(run_id, application, RunStatus(status))
     from listener.providers.native import build_payload
 
     event = RunEvent(

@@ -16,12 +16,14 @@ from listener.providers.base import (
     RunState,
     Submission,
 )
+from listener.providers.kinds import ProviderKind, provider_kind, provider_kinds
 
 __all__ = [
     "EventParser",
     "PayloadNotUnderstood",
     "Provider",
     "ProviderError",
+    "ProviderKind",
     "RunResult",
     "RunState",
     "Submission",
@@ -31,79 +33,52 @@ __all__ = [
 ]
 
 
-def _native_as(provider: str) -> EventParser:
-    def parse(payload: Any, *, delivery_id: str) -> RunEvent:
-        return native.parse_event(payload, delivery_id=delivery_id, provider=provider)
-
-    return parse
+def _native(payload: Any, *, delivery_id: str) -> RunEvent:
+    return native.parse_event(payload, delivery_id=delivery_id, provider="listener")
 
 
-def _nextmv_parser() -> EventParser:
-    # Imported on use: reading payloads needs no HTTP client module.
-    from listener.providers import nextmv
-
-    return nextmv.parse_event
-
-
-def _workflow_parser() -> EventParser:
-    from listener.providers import workflow
-
-    return workflow.parse_event
-
-
-# Parsers by provider name, so a receiver source needs no API client to read payloads.
-_PARSERS: dict[str, Callable[[], EventParser]] = {
-    "listener": lambda: _native_as("listener"),
-    "local": lambda: _native_as("local"),
-    "nextmv": _nextmv_parser,
-    "workflow": _workflow_parser,
-}
+# Parsers of providers built from configuration, by the provider's name (`http` ones).
+_CONFIGURED: dict[str, Callable[[], EventParser]] = {}
 
 
 def parser_for(provider: str) -> EventParser:
-    """The payload parser for a provider name; ValueError naming the known ones."""
-    factory = _PARSERS.get(provider)
-    if factory is None:
-        known = ", ".join(sorted(_PARSERS))
-        raise ValueError(f"unknown provider {provider!r}; known: {known}")
-    return factory()
+    """The payload parser for a provider name; ValueError naming the known ones.
+
+    A name is a configured provider's (see `register_parser`), a provider kind's
+    (`listener.providers.kinds`), or `listener` for the listener's own payload.
+    """
+    factory = _CONFIGURED.get(provider)
+    if factory is not None:
+        return factory()
+    if provider == "listener":
+        return _native
+    kinds = provider_kinds()
+    kind = kinds.get(provider)
+    if kind is not None and kind.parse_event is not None:
+        return kind.parse_event
+    readable = {name for name, kind in kinds.items() if kind.parse_event is not None}
+    known = ", ".join(sorted({"listener", *readable, *_CONFIGURED}))
+    raise ValueError(f"unknown provider {provider!r}; known: {known}")
 
 
 def register_parser(provider: str, factory: Callable[[], EventParser]) -> None:
     """Make `parser_for(provider)` answer; for providers defined by configuration (`http`)."""
-    _PARSERS[provider] = factory
-
-
-_KINDS = ("http", "local", "nextmv", "workflow")
+    _CONFIGURED[provider] = factory
 
 
 def provider_from_config(name: str, settings: Mapping[str, Any]) -> Provider:
     """Build a provider from a configuration table.
 
-    ``settings["kind"]`` (default: ``name``) is one of ``nextmv``, ``workflow``, ``http``,
-    ``local``; every other key is passed to that provider's constructor as a keyword, so the
-    table spells the same names as the classes. An ``http`` provider is named ``name`` and
-    its payload parser is registered under that name too, so a receiver source can use it.
+    ``settings["kind"]`` (default: ``name``) names a provider kind (`nextmv`, `workflow`,
+    `http`, `local`, or one an installed package adds); every other key is passed to that
+    kind's constructor as a keyword, so the table spells the same names as the classes. A
+    kind whose providers read their own payloads (`http`) has the built provider's parser
+    registered under ``name``, so a receiver source can use it.
     """
     options = dict(settings)
-    kind = str(options.pop("kind", name))
-    if kind == "nextmv":
-        from listener.providers.nextmv import NextmvProvider
-
-        return NextmvProvider(**options)
-    if kind == "workflow":
-        from listener.providers.workflow import WorkflowProvider
-
-        return WorkflowProvider(**options)
-    if kind == "http":
-        from listener.providers.http import HttpProvider
-
-        http = HttpProvider(name, **options)
-        register_parser(name, lambda: http.parser)
-        return http
-    if kind == "local":
-        from listener.providers.local import LocalProvider
-
-        options.setdefault("name", name)
-        return LocalProvider(**options)
-    raise ValueError(f"unknown provider kind {kind!r}; known: {', '.join(_KINDS)}")
+    kind = provider_kind(str(options.pop("kind", name)))
+    provider = kind.build(name, options)
+    if kind.parse_event is None:
+        parser = provider.parse_event
+        register_parser(name, lambda: parser)
+    return provider

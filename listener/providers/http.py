@@ -34,9 +34,10 @@ from listener.providers.base import (
     RunState,
     Submission,
 )
+from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
 
-__all__ = ["HttpEventParser", "HttpProvider", "StatusMap", "get_field"]
+__all__ = ["KIND", "HttpEventParser", "HttpProvider", "StatusMap", "get_field"]
 
 _MISSING: Final = object()
 _PLACEHOLDERS: Final = frozenset({"application", "run_id"})
@@ -303,3 +304,8 @@ class HttpProvider(TransportClient):
 
     def parse_event(self, payload: Any, *, delivery_id: str) -> RunEvent:
         return self._parser(payload, delivery_id=delivery_id)
+
+
+# Each configured API lays out its callbacks its own way: the built provider carries the
+# parser (`HttpProvider.parser`), registered under the provider's name when it is built.
+KIND: Final = ProviderKind(name="http", factory=HttpProvider, named=True)

@@ -32,10 +32,11 @@ import httpx
 from listener.events import RunEvent, RunStatus
 from listener.providers import native
 from listener.providers.base import ProviderError, RunResult, RunState, Submission
+from listener.providers.kinds import ProviderKind
 from listener.sending import DeliveryResult, Sleep, WebhookSender, compact_json, new_msg_id
 from listener.signatures import SignatureScheme
 
-__all__ = ["LocalProvider", "LocalRun", "Target"]
+__all__ = ["KIND", "LocalProvider", "LocalRun", "Target"]
 
 Target: TypeAlias = Sequence[str] | Callable[[Any], Any]
 
@@ -422,3 +423,13 @@ async def _drain(stream: asyncio.StreamReader | None, capture: _Capture) -> None
     # Keep reading past the limit so a chatty command never blocks on a full pipe.
     while chunk := await stream.read(_CHUNK):
         capture.add(chunk)
+
+
+def _parse_event(payload: Any, *, delivery_id: str) -> RunEvent:
+    # Local runs report in the listener's own payload.
+    return native.parse_event(payload, delivery_id=delivery_id, provider="local")
+
+
+KIND: Final = ProviderKind(
+    name="local", factory=LocalProvider, parse_event=_parse_event, named=True
+)

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_platform
+from listener.events import (
+    LISTENER_WORDS,
+    Origin,
+    RunEvent,
+    RunStatus,
+    UnknownStatus,
+    status_from_words,
+)
 from listener.providers.base import PayloadNotUnderstood
 
 EVENT_TYPE = "run.status"
@@ -42,7 +49,7 @@ def parse_event(payload: Any, *, delivery_id: str, provider: str = "listener") -
     if not isinstance(run_id, str) or not run_id:
         raise PayloadNotUnderstood("no run_id")
     try:
-        status = status_from_platform("listener", data.get("status"))
+        status = status_from_words("listener", LISTENER_WORDS, data.get("status"))
     except UnknownStatus as exc:
         raise PayloadNotUnderstood(str(exc)) from None
     application = data.get("application")

@@ -11,11 +11,12 @@ import json
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
 
-from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_nextmv
+from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_words
 from listener.providers._transport import (
     Sleep,
     Transport,
@@ -33,21 +34,40 @@ from listener.providers.base import (
     RunState,
     Submission,
 )
+from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
 from listener.sending import compact_json
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "KIND",
+    "STATUS_WORDS",
     "UPLOAD_THRESHOLD",
     "NextmvProvider",
     "RunPage",
     "parse_event",
+    "status_from_nextmv",
+    "webhook_payload",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.cloud.nextmv.io"
 # Inputs larger than this (as compact JSON) go through an upload URL, as the official SDK does.
 UPLOAD_THRESHOLD: Final = 5 * 1024 * 1024
 EVENT_TYPES: Final = ("run.status",)
+STATUS_WORDS: Final[Mapping[str, RunStatus]] = {
+    # "none" is what Nextmv reports before a run is scheduled.
+    "none": RunStatus.QUEUED,
+    "queued": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    "succeeded": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "canceled": RunStatus.CANCELED,
+}
+
+
+def status_from_nextmv(word: object) -> RunStatus:
+    """Map a Nextmv `status_v2` word."""
+    return status_from_words("nextmv", STATUS_WORDS, word)
 
 
 def _format(input_type: str) -> dict[str, Any]:
@@ -474,3 +494,44 @@ def _candidates(payload: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], boo
         found.append((run, True))
     found.append((payload, False))
     return found
+
+
+def webhook_payload(
+    run_id: str,
+    application: str,
+    status: str,
+    *,
+    created_at: datetime | None = None,
+    updated_at: datetime | None = None,
+    instance_id: str | None = None,
+) -> dict[str, Any]:
+    """A ``run.status`` webhook body as Nextmv sends it (``status`` a status_v2 word)."""
+    now = datetime.now(UTC)
+    return {
+        "type": "run.status",
+        "data": {
+            "run_id": run_id,
+            "application_id": application,
+            "application_instance_id": instance_id or "",
+            "status_v2": status,
+            "created_at": _iso(created_at or now),
+            "updated_at": _iso(updated_at or now),
+        },
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _sample_payload(run_id: str, application: str, status: RunStatus) -> dict[str, Any]:
+    return webhook_payload(run_id, application, status.value)
+
+
+KIND: Final = ProviderKind(
+    name="nextmv",
+    factory=NextmvProvider,
+    parse_event=parse_event,
+    status_words=STATUS_WORDS,
+    sample_payload=_sample_payload,
+)

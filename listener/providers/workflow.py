@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
-from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_workflow
+from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_words
 from listener.providers._transport import (
     Sleep,
     Transport,
@@ -28,9 +28,30 @@ from listener.providers.base import (
     RunState,
     Submission,
 )
+from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
 
-__all__ = ["WorkflowProvider", "parse_event"]
+__all__ = ["KIND", "STATUS_WORDS", "WorkflowProvider", "parse_event", "status_from_workflow"]
+
+STATUS_WORDS: Final[Mapping[str, RunStatus]] = {
+    "queued": RunStatus.QUEUED,
+    "pending": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    # A run waiting on a person is still in progress, not finished.
+    "awaiting_human_feedback": RunStatus.RUNNING,
+    "completed": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "stopped": RunStatus.CANCELED,
+    "cancelled": RunStatus.CANCELED,
+    "canceled": RunStatus.CANCELED,
+}
+# Our words the engine spells differently, for the sample callback `send-test` sends.
+_ENGINE_WORDS: Final = {"succeeded": "completed", "canceled": "stopped"}
+
+
+def status_from_workflow(word: object) -> RunStatus:
+    """Map a workflow engine's run status word (`completed`, `stopped`, ...)."""
+    return status_from_words("workflow", STATUS_WORDS, word)
 
 
 class WorkflowProvider(TransportClient):
@@ -161,3 +182,17 @@ def parse_event(payload: Any, *, delivery_id: str) -> RunEvent:
         origin=Origin.WEBHOOK,
         payload=payload,
     )
+
+
+def _sample_payload(run_id: str, application: str, status: RunStatus) -> dict[str, Any]:
+    word = _ENGINE_WORDS.get(status.value, status.value)
+    return {"run_id": run_id, "workflow_id": application, "status": word}
+
+
+KIND: Final = ProviderKind(
+    name="workflow",
+    factory=WorkflowProvider,
+    parse_event=parse_event,
+    status_words=STATUS_WORDS,
+    sample_payload=_sample_payload,
+)

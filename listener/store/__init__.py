@@ -45,18 +45,8 @@ async def open_store(url: str = DEFAULT_STORE_URL, *, default_grace_seconds: flo
     `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite://:memory:`;
     `postgresql://user@host:port/db` (needs the `postgres` extra).
     """
-    if url.startswith("sqlite:"):
-        from listener.store.sqlite import SQLiteStore
+    from listener.store.backends import backend_for
 
-        store: Store = SQLiteStore(url, default_grace_seconds=default_grace_seconds)
-    elif url.startswith(("postgresql:", "postgres:")):
-        from listener.store.postgres import PostgresStore
-
-        store = PostgresStore(url, default_grace_seconds=default_grace_seconds)
-    else:
-        raise ValueError(
-            "unsupported store URL scheme; use sqlite:///path/to/listener.db "
-            "or postgresql://user@host/db"
-        )
+    store: Store = backend_for(url).store_class()(url, default_grace_seconds=default_grace_seconds)
     await store.open()
     return store

@@ -240,7 +240,7 @@ def test_status_map() -> None:
 async def test_provider_from_config_registers_the_parser(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(providers, "_PARSERS", dict(providers._PARSERS))
+    monkeypatch.setattr(providers, "_CONFIGURED", dict(providers._CONFIGURED))
     provider = provider_from_config(
         "acme-configured",
         {

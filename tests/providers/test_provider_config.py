@@ -50,7 +50,7 @@ def test_parsers_by_name() -> None:
 
 
 def test_register_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(providers, "_PARSERS", dict(providers._PARSERS))
+    monkeypatch.setattr(providers, "_CONFIGURED", dict(providers._CONFIGURED))
     register_parser("mirror", lambda: parser_for("workflow"))
     event = parser_for("mirror")({"id": "r", "status": "queued"}, delivery_id="d")
     assert event.status is RunStatus.QUEUED
