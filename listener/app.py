@@ -25,12 +25,12 @@ from typing import Any, Self
 from starlette.applications import Starlette
 
 from listener.client import CallbackPlan, RunClient, RunHandle
-from listener.dispatch import LEASE_MARGIN_SECONDS, Dispatcher
+from listener.dispatch import Dispatcher, DispatchSettings
 from listener.events import RunEvent, RunStatus
 from listener.metrics import Metrics
-from listener.poller import Poller, PollSchedule
+from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
-from listener.receiver import DEFAULT_MAX_BODY_BYTES, Receiver, create_app
+from listener.receiver import Receiver, ReceiverSettings, create_app
 from listener.recording import EventRecorder
 from listener.registry import (
     ENTRY_POINT_GROUP,
@@ -53,18 +53,15 @@ class Listener:
     broken plugin fails construction with a `PluginError` naming it; `entry_points=True`
     also loads the `listener.handlers` entry-point group.
 
-    Handler calls: at most `concurrency` at once, each limited to `handler_timeout`
-    seconds (per handler with `on(..., timeout=)`), retried with jittered exponential
-    backoff from `backoff_base` up to `backoff_cap` seconds, dead-lettered after
-    `max_attempts`. `dispatch=False` runs a receiver only (another replica dispatches).
-    A claimed call is leased for the longest handler timeout plus `lease_margin` seconds:
-    a call in flight when its process dies is run again elsewhere once that has passed.
-
-    Polling: a submitted run the platform says nothing about is checked `first_poll`
-    seconds after submission, or from `poll_schedule`'s first step if sooner and no
-    source here reads its provider's payloads (no webhook can reach this listener; a
-    script submitting for a service that shares its store and receives the webhooks
-    passes `first_poll=` to `submit`). After news, silence is trusted for `grace`.
+    `dispatch` says how handler calls run (`DispatchSettings(enabled=False)` runs a
+    receiver only: another replica dispatches), `poll` how overdue runs are checked
+    (`PollSettings`: a submitted run the platform says nothing about is checked
+    `first_poll` seconds after submission, or from the poll schedule's first step if
+    sooner and no source here reads its provider's payloads, since no webhook can reach
+    this listener; a script submitting for a service that shares its store and receives
+    the webhooks passes `first_poll=` to `submit`), and `receiver` how the webhook
+    endpoints answer (`ReceiverSettings`). Each is checked when it is made, so a bad
+    value is a `ValueError` naming it.
 
     Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
     the started listener deletes what is finished and older than that (see
@@ -85,37 +82,18 @@ class Listener:
         providers: Sequence[Provider] = (),
         callback_secret: str | bytes | None = None,
         public_url: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        retry_after: int = 5,
-        dispatch: bool = True,
-        concurrency: int = 16,
-        handler_timeout: float = 60.0,
-        max_attempts: int = 5,
-        sweep_interval: float = 1.0,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 300.0,
-        shutdown_timeout: float = 10.0,
-        lease_margin: float = LEASE_MARGIN_SECONDS,
-        default_grace_seconds: float = 60.0,
         owner: str | None = None,
-        poll: bool = True,
-        grace: float = 300.0,
-        first_poll: float | None = 30.0,
-        deadline: float | None = None,
-        poll_interval: float = 1.0,
-        poll_schedule: PollSchedule | None = None,
-        poll_rate_limit: float = 10.0,
-        poll_batch_size: int = 100,
-        poll_lease: float = 60.0,
+        dispatch: DispatchSettings = DispatchSettings(),
+        poll: PollSettings = PollSettings(),
+        receiver: ReceiverSettings = ReceiverSettings(),
         retention: float | None = None,
         retention_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         if store is not None and store_url is not None:
             raise ValueError("give store_url or store, not both")
-        if max_body_bytes < 1:
-            raise ValueError("max_body_bytes must be positive")
-        if not lease_margin >= 0:
-            raise ValueError("lease_margin must not be negative")
+        _check_settings("dispatch", dispatch, DispatchSettings)
+        _check_settings("poll", poll, PollSettings)
+        _check_settings("receiver", receiver, ReceiverSettings)
         if retention:
             check_age(retention, "retention")
         if not retention_interval > 0:
@@ -125,23 +103,9 @@ class Listener:
         self._store: Store | None = None
         self.callback_secret = callback_secret
         self.public_url = public_url
-        self.dispatch = dispatch
-        self.concurrency = concurrency
-        self.handler_timeout = handler_timeout
-        self.max_attempts = max_attempts
-        self.sweep_interval = sweep_interval
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.shutdown_timeout = shutdown_timeout
-        self.lease_margin = lease_margin
-        self.default_grace_seconds = default_grace_seconds
         self.owner = owner
+        self.dispatch = dispatch
         self.poll = poll
-        self.poll_interval = poll_interval
-        self.poll_schedule = poll_schedule or PollSchedule()
-        self.poll_rate_limit = poll_rate_limit
-        self.poll_batch_size = poll_batch_size
-        self.poll_lease = poll_lease
         self._poller: Poller | None = None
         self.retention = retention or None
         self.retention_interval = retention_interval
@@ -157,8 +121,7 @@ class Listener:
             recorder=self.recorder,
             metrics=self.metrics,
             callback_secret=callback_secret,
-            max_body_bytes=max_body_bytes,
-            retry_after=retry_after,
+            settings=receiver,
         )
         self.providers: dict[str, Provider] = {}
         self.client = RunClient(
@@ -166,9 +129,9 @@ class Listener:
             self.providers,
             self.record,
             callbacks=self._callback_plan,
-            grace=grace,
-            first_poll=first_poll,
-            deadline=deadline,
+            grace=poll.grace,
+            first_poll=poll.first_poll,
+            deadline=poll.deadline,
         )
         self._dispatcher: Dispatcher | None = None
         self._app: Starlette | None = None
@@ -232,7 +195,7 @@ class Listener:
         checked from the poll schedule's first step if that is sooner than `first_poll`."""
         sources = [s for s in self.sources.values() if s.provider == provider]
         if not sources:
-            return CallbackPlan(None, {}, first_poll=self.poll_schedule.interval)
+            return CallbackPlan(None, {}, first_poll=self.poll.schedule.interval)
         if self.public_url is None:
             return CallbackPlan(None, {})
         for source in sources:
@@ -325,39 +288,22 @@ class Listener:
         store = self._given_store
         if store is None:
             store = await open_store(
-                self.store_url, default_grace_seconds=self.default_grace_seconds
+                self.store_url, default_grace_seconds=self.dispatch.default_grace_seconds
             )
         try:
-            if self.dispatch:
+            if self.dispatch.enabled:
                 dispatcher = Dispatcher(
                     store,
                     self.handlers,
+                    self.dispatch,
                     owner=self.owner,
-                    concurrency=self.concurrency,
-                    timeout=self.handler_timeout,
-                    max_attempts=self.max_attempts,
-                    sweep_interval=self.sweep_interval,
-                    backoff_base=self.backoff_base,
-                    backoff_cap=self.backoff_cap,
-                    shutdown_timeout=self.shutdown_timeout,
-                    lease_margin=self.lease_margin,
                     metrics=self.metrics,
                     prepare=self._prepare,
                 )
                 await dispatcher.start()
                 self._dispatcher = dispatcher
-            if self.poll:
-                poller = Poller(
-                    store,
-                    self.providers,
-                    self.record,
-                    owner=self.owner,
-                    schedule=self.poll_schedule,
-                    interval=self.poll_interval,
-                    batch_size=self.poll_batch_size,
-                    lease_seconds=self.poll_lease,
-                    rate_limit=self.poll_rate_limit,
-                )
+            if self.poll.enabled:
+                poller = Poller(store, self.providers, self.record, self.poll, owner=self.owner)
                 await poller.start()
                 self._poller = poller
             if self.retention is not None:
@@ -464,3 +410,10 @@ class Listener:
             return await provider.result(event.application, event.run_id)
 
         return replace(event, result_fetcher=fetch)
+
+
+def _check_settings(name: str, value: object, kind: type) -> None:
+    # A keyword from before the settings objects (`dispatch=False`, `poll=True`) would
+    # otherwise fail much later, far from its cause.
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")

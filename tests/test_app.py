@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from listener import Listener, Origin, RunEvent, RunStatus, Source
-from listener.poller import PollSchedule
+from listener import (
+    DispatchSettings,
+    Listener,
+    Origin,
+    PollSchedule,
+    PollSettings,
+    ReceiverSettings,
+    RunEvent,
+    RunStatus,
+    Source,
+)
 from listener.providers.base import RunResult, RunState, Submission
 from listener.signatures import NextmvSignature, StandardWebhooks, generate_hmac_secret
 from listener.store import CallState, Store, open_store
@@ -31,18 +41,20 @@ SECRET = generate_hmac_secret()
 SCHEME = StandardWebhooks([SECRET])
 
 
+# Quick sweeps and retries, so tests of the dispatch path take milliseconds.
+FAST = DispatchSettings(
+    sweep_interval=0.02, backoff_base=0.001, backoff_cap=0.01, shutdown_timeout=5.0
+)
+
+
+def fast(**changes: Any) -> DispatchSettings:
+    return replace(FAST, **changes)
+
+
 def new_listener(db: Path, **options: Any) -> Listener:
-    settings: dict[str, Any] = {
-        "sweep_interval": 0.02,
-        "backoff_base": 0.001,
-        "backoff_cap": 0.01,
-        "shutdown_timeout": 5.0,
-    }
-    settings.update(options)
+    options.setdefault("dispatch", FAST)
     return Listener(
-        store_url=f"sqlite:///{db}",
-        sources=[Source("std", "local", SCHEME)],
-        **settings,
+        store_url=f"sqlite:///{db}", sources=[Source("std", "local", SCHEME)], **options
     )
 
 
@@ -91,7 +103,7 @@ async def test_async_with_opens_and_closes_the_store(tmp_path: Path) -> None:
 async def test_a_given_store_is_not_closed(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'given.db'}")
     try:
-        listener = Listener(store=store, dispatch=False)
+        listener = Listener(store=store, dispatch=DispatchSettings(enabled=False))
         assert listener.store_url == store.url
         async with listener:
             assert listener.dispatcher is None
@@ -220,7 +232,7 @@ async def test_fails_twice_then_succeeds_over_http(tmp_path: Path) -> None:
 
 
 async def test_always_failing_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
-    listener = new_listener(tmp_path / "d.db", max_attempts=3)
+    listener = new_listener(tmp_path / "d.db", dispatch=fast(max_attempts=3))
     seen: list[Origin] = []
     fixed = False
 
@@ -250,7 +262,7 @@ async def test_always_failing_is_dead_lettered_then_replayed(tmp_path: Path) -> 
 
 async def test_after_a_restart_pending_calls_are_run(tmp_path: Path) -> None:
     db = tmp_path / "restart.db"
-    first = new_listener(db, shutdown_timeout=0.01)
+    first = new_listener(db, dispatch=fast(shutdown_timeout=0.01))
     blocked = asyncio.Event()
 
     @first.on("succeeded", name="durable")
@@ -263,7 +275,7 @@ async def test_after_a_restart_pending_calls_are_run(tmp_path: Path) -> None:
         async with asyncio.timeout(30):
             await blocked.wait()
     # The interrupted call was given back; a receiver-only replica then stores more.
-    receiver_only = new_listener(db, dispatch=False)
+    receiver_only = new_listener(db, dispatch=fast(enabled=False))
     receiver_only.on("succeeded", name="durable")(stuck)
     async with running(receiver_only) as client:
         assert (await deliver(client, "r2", "run-2")).status_code == 202
@@ -338,7 +350,11 @@ async def test_a_failed_prune_is_a_warning_and_is_tried_again(
     store = await open_store(f"sqlite:///{db}")
     caplog.set_level(logging.WARNING, logger="listener.retention")
     listener = Listener(
-        store=store, dispatch=False, poll=False, retention=DAY, retention_interval=0.02
+        store=store,
+        dispatch=DispatchSettings(enabled=False),
+        poll=PollSettings(enabled=False),
+        retention=DAY,
+        retention_interval=0.02,
     )
     try:
         await store.close()  # the store is down before the first pass
@@ -467,7 +483,7 @@ async def test_handlers_fetch_results_through_the_provider(tmp_path: Path) -> No
 
 
 async def test_without_a_provider_fetch_result_is_a_lookup_error(tmp_path: Path) -> None:
-    listener = new_listener(tmp_path / "np.db", max_attempts=1)
+    listener = new_listener(tmp_path / "np.db", dispatch=fast(max_attempts=1))
     errors: list[str] = []
 
     @listener.on("succeeded", name="fetcher")
@@ -487,18 +503,25 @@ async def test_without_a_provider_fetch_result_is_a_lookup_error(tmp_path: Path)
 
 
 @contextlib.asynccontextmanager
-async def submitting(db: Path, sources: list[Source], **options: Any) -> AsyncIterator[Listener]:
+async def submitting(
+    db: Path, sources: list[Source], *, public_url: str | None = None, **poll: Any
+) -> AsyncIterator[Listener]:
     """A started listener that submits to a fake Nextmv whose runs never end by themselves.
 
-    No poller, so the stored poll time is the one submission set."""
-    settings: dict[str, Any] = {"poll": False, "dispatch": False, "first_poll": 30.0}
-    settings.update(options)
+    No poller (`poll` are further `PollSettings`), so the stored poll time is the one
+    submission set."""
+    settings = PollSettings(**{"enabled": False, "first_poll": 30.0, **poll})
     async with (
         FakePlatform(plan=RunPlan(runs_for=None)) as platform,
         platform.nextmv_provider() as nextmv,
     ):
         listener = Listener(
-            store_url=f"sqlite:///{db}", sources=sources, providers=[nextmv], **settings
+            store_url=f"sqlite:///{db}",
+            sources=sources,
+            providers=[nextmv],
+            public_url=public_url,
+            dispatch=DispatchSettings(enabled=False),
+            poll=settings,
         )
         async with listener:
             yield listener
@@ -521,7 +544,7 @@ async def test_a_run_no_source_can_hear_is_polled_from_the_schedules_first_step(
         tmp_path / "other.db",
         [Source("std", "local", SCHEME)],
         public_url="https://hooks.example",
-        poll_schedule=PollSchedule(interval=3.0),
+        schedule=PollSchedule(interval=3.0),
     ) as listener:
         assert await first_poll_after(listener) == 3.0
         # An explicit first_poll still wins.
@@ -551,9 +574,16 @@ async def test_plugins_load_by_module_path(tmp_path: Path) -> None:
 
 def test_bad_construction() -> None:
     with pytest.raises(ValueError, match="max_body_bytes"):
-        Listener(store_url="sqlite://:memory:", max_body_bytes=0)
+        Listener(store_url="sqlite://:memory:", receiver=ReceiverSettings(max_body_bytes=0))
     with pytest.raises(ValueError, match="lease_margin"):
-        Listener(store_url="sqlite://:memory:", lease_margin=-1)
+        Listener(store_url="sqlite://:memory:", dispatch=DispatchSettings(lease_margin=-1))
+    # The keywords from before the settings objects fail at once, naming the argument.
+    with pytest.raises(TypeError, match="dispatch must be a DispatchSettings"):
+        Listener(store_url="sqlite://:memory:", dispatch=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="poll must be a PollSettings"):
+        Listener(store_url="sqlite://:memory:", poll=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="receiver must be a ReceiverSettings"):
+        Listener(store_url="sqlite://:memory:", receiver={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="retention_interval"):
         Listener(store_url="sqlite://:memory:", retention=DAY, retention_interval=0)
     listener = Listener(store_url="sqlite://:memory:", sources=[Source("a", "local", SCHEME)])
