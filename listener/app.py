@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from starlette.applications import Starlette
 
@@ -43,6 +43,17 @@ from listener.sources import Source, callback_url
 from listener.store import DEFAULT_STORE_URL, PruneCounts, RecordResult, Store, open_store
 
 __all__ = ["Listener"]
+
+
+class _Part(Protocol):
+    """A background part of a started listener: the dispatcher, the poller, the pruner."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_P = TypeVar("_P", bound=_Part)
 
 
 class Listener:
@@ -110,6 +121,8 @@ class Listener:
         self.retention = retention or None
         self.retention_interval = retention_interval
         self._pruner: Pruner | None = None
+        # What start() started, closed by stop() in reverse order.
+        self._parts: contextlib.AsyncExitStack | None = None
         self.handlers = Handlers()
         # `@listener.on(...)` and `@listener.on_any` register on the listener's own router.
         self.on = self.handlers.on
@@ -281,69 +294,60 @@ class Listener:
 
     async def start(self) -> None:
         """Open the store, start the dispatcher, the fallback poller and (with `retention`)
-        the pruner."""
+        the pruner. If one of them fails to start, those already started are stopped (and
+        the store closed) before the error propagates."""
         if self._store is not None:
             raise RuntimeError("the listener is already started")
         self.handlers.check()
-        store = self._given_store
-        if store is None:
-            store = await open_store(
-                self.store_url, default_grace_seconds=self.dispatch.default_grace_seconds
-            )
-        try:
-            if self.dispatch.enabled:
-                dispatcher = Dispatcher(
-                    store,
-                    self.handlers,
-                    self.dispatch,
-                    owner=self.owner,
-                    metrics=self.metrics,
-                    prepare=self._prepare,
+        async with contextlib.AsyncExitStack() as parts:
+            # Runs last, on stop or on a failed start: the parts are gone by then.
+            parts.callback(self._forget_parts)
+            store = self._given_store
+            if store is None:
+                store = await open_store(
+                    self.store_url, default_grace_seconds=self.dispatch.default_grace_seconds
                 )
-                await dispatcher.start()
-                self._dispatcher = dispatcher
+                parts.push_async_callback(store.close)
+            if self.dispatch.enabled:
+                self._dispatcher = await _start(
+                    parts,
+                    Dispatcher(
+                        store,
+                        self.handlers,
+                        self.dispatch,
+                        owner=self.owner,
+                        metrics=self.metrics,
+                        prepare=self._prepare,
+                    ),
+                )
             if self.poll.enabled:
-                poller = Poller(store, self.providers, self.record, self.poll, owner=self.owner)
-                await poller.start()
-                self._poller = poller
+                self._poller = await _start(
+                    parts, Poller(store, self.providers, self.record, self.poll, owner=self.owner)
+                )
             if self.retention is not None:
-                pruner = Pruner(store, self.retention, interval=self.retention_interval)
-                await pruner.start()
-                self._pruner = pruner
-        except BaseException:
-            if self._poller is not None:
-                await self._poller.stop()
-                self._poller = None
-            if self._dispatcher is not None:
-                await self._dispatcher.stop()
-                self._dispatcher = None
-            if self._given_store is None:
-                await store.close()
-            raise
+                self._pruner = await _start(
+                    parts, Pruner(store, self.retention, interval=self.retention_interval)
+                )
+            self._parts = parts.pop_all()
         self._store = store
         self.receiver.store = store
 
     async def stop(self) -> None:
         """Refuse new deliveries (503), stop pruning and polling, finish or release handler
-        calls, close the store."""
-        store = self._store
-        if store is None:
+        calls, close the store: the reverse of the order `start` went in. Every part is
+        stopped even if one fails to; the first failure propagates."""
+        parts = self._parts
+        if self._store is None or parts is None:
             return
         self.receiver.store = None
         self._store = None
-        try:
-            if self._pruner is not None:
-                await self._pruner.stop()
-            if self._poller is not None:
-                await self._poller.stop()
-            if self._dispatcher is not None:
-                await self._dispatcher.stop()
-        finally:
-            self._pruner = None
-            self._poller = None
-            self._dispatcher = None
-            if self._given_store is None:
-                await store.close()
+        self._parts = None
+        await parts.aclose()
+
+    def _forget_parts(self) -> None:
+        self._pruner = None
+        self._poller = None
+        self._dispatcher = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -410,6 +414,13 @@ class Listener:
             return await provider.result(event.application, event.run_id)
 
         return replace(event, result_fetcher=fetch)
+
+
+async def _start(parts: contextlib.AsyncExitStack, part: _P) -> _P:
+    """Start `part` and have `parts` stop it when it unwinds."""
+    await part.start()
+    parts.push_async_callback(part.stop)
+    return part
 
 
 def _check_settings(name: str, value: object, kind: type) -> None:

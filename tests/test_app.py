@@ -32,9 +32,13 @@ from listener import (
     RunStatus,
     Source,
 )
+from listener.dispatch import Dispatcher
+from listener.poller import Poller
 from listener.providers.base import RunResult, RunState, Submission
+from listener.retention import Pruner
 from listener.signatures import NextmvSignature, StandardWebhooks, generate_hmac_secret
 from listener.store import CallState, Store, open_store
+from listener.store.sqlite import SQLiteStore
 from listener.testing import FakePlatform, RunPlan
 
 SECRET = generate_hmac_secret()
@@ -112,6 +116,128 @@ async def test_a_given_store_is_not_closed(tmp_path: Path) -> None:
         await store.close()
     with pytest.raises(ValueError, match="not both"):
         Listener(store=store, store_url="sqlite://:memory:")
+
+
+# -- start and stop: the parts, in order -------------------------------------------------
+
+PARTS: dict[str, type[Any]] = {
+    "dispatcher": Dispatcher,
+    "poller": Poller,
+    "pruner": Pruner,
+    "store": SQLiteStore,
+}
+
+
+class PartLog:
+    """Records each part's start and stop (the store's open and close) as it happens, and
+    can make one of them fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[str] = []
+        self.failing: set[str] = set()
+        for name, cls in PARTS.items():
+            for method in ("open", "close") if name == "store" else ("start", "stop"):
+                self._wrap(monkeypatch, name, cls, method)
+
+    def _wrap(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, cls: type[Any], method: str
+    ) -> None:
+        original = getattr(cls, method)
+        step = f"{name} {method}"
+
+        async def wrapped(part: object) -> None:
+            self.events.append(step)
+            if step in self.failing:
+                raise RuntimeError(f"{step} failed")
+            await original(part)
+
+        monkeypatch.setattr(cls, method, wrapped)
+
+
+def parts_of(listener: Listener) -> tuple[object, ...]:
+    return (listener.dispatcher, listener.poller, listener.pruner)
+
+
+def all_parts(db: Path) -> Listener:
+    return new_listener(db, retention=DAY, retention_interval=3600.0)
+
+
+async def test_start_and_stop_go_in_opposite_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PartLog(monkeypatch)
+    listener = all_parts(tmp_path / "order.db")
+    async with listener:
+        assert log.events == ["store open", "dispatcher start", "poller start", "pruner start"]
+        assert listener.dispatcher is not None
+        assert listener.poller is not None
+        assert listener.pruner is not None
+        log.events.clear()
+    assert log.events == ["pruner stop", "poller stop", "dispatcher stop", "store close"]
+    assert parts_of(listener) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("failing", "unwound"),
+    [
+        ("dispatcher start", ["store close"]),
+        ("poller start", ["dispatcher stop", "store close"]),
+        ("pruner start", ["poller stop", "dispatcher stop", "store close"]),
+    ],
+)
+async def test_a_part_failing_to_start_stops_the_parts_already_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str, unwound: list[str]
+) -> None:
+    log = PartLog(monkeypatch)
+    log.failing.add(failing)
+    listener = all_parts(tmp_path / "unwind.db")
+    with pytest.raises(RuntimeError, match=f"{failing} failed"):
+        await listener.start()
+    assert log.events[log.events.index(failing) + 1 :] == unwound
+    assert not listener.started
+    assert parts_of(listener) == (None, None, None)
+    assert listener.receiver.store is None
+    await listener.stop()  # nothing to stop: a no-op
+    # Nothing was left behind: once the part starts, the listener does.
+    log.failing.clear()
+    async with listener:
+        assert listener.started
+        assert listener.pruner is not None
+
+
+async def test_a_given_store_stays_open_when_start_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'given.db'}")
+    try:
+        log = PartLog(monkeypatch)
+        log.failing.add("poller start")
+        listener = Listener(store=store)
+        with pytest.raises(RuntimeError, match="poller start failed"):
+            await listener.start()
+        assert log.events == ["dispatcher start", "poller start", "dispatcher stop"]
+        await store.ping()  # the caller's store is the caller's to close
+    finally:
+        await store.close()
+
+
+async def test_a_part_failing_to_stop_does_not_keep_the_others_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PartLog(monkeypatch)
+    log.failing.add("poller stop")
+    listener = all_parts(tmp_path / "stop.db")
+    await listener.start()
+    dispatcher = listener.dispatcher
+    assert dispatcher is not None
+    log.events.clear()
+    with pytest.raises(RuntimeError, match="poller stop failed"):
+        await listener.stop()
+    assert log.events == ["pruner stop", "poller stop", "dispatcher stop", "store close"]
+    assert not dispatcher.running
+    assert not listener.started
+    assert parts_of(listener) == (None, None, None)
+    await listener.stop()  # stopped already
 
 
 async def test_mounted_under_a_prefix_with_the_listener_lifespan(tmp_path: Path) -> None:
