@@ -87,8 +87,7 @@ from typing import Any
 
 import httpx
 
-from listener import Listener, Origin, RunEvent, RunStatus, Source
-from listener.poller import PollSchedule
+from listener import Listener, Origin, PollSchedule, PollSettings, RunEvent, RunStatus, Source
 from listener.providers.base import ProviderError
 from listener.providers.nextmv import NextmvProvider
 from listener.signatures import NextmvSignature, generate_hmac_secret
@@ -408,17 +407,19 @@ def make_listener(db: Path, scale: float, *, poll: bool) -> Listener:
     s = SETTINGS
     return Listener(
         store_url=f"sqlite:///{db}",
-        poll=poll,
-        first_poll=s["first_poll"] * scale,
-        grace=s["grace"] * scale,
-        poll_interval=s["poll_interval"] * scale,
-        poll_schedule=PollSchedule(
-            interval=s["schedule_interval"] * scale,
-            cap=s["schedule_cap"] * scale,
-            jitter=s["schedule_jitter"],
+        poll=PollSettings(
+            enabled=poll,
+            first_poll=s["first_poll"] * scale,
+            grace=s["grace"] * scale,
+            interval=s["poll_interval"] * scale,
+            schedule=PollSchedule(
+                interval=s["schedule_interval"] * scale,
+                cap=s["schedule_cap"] * scale,
+                jitter=s["schedule_jitter"],
+            ),
+            rate_limit=s["rate_limit"] / scale,
+            batch_size=BATCH_SIZE,
         ),
-        poll_rate_limit=s["rate_limit"] / scale,
-        poll_batch_size=BATCH_SIZE,
     )
 
 

@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from listener import Listener, RunEvent, RunStatus
-from listener.poller import PollSchedule
+from listener import Listener, PollSchedule, PollSettings, RunEvent, RunStatus
 from listener.providers.nextmv import DEFAULT_BASE_URL, NextmvProvider
 
 EXAMPLE_INPUTS: list[Any] = [{"stops": n, "vehicles": 2} for n in (5, 10, 20)]
@@ -38,11 +37,13 @@ def build_listener(provider: NextmvProvider, store_url: str) -> Listener:
     listener = Listener(
         store_url=store_url,
         providers=[provider],
-        grace=0.0,
-        poll_interval=0.5,
-        # No source here, so the first question comes at the schedule's first step, a
-        # second after submission; most short runs are done by then.
-        poll_schedule=PollSchedule(interval=1.0, factor=2.0, cap=20.0, jitter=0.2),
+        poll=PollSettings(
+            grace=0.0,
+            interval=0.5,
+            # No source here, so the first question comes at the schedule's first step, a
+            # second after submission; most short runs are done by then.
+            schedule=PollSchedule(interval=1.0, factor=2.0, cap=20.0, jitter=0.2),
+        ),
     )
 
     @listener.on("succeeded", "failed", "canceled", "expired")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from listener import Listener, RunStatus
+from listener import DispatchSettings, Listener, PollSettings, RunStatus
 from listener.client import WaitTimeout
 from listener.providers.nextmv import DEFAULT_BASE_URL, NextmvProvider
 
@@ -51,8 +51,8 @@ async def submit_and_wait(run_input: Any, *, timeout: float) -> int:
         providers=[provider],
         # The service sharing the store calls the handlers; a script that dispatched
         # too would claim calls for handlers it does not have.
-        dispatch=False,
-        grace=grace,
+        dispatch=DispatchSettings(enabled=False),
+        poll=PollSettings(grace=grace),
     )
     async with provider, listener:
         # This script has no webhook source (the service does), so it would otherwise

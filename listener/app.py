@@ -20,17 +20,17 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from starlette.applications import Starlette
 
 from listener.client import CallbackPlan, RunClient, RunHandle
-from listener.dispatch import LEASE_MARGIN_SECONDS, Dispatcher
+from listener.dispatch import Dispatcher, DispatchSettings
 from listener.events import RunEvent, RunStatus
 from listener.metrics import Metrics
-from listener.poller import Poller, PollSchedule
+from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
-from listener.receiver import DEFAULT_MAX_BODY_BYTES, Receiver, create_app
+from listener.receiver import Receiver, ReceiverSettings, create_app
 from listener.recording import EventRecorder
 from listener.registry import (
     ENTRY_POINT_GROUP,
@@ -45,6 +45,17 @@ from listener.store import DEFAULT_STORE_URL, PruneCounts, RecordResult, Store, 
 __all__ = ["Listener"]
 
 
+class _Part(Protocol):
+    """A background part of a started listener: the dispatcher, the poller, the pruner."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_P = TypeVar("_P", bound=_Part)
+
+
 class Listener:
     """The service: receives webhooks into `store` and calls handlers for new transitions.
 
@@ -53,18 +64,15 @@ class Listener:
     broken plugin fails construction with a `PluginError` naming it; `entry_points=True`
     also loads the `listener.handlers` entry-point group.
 
-    Handler calls: at most `concurrency` at once, each limited to `handler_timeout`
-    seconds (per handler with `on(..., timeout=)`), retried with jittered exponential
-    backoff from `backoff_base` up to `backoff_cap` seconds, dead-lettered after
-    `max_attempts`. `dispatch=False` runs a receiver only (another replica dispatches).
-    A claimed call is leased for the longest handler timeout plus `lease_margin` seconds:
-    a call in flight when its process dies is run again elsewhere once that has passed.
-
-    Polling: a submitted run the platform says nothing about is checked `first_poll`
-    seconds after submission, or from `poll_schedule`'s first step if sooner and no
-    source here reads its provider's payloads (no webhook can reach this listener; a
-    script submitting for a service that shares its store and receives the webhooks
-    passes `first_poll=` to `submit`). After news, silence is trusted for `grace`.
+    `dispatch` says how handler calls run (`DispatchSettings(enabled=False)` runs a
+    receiver only: another replica dispatches), `poll` how overdue runs are checked
+    (`PollSettings`: a submitted run the platform says nothing about is checked
+    `first_poll` seconds after submission, or from the poll schedule's first step if
+    sooner and no source here reads its provider's payloads, since no webhook can reach
+    this listener; a script submitting for a service that shares its store and receives
+    the webhooks passes `first_poll=` to `submit`), and `receiver` how the webhook
+    endpoints answer (`ReceiverSettings`). Each is checked when it is made, so a bad
+    value is a `ValueError` naming it.
 
     Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
     the started listener deletes what is finished and older than that (see
@@ -85,37 +93,18 @@ class Listener:
         providers: Sequence[Provider] = (),
         callback_secret: str | bytes | None = None,
         public_url: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        retry_after: int = 5,
-        dispatch: bool = True,
-        concurrency: int = 16,
-        handler_timeout: float = 60.0,
-        max_attempts: int = 5,
-        sweep_interval: float = 1.0,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 300.0,
-        shutdown_timeout: float = 10.0,
-        lease_margin: float = LEASE_MARGIN_SECONDS,
-        default_grace_seconds: float = 60.0,
         owner: str | None = None,
-        poll: bool = True,
-        grace: float = 300.0,
-        first_poll: float | None = 30.0,
-        deadline: float | None = None,
-        poll_interval: float = 1.0,
-        poll_schedule: PollSchedule | None = None,
-        poll_rate_limit: float = 10.0,
-        poll_batch_size: int = 100,
-        poll_lease: float = 60.0,
+        dispatch: DispatchSettings = DispatchSettings(),
+        poll: PollSettings = PollSettings(),
+        receiver: ReceiverSettings = ReceiverSettings(),
         retention: float | None = None,
         retention_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         if store is not None and store_url is not None:
             raise ValueError("give store_url or store, not both")
-        if max_body_bytes < 1:
-            raise ValueError("max_body_bytes must be positive")
-        if not lease_margin >= 0:
-            raise ValueError("lease_margin must not be negative")
+        _check_settings("dispatch", dispatch, DispatchSettings)
+        _check_settings("poll", poll, PollSettings)
+        _check_settings("receiver", receiver, ReceiverSettings)
         if retention:
             check_age(retention, "retention")
         if not retention_interval > 0:
@@ -125,27 +114,15 @@ class Listener:
         self._store: Store | None = None
         self.callback_secret = callback_secret
         self.public_url = public_url
-        self.dispatch = dispatch
-        self.concurrency = concurrency
-        self.handler_timeout = handler_timeout
-        self.max_attempts = max_attempts
-        self.sweep_interval = sweep_interval
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.shutdown_timeout = shutdown_timeout
-        self.lease_margin = lease_margin
-        self.default_grace_seconds = default_grace_seconds
         self.owner = owner
+        self.dispatch = dispatch
         self.poll = poll
-        self.poll_interval = poll_interval
-        self.poll_schedule = poll_schedule or PollSchedule()
-        self.poll_rate_limit = poll_rate_limit
-        self.poll_batch_size = poll_batch_size
-        self.poll_lease = poll_lease
         self._poller: Poller | None = None
         self.retention = retention or None
         self.retention_interval = retention_interval
         self._pruner: Pruner | None = None
+        # What start() started, closed by stop() in reverse order.
+        self._parts: contextlib.AsyncExitStack | None = None
         self.handlers = Handlers()
         # `@listener.on(...)` and `@listener.on_any` register on the listener's own router.
         self.on = self.handlers.on
@@ -157,8 +134,7 @@ class Listener:
             recorder=self.recorder,
             metrics=self.metrics,
             callback_secret=callback_secret,
-            max_body_bytes=max_body_bytes,
-            retry_after=retry_after,
+            settings=receiver,
         )
         self.providers: dict[str, Provider] = {}
         self.client = RunClient(
@@ -166,9 +142,9 @@ class Listener:
             self.providers,
             self.record,
             callbacks=self._callback_plan,
-            grace=grace,
-            first_poll=first_poll,
-            deadline=deadline,
+            grace=poll.grace,
+            first_poll=poll.first_poll,
+            deadline=poll.deadline,
         )
         self._dispatcher: Dispatcher | None = None
         self._app: Starlette | None = None
@@ -232,7 +208,7 @@ class Listener:
         checked from the poll schedule's first step if that is sooner than `first_poll`."""
         sources = [s for s in self.sources.values() if s.provider == provider]
         if not sources:
-            return CallbackPlan(None, {}, first_poll=self.poll_schedule.interval)
+            return CallbackPlan(None, {}, first_poll=self.poll.schedule.interval)
         if self.public_url is None:
             return CallbackPlan(None, {})
         for source in sources:
@@ -318,86 +294,60 @@ class Listener:
 
     async def start(self) -> None:
         """Open the store, start the dispatcher, the fallback poller and (with `retention`)
-        the pruner."""
+        the pruner. If one of them fails to start, those already started are stopped (and
+        the store closed) before the error propagates."""
         if self._store is not None:
             raise RuntimeError("the listener is already started")
         self.handlers.check()
-        store = self._given_store
-        if store is None:
-            store = await open_store(
-                self.store_url, default_grace_seconds=self.default_grace_seconds
-            )
-        try:
-            if self.dispatch:
-                dispatcher = Dispatcher(
-                    store,
-                    self.handlers,
-                    owner=self.owner,
-                    concurrency=self.concurrency,
-                    timeout=self.handler_timeout,
-                    max_attempts=self.max_attempts,
-                    sweep_interval=self.sweep_interval,
-                    backoff_base=self.backoff_base,
-                    backoff_cap=self.backoff_cap,
-                    shutdown_timeout=self.shutdown_timeout,
-                    lease_margin=self.lease_margin,
-                    metrics=self.metrics,
-                    prepare=self._prepare,
+        async with contextlib.AsyncExitStack() as parts:
+            # Runs last, on stop or on a failed start: the parts are gone by then.
+            parts.callback(self._forget_parts)
+            store = self._given_store
+            if store is None:
+                store = await open_store(
+                    self.store_url, default_grace_seconds=self.dispatch.default_grace_seconds
                 )
-                await dispatcher.start()
-                self._dispatcher = dispatcher
-            if self.poll:
-                poller = Poller(
-                    store,
-                    self.providers,
-                    self.record,
-                    owner=self.owner,
-                    schedule=self.poll_schedule,
-                    interval=self.poll_interval,
-                    batch_size=self.poll_batch_size,
-                    lease_seconds=self.poll_lease,
-                    rate_limit=self.poll_rate_limit,
+                parts.push_async_callback(store.close)
+            if self.dispatch.enabled:
+                self._dispatcher = await _start(
+                    parts,
+                    Dispatcher(
+                        store,
+                        self.handlers,
+                        self.dispatch,
+                        owner=self.owner,
+                        metrics=self.metrics,
+                        prepare=self._prepare,
+                    ),
                 )
-                await poller.start()
-                self._poller = poller
+            if self.poll.enabled:
+                self._poller = await _start(
+                    parts, Poller(store, self.providers, self.record, self.poll, owner=self.owner)
+                )
             if self.retention is not None:
-                pruner = Pruner(store, self.retention, interval=self.retention_interval)
-                await pruner.start()
-                self._pruner = pruner
-        except BaseException:
-            if self._poller is not None:
-                await self._poller.stop()
-                self._poller = None
-            if self._dispatcher is not None:
-                await self._dispatcher.stop()
-                self._dispatcher = None
-            if self._given_store is None:
-                await store.close()
-            raise
+                self._pruner = await _start(
+                    parts, Pruner(store, self.retention, interval=self.retention_interval)
+                )
+            self._parts = parts.pop_all()
         self._store = store
         self.receiver.store = store
 
     async def stop(self) -> None:
         """Refuse new deliveries (503), stop pruning and polling, finish or release handler
-        calls, close the store."""
-        store = self._store
-        if store is None:
+        calls, close the store: the reverse of the order `start` went in. Every part is
+        stopped even if one fails to; the first failure propagates."""
+        parts = self._parts
+        if self._store is None or parts is None:
             return
         self.receiver.store = None
         self._store = None
-        try:
-            if self._pruner is not None:
-                await self._pruner.stop()
-            if self._poller is not None:
-                await self._poller.stop()
-            if self._dispatcher is not None:
-                await self._dispatcher.stop()
-        finally:
-            self._pruner = None
-            self._poller = None
-            self._dispatcher = None
-            if self._given_store is None:
-                await store.close()
+        self._parts = None
+        await parts.aclose()
+
+    def _forget_parts(self) -> None:
+        self._pruner = None
+        self._poller = None
+        self._dispatcher = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -464,3 +414,17 @@ class Listener:
             return await provider.result(event.application, event.run_id)
 
         return replace(event, result_fetcher=fetch)
+
+
+async def _start(parts: contextlib.AsyncExitStack, part: _P) -> _P:
+    """Start `part` and have `parts` stop it when it unwinds."""
+    await part.start()
+    parts.push_async_callback(part.stop)
+    return part
+
+
+def _check_settings(name: str, value: object, kind: type) -> None:
+    # A keyword from before the settings objects (`dispatch=False`, `poll=True`) would
+    # otherwise fail much later, far from its cause.
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {value!r}")

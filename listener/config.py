@@ -59,11 +59,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from listener.dispatch import DispatchSettings
 from listener.errors import ConfigError
+from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
+from listener.receiver import ReceiverSettings
 from listener.redaction import redact_url
 from listener.signatures import SCHEME_NAMES
 from listener.store.backends import EXAMPLES as STORE_URL_EXAMPLES
@@ -80,8 +83,6 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "Config",
     "ConfigError",
-    "DispatchConfig",
-    "PollerConfig",
     "ProviderConfig",
     "ServerConfig",
     "SourceConfig",
@@ -95,7 +96,6 @@ __all__ = [
 CONFIG_ENV: Final = "LISTENER_CONFIG"
 DEFAULT_CONFIG_NAME: Final = "listener.toml"
 DEFAULT_STORE_URL: Final = "sqlite:///listener.db"
-DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 # "none": per-run callback URLs carry their own token instead of a signature.
 SIGNED_SCHEMES: Final = SCHEME_NAMES
 SCHEMES: Final = tuple(sorted((*SCHEME_NAMES, "none")))
@@ -151,42 +151,18 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class DispatchConfig:
-    concurrency: int = 16
-    handler_timeout: float = 60.0
-    max_attempts: int = 5
-    backoff_base: float = 1.0
-    backoff_cap: float = 300.0
-    sweep_interval: float = 1.0
-    shutdown_timeout: float = 10.0
-    lease_margin: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class PollerConfig:
-    enabled: bool = True
-    interval: float = 1.0
-    grace: float = 300.0
-    first_poll: float = 30.0
-    deadline: float | None = None
-    schedule_interval: float = 2.0
-    schedule_factor: float = 2.0
-    schedule_cap: float = 60.0
-    schedule_jitter: float = 0.2
-    rate_limit: float = 10.0
-    batch_size: int = 100
-    lease: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
 class Config:
-    """The whole configuration; `path` is the file it came from (None: defaults only)."""
+    """The whole configuration; `path` is the file it came from (None: defaults only).
+
+    `dispatch`, `poller` and `receiver` are the components' own settings objects, built
+    from `[dispatch]`, `[poller]` and the receiver's keys of `[listener]`
+    (`max_body_bytes`); a key left out keeps that class's default.
+    """
 
     path: Path | None = None
     store: str = DEFAULT_STORE_URL
     public_url: str | None = None
     callback_secret: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     plugins: tuple[str, ...] = ()
     entry_points: bool = False
     # Days after which what is finished is pruned; 0 keeps everything.
@@ -194,8 +170,9 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     sources: tuple[SourceConfig, ...] = ()
     providers: tuple[ProviderConfig, ...] = ()
-    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
-    poller: PollerConfig = field(default_factory=PollerConfig)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    poller: PollSettings = field(default_factory=PollSettings)
+    receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
@@ -211,11 +188,12 @@ class Config:
             f"Config(path={self.path!r}, store={redact_url(self.store)!r}, "
             f"public_url={self.public_url and redact_url(self.public_url)!r}, "
             f"callback_secret={'<hidden>' if self.callback_secret else None}, "
-            f"max_body_bytes={self.max_body_bytes}, plugins={self.plugins!r}, "
+            f"plugins={self.plugins!r}, "
             f"entry_points={self.entry_points}, retention_days={self.retention_days:g}, "
             f"server={self.server!r}, "
             f"sources={self.sources!r}, providers={self.providers!r}, "
-            f"dispatch={self.dispatch!r}, poller={self.poller!r}, handlers={handlers!r})"
+            f"dispatch={self.dispatch!r}, poller={self.poller!r}, "
+            f"receiver={self.receiver!r}, handlers={handlers!r})"
         )
 
 
@@ -280,6 +258,8 @@ _LISTENER_KEYS: Final[Mapping[str, _Key]] = {
     ),
 }
 _LISTENER_ALL_KEYS: Final = (*_LISTENER_KEYS, "plugins")
+# Keys of [listener] that are the receiver's settings (`ReceiverSettings` fields).
+_RECEIVER_KEYS: Final = ("max_body_bytes",)
 
 _SERVER_KEYS: Final[Mapping[str, _Key]] = {
     "host": _Key("str", "a host name or address", bool),
@@ -288,6 +268,8 @@ _SERVER_KEYS: Final[Mapping[str, _Key]] = {
     "log_level": _Key("str", f"one of {', '.join(LOG_LEVELS)}", lambda level: level in LOG_LEVELS),
 }
 
+# [dispatch] keys are `DispatchSettings` fields and [poller] keys `PollSettings` fields,
+# or `schedule_<field>` of its `PollSchedule`; a key left out keeps that class's default.
 _DISPATCH_KEYS: Final[Mapping[str, _Key]] = {
     "concurrency": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
     "handler_timeout": _Key("float", _SECONDS_POSITIVE, _above(0)),
@@ -553,23 +535,54 @@ def load_config(path: str | Path | None, env: Mapping[str, str] = os.environ) ->
     handlers = _handler_settings(
         reader, reader.table("handlers", document.get("handlers", {})), plugins
     )
-    dispatch = DispatchConfig(**sections["dispatch"])
-    if dispatch.backoff_cap < dispatch.backoff_base:
-        raise reader.error(
-            "dispatch.backoff_cap",
-            f"expected a number >= dispatch.backoff_base ({dispatch.backoff_base:g})",
-        )
+    receiver = {key: top.pop(key) for key in _RECEIVER_KEYS if key in top}
     return Config(
         path=file_path,
         plugins=plugins,
         server=ServerConfig(**sections["server"]),
         sources=sources,
         providers=providers,
-        dispatch=dispatch,
-        poller=PollerConfig(**sections["poller"]),
+        dispatch=_dispatch_settings(reader, sections["dispatch"]),
+        poller=_poll_settings(reader, sections["poller"]),
+        receiver=_settings(reader, "listener", ReceiverSettings, receiver),
         handlers=MappingProxyType(handlers),
         **top,
     )
+
+
+def _dispatch_settings(reader: _Reader, values: Mapping[str, Any]) -> DispatchSettings:
+    defaults = DispatchSettings()
+    base = values.get("backoff_base", defaults.backoff_base)
+    if values.get("backoff_cap", defaults.backoff_cap) < base:
+        raise reader.error(
+            "dispatch.backoff_cap", f"expected a number >= dispatch.backoff_base ({base:g})"
+        )
+    return _settings(reader, "dispatch", DispatchSettings, values)
+
+
+def _poll_settings(reader: _Reader, values: Mapping[str, Any]) -> PollSettings:
+    rest = dict(values)
+    schedule = {
+        key.removeprefix("schedule_"): rest.pop(key)
+        for key in list(rest)
+        if key.startswith("schedule_")
+    }
+    rest["schedule"] = _settings(reader, "poller", PollSchedule, schedule)
+    return _settings(reader, "poller", PollSettings, rest)
+
+
+_T = TypeVar("_T")
+
+
+def _settings(
+    reader: _Reader, section: str, cls: Callable[..., _T], values: Mapping[str, Any]
+) -> _T:
+    """`cls(**values)`: the keys were checked one by one, so this can only fail on how
+    they combine; say so with the section."""
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise reader.error(section, str(exc)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -941,16 +954,20 @@ def configure_handlers(config: Config) -> None:
 
 
 def build_listener(
-    config: Config, *, dispatch: bool = True, poll: bool | None = None, retention: bool = True
+    config: Config,
+    *,
+    dispatch: bool | None = None,
+    poll: bool | None = None,
+    retention: bool = True,
 ) -> Listener:
     """A `Listener` as `config` describes it (not started).
 
     `dispatch=False` records handler calls without running them (another process does);
-    `poll` overrides `[poller] enabled`; `retention=False` leaves out the background
-    pruning of `retention_days` (for short-lived commands).
+    `dispatch` and `poll` override `config.dispatch.enabled` and `[poller] enabled`;
+    `retention=False` leaves out the background pruning of `retention_days` (for
+    short-lived commands).
     """
     from listener.app import Listener
-    from listener.poller import PollSchedule
     from listener.registry import PluginError
 
     providers = [_build_provider(config, provider) for provider in config.providers]
@@ -963,13 +980,12 @@ def build_listener(
             )
     sources = [_build_source(config, source) for source in config.sources]
     configure_handlers(config)
-    poller = config.poller
-    schedule = PollSchedule(
-        interval=poller.schedule_interval,
-        factor=poller.schedule_factor,
-        cap=poller.schedule_cap,
-        jitter=poller.schedule_jitter,
-    )
+    dispatch_settings = config.dispatch
+    if dispatch is not None:
+        dispatch_settings = dataclasses.replace(dispatch_settings, enabled=dispatch)
+    poll_settings = config.poller
+    if poll is not None:
+        poll_settings = dataclasses.replace(poll_settings, enabled=poll)
     try:
         return Listener(
             store_url=config.store,
@@ -979,19 +995,10 @@ def build_listener(
             providers=providers,
             callback_secret=config.callback_secret,
             public_url=config.public_url,
-            max_body_bytes=config.max_body_bytes,
-            dispatch=dispatch,
-            poll=poller.enabled if poll is None else poll,
-            grace=poller.grace,
-            first_poll=poller.first_poll,
-            deadline=poller.deadline,
-            poll_interval=poller.interval,
-            poll_schedule=schedule,
-            poll_rate_limit=poller.rate_limit,
-            poll_batch_size=poller.batch_size,
-            poll_lease=poller.lease,
+            dispatch=dispatch_settings,
+            poll=poll_settings,
+            receiver=config.receiver,
             retention=config.retention_days * _DAY if retention else None,
-            **dataclasses.asdict(config.dispatch),
         )
     except PluginError as exc:
         raise ConfigError(f"{config.label}: listener.plugins: {exc}") from None

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from listener.app import Listener
 from listener.client import WaitTimeout
+from listener.dispatch import DispatchSettings
 from listener.events import Origin, RunEvent, RunStatus
-from listener.poller import PollSchedule
+from listener.poller import PollSchedule, PollSettings
 from listener.redaction import redact_url
 from listener.registry import Handlers
 from listener.signatures import NextmvSignature
@@ -327,17 +328,21 @@ async def _run(
         store_url=store_url,
         handlers=[demo_handlers(counter, log_lines, out if verbose else None), *extra_handlers],
         # Short retries so a failing handler reaches the dead-letter list within the demo.
-        max_attempts=3,
-        backoff_base=0.05,
-        backoff_cap=0.2,
-        sweep_interval=0.1,
-        handler_timeout=10.0,
-        shutdown_timeout=5.0,
-        grace=grace,
-        first_poll=grace,
-        poll_interval=0.25,
-        poll_schedule=PollSchedule(interval=1.0, cap=2.0),
-        poll_rate_limit=50.0,
+        dispatch=DispatchSettings(
+            max_attempts=3,
+            backoff_base=0.05,
+            backoff_cap=0.2,
+            sweep_interval=0.1,
+            handler_timeout=10.0,
+            shutdown_timeout=5.0,
+        ),
+        poll=PollSettings(
+            grace=grace,
+            first_poll=grace,
+            interval=0.25,
+            schedule=PollSchedule(interval=1.0, cap=2.0),
+            rate_limit=50.0,
+        ),
     )
     terminal_handlers = {
         handler.name: bool(handler.statuses is None or handler.statuses & _TERMINAL)

@@ -29,24 +29,78 @@ import socket
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from listener import backoff
+from listener._checks import at_least, flag, positive, whole
 from listener.errors import UnknownHandler
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.registry import Handler, Handlers
 from listener.store.base import HandlerCall, Store
 
-__all__ = ["Dispatcher", "UnknownHandler", "default_owner", "describe_error"]
+__all__ = [
+    "LEASE_MARGIN_SECONDS",
+    "DispatchSettings",
+    "Dispatcher",
+    "UnknownHandler",
+    "default_owner",
+    "describe_error",
+]
 
 log = logging.getLogger("listener.dispatch")
 
 MAX_ERROR_CHARS = 2000
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
-# call may still be running here (the default of `Dispatcher(lease_margin=)`).
+# call may still be running here (the default of `DispatchSettings.lease_margin`).
 LEASE_MARGIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """How a listener runs handler calls; the defaults are the service's defaults.
+
+    `enabled` runs handlers in this process (False: a receiver only, another replica
+    dispatches). At most `concurrency` calls run at once, each limited to
+    `handler_timeout` seconds (per handler with `on(..., timeout=)`); a failed call is
+    retried with jittered exponential backoff from `backoff_base` up to `backoff_cap`
+    seconds and dead-lettered after `max_attempts`. A sweep every `sweep_interval`
+    seconds picks up retries coming due and calls left by other processes. A claimed call
+    is leased for the longest handler timeout plus `lease_margin` seconds: a call in
+    flight when its process dies runs again elsewhere once that has passed. On stop,
+    running calls get `shutdown_timeout` seconds to finish before they are handed back.
+    `default_grace_seconds` is the grace of a run first heard of by webhook (one no
+    submission registered here).
+    """
+
+    enabled: bool = True
+    concurrency: int = 16
+    handler_timeout: float = 60.0
+    max_attempts: int = 5
+    sweep_interval: float = 1.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    shutdown_timeout: float = 10.0
+    lease_margin: float = LEASE_MARGIN_SECONDS
+    default_grace_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        flag("enabled", self.enabled)
+        whole("concurrency", self.concurrency)
+        positive("handler_timeout", self.handler_timeout)
+        whole("max_attempts", self.max_attempts)
+        positive("sweep_interval", self.sweep_interval)
+        positive("backoff_base", self.backoff_base)
+        positive("backoff_cap", self.backoff_cap)
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError(
+                f"backoff_cap must be at least backoff_base ({self.backoff_base:g}), "
+                f"got {self.backoff_cap!r}"
+            )
+        at_least("shutdown_timeout", self.shutdown_timeout, 0)
+        at_least("lease_margin", self.lease_margin, 0)
+        at_least("default_grace_seconds", self.default_grace_seconds, 0)
 
 
 def default_owner() -> str:
@@ -71,57 +125,37 @@ class Dispatcher:
 
     `wake()` makes it claim within `claim_delay` seconds (the receiver calls it after a
     delivery enqueued calls; the short delay turns the wakes of a burst into one claim);
-    a sweep every `sweep_interval` seconds picks up the rest: retries coming due, calls
-    left by a crashed process or enqueued by another replica. At most `concurrency`
-    calls run at once; sync handlers share `thread_workers` threads. A call is leased for
-    `lease_seconds` (default: the longest handler timeout plus `lease_margin`), so no
-    other claimer takes it while it may still be running here; a call in flight when this
-    process dies waits that long before another claimer runs it again.
+    a sweep every `settings.sweep_interval` seconds picks up the rest: retries coming
+    due, calls left by a crashed process or enqueued by another replica. At most
+    `settings.concurrency` calls run at once; sync handlers share `thread_workers`
+    threads (default: as many). A call is leased for `lease_seconds` (default: the
+    longest handler timeout plus `settings.lease_margin`), so no other claimer takes it
+    while it may still be running here; a call in flight when this process dies waits
+    that long before another claimer runs it again. `settings.enabled` is the owning
+    listener's business: a dispatcher made is a dispatcher that runs.
     """
 
     def __init__(
         self,
         store: Store,
         handlers: Handlers,
+        settings: DispatchSettings = DispatchSettings(),
         *,
         owner: str | None = None,
-        concurrency: int = 16,
         thread_workers: int | None = None,
-        timeout: float = 60.0,
         lease_seconds: float | None = None,
-        lease_margin: float = LEASE_MARGIN_SECONDS,
-        max_attempts: int = 5,
-        sweep_interval: float = 1.0,
         claim_delay: float = 0.005,
-        backoff_base: float = 1.0,
-        backoff_cap: float = 300.0,
-        shutdown_timeout: float = 10.0,
         metrics: Metrics | None = None,
         prepare: Callable[[RunEvent], RunEvent] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if timeout <= 0 or sweep_interval <= 0:
-            raise ValueError("timeout and sweep_interval must be positive")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if not lease_margin >= 0:
-            raise ValueError("lease_margin must not be negative")
         self.store = store
         self.handlers = handlers
+        self.settings = settings
         self.owner = owner or default_owner()
-        self.concurrency = concurrency
-        self.thread_workers = thread_workers or concurrency
-        self.timeout = timeout
+        self.thread_workers = thread_workers or settings.concurrency
         self.lease_seconds = lease_seconds
-        self.lease_margin = lease_margin
-        self.max_attempts = max_attempts
-        self.sweep_interval = sweep_interval
         self.claim_delay = claim_delay
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.shutdown_timeout = shutdown_timeout
         self.metrics = metrics
         self.prepare = prepare
         self._rng = rng or random.Random()
@@ -163,7 +197,9 @@ class Dispatcher:
         await self._loop_task
         self._loop_task = None
         if self._inflight:
-            _, pending = await asyncio.wait(list(self._inflight), timeout=self.shutdown_timeout)
+            _, pending = await asyncio.wait(
+                list(self._inflight), timeout=self.settings.shutdown_timeout
+            )
             for task in pending:
                 task.cancel()
             # Each cancelled call releases itself back to the store before finishing.
@@ -179,19 +215,19 @@ class Dispatcher:
     def _lease(self) -> float:
         if self.lease_seconds is not None:
             return self.lease_seconds
-        longest = max([self.timeout, *(h.timeout or 0.0 for h in self.handlers)])
-        return longest + self.lease_margin
+        longest = max([self.settings.handler_timeout, *(h.timeout or 0.0 for h in self.handlers)])
+        return longest + self.settings.lease_margin
 
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            await self._write_back(self.concurrency - len(self._inflight))
+            await self._write_back(self.settings.concurrency - len(self._inflight))
             if self._stopping:
                 break
             # Woken by a new delivery, a finished call (a slot is free, and the next call
             # of that run and handler may now be due) or stop(); else sweep on a timer.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.sweep_interval):
+                async with asyncio.timeout(self.settings.sweep_interval):
                     await self._wake.wait()
             if self._wake.is_set() and self.claim_delay > 0 and not self._stopping:
                 # Let the wakes of a burst gather into one claim: every claim is a write
@@ -273,7 +309,7 @@ class Dispatcher:
             await result
 
     async def _run(self, call: HandlerCall) -> None:
-        if call.attempts > self.max_attempts:
+        if call.attempts > self.settings.max_attempts:
             # Claimed more often than allowed without ever finishing: the process running
             # it keeps dying. Stop the loop here rather than run it again.
             error = (
@@ -283,7 +319,7 @@ class Dispatcher:
             await self._fail(call, error, outcome="abandoned", seconds=None, dead=True)
             return
         handler = self.handlers.get(call.handler)
-        timeout = (handler.timeout if handler else None) or self.timeout
+        timeout = (handler.timeout if handler else None) or self.settings.handler_timeout
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = asyncio.timeout(timeout)
@@ -328,10 +364,12 @@ class Dispatcher:
         seconds: float | None,
         dead: bool = False,
     ) -> None:
-        dead = dead or call.attempts >= self.max_attempts
+        dead = dead or call.attempts >= self.settings.max_attempts
         retry_at: datetime | None = None
         if not dead:
-            wait = backoff.delay(call.attempts, self.backoff_base, self.backoff_cap, self._rng)
+            wait = backoff.delay(
+                call.attempts, self.settings.backoff_base, self.settings.backoff_cap, self._rng
+            )
             retry_at = datetime.now(UTC) + timedelta(seconds=wait)
         if self.metrics is not None:
             self.metrics.handler_call(call.handler, outcome, seconds)
@@ -343,7 +381,7 @@ class Dispatcher:
                 call.handler,
                 call.run_id,
                 call.attempts,
-                self.max_attempts,
+                self.settings.max_attempts,
                 error,
             )
         else:
@@ -352,7 +390,7 @@ class Dispatcher:
                 call.handler,
                 call.run_id,
                 call.attempts,
-                self.max_attempts,
+                self.settings.max_attempts,
                 error,
             )
         try:

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from listener import backoff
+from listener._checks import at_least, flag, positive, whole
 from listener.events import RunEvent, next_status
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
 
-__all__ = ["PollReport", "PollSchedule", "Poller", "RateLimiter"]
+__all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller", "RateLimiter"]
 
 logger = logging.getLogger("listener.poller")
 
@@ -63,6 +64,45 @@ class PollSchedule:
     def delay(self, attempt: int, rng: random.Random) -> float:
         base = self.ceiling(attempt)
         return base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    """When a listener asks providers about runs; the defaults are the service's defaults.
+
+    `enabled` runs the fallback poller in this process. A submitted run the platform says
+    nothing about is checked `first_poll` seconds after submission (None: after `grace`),
+    or from `schedule`'s first step if that is sooner and no source of the listener reads
+    its provider's payloads (no webhook can reach it). After news, silence is trusted for
+    `grace` seconds; a run still unfinished `deadline` seconds after submission (None: no
+    deadline) becomes `expired`. The poller looks for due runs every `interval` seconds,
+    claims at most `batch_size` at a time for `lease` seconds each, and makes at most
+    `rate_limit` status calls a second per provider.
+    """
+
+    enabled: bool = True
+    grace: float = 300.0
+    first_poll: float | None = 30.0
+    deadline: float | None = None
+    interval: float = 1.0
+    schedule: PollSchedule = field(default_factory=PollSchedule)
+    rate_limit: float = 10.0
+    batch_size: int = 100
+    lease: float = 60.0
+
+    def __post_init__(self) -> None:
+        flag("enabled", self.enabled)
+        at_least("grace", self.grace, 0)
+        if self.first_poll is not None:
+            at_least("first_poll", self.first_poll, 0)
+        if self.deadline is not None:
+            positive("deadline", self.deadline)
+        positive("interval", self.interval)
+        if not isinstance(self.schedule, PollSchedule):
+            raise ValueError(f"schedule must be a PollSchedule, got {self.schedule!r}")
+        positive("rate_limit", self.rate_limit)
+        whole("batch_size", self.batch_size)
+        positive("lease", self.lease)
 
 
 class RateLimiter:
@@ -116,9 +156,11 @@ class Poller:
     """Claims overdue runs from the store, asks their providers, records what it learns.
 
     `record` is the listener's own path for events (match handlers, store, wake the
-    dispatcher). `rate_limit` is status calls a second per provider, counting each page
-    of a run listing as one call. Runs of a provider that implements `BatchStatus` are
-    checked `batch_size` at a time in one batch check.
+    dispatcher). Of `settings`, the poller reads `schedule`, `interval`, `batch_size`,
+    `lease` and `rate_limit` (status calls a second per provider, counting each page of
+    a run listing as one call); the rest is for the listener's submissions. Runs of a
+    provider that implements `BatchStatus` are checked `batch_size` at a time in one
+    batch check.
 
     A batch call reads a page of the platform's run listing whichever runs are on it, so
     it carries more than the runs that are due:
@@ -137,37 +179,32 @@ class Poller:
         store: Store,
         providers: Mapping[str, Provider],
         record: Recorder,
+        settings: PollSettings = PollSettings(),
         *,
         owner: str | None = None,
-        schedule: PollSchedule | None = None,
-        interval: float = 1.0,
-        batch_size: int = 100,
-        lease_seconds: float = 60.0,
-        rate_limit: float = 10.0,
         concurrency: int = 8,
         max_pause: float = 300.0,
         ride_window: float | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
         if ride_window is not None and ride_window < 0:
             raise ValueError("ride_window must not be negative")
         self.store = store
         self.providers = providers
         self.record = record
+        self.settings = settings
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
-        self.schedule = schedule or PollSchedule()
-        self.interval = interval
-        self.batch_size = batch_size
-        self.lease_seconds = lease_seconds
-        self.rate_limit = rate_limit
+        self.schedule = settings.schedule
+        self.interval = settings.interval
+        self.batch_size = settings.batch_size
+        self.lease_seconds = settings.lease
+        self.rate_limit = settings.rate_limit
         self.max_pause = max_pause
         # Early runs are claimed with the clock moved ahead, which also takes leases that
         # would expire within the window: keep it well inside a lease. A quarter of the
         # cap lets runs at the cap be looked at a little early when their page is read
         # anyway, without rescheduling every open run on every read.
-        default_window = min(self.schedule.cap / 4, lease_seconds / 4)
+        default_window = min(self.schedule.cap / 4, self.lease_seconds / 4)
         self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
         self._limiters: dict[str, RateLimiter] = {}

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
+from listener._checks import whole
 from listener.errors import BodyTooLarge
 from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
@@ -30,7 +32,14 @@ from listener.signatures import SignatureError, Verified
 from listener.sources import Source, check_token
 from listener.store.base import Store, StoreUnavailable
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyTooLarge", "Receiver", "create_app", "delivery_id_for"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "BodyTooLarge",
+    "Receiver",
+    "ReceiverSettings",
+    "create_app",
+    "delivery_id_for",
+]
 
 log = logging.getLogger("listener.receiver")
 
@@ -39,6 +48,23 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_ID_CHARS = 200
 # Outcomes logged at INFO; the others (rejections, unroutable, errors) at WARNING.
 _QUIET = frozenset({"accepted", "duplicate", "known"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverSettings:
+    """How the webhook endpoints answer; the defaults are the service's defaults.
+
+    A body over `max_body_bytes` is refused with 413 before it is read in full; a
+    delivery the store cannot take now is answered 503 with `Retry-After: retry_after`
+    seconds.
+    """
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retry_after: int = 5
+
+    def __post_init__(self) -> None:
+        whole("max_body_bytes", self.max_body_bytes)
+        whole("retry_after", self.retry_after, 0)
 
 
 def delivery_id_for(source: str, verified: Verified | None, body: bytes) -> str:
@@ -192,7 +218,7 @@ class _HookEndpoint:
         params = scope["path_params"]
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         headers = _header_map(raw)
-        limit = self.receiver.max_body_bytes
+        limit = self.receiver.settings.max_body_bytes
 
         async def read() -> bytes:
             return await _receive_body(receive, headers.get("content-length"), limit)
@@ -212,6 +238,7 @@ class Receiver:
     """The webhook endpoints over one store, handler registry and set of sources.
 
     `store` is None until the owning listener has opened it; deliveries get 503 until then.
+    `settings` bounds bodies and says when a refused sender should retry.
     Verified events are stored through `recorder`, the path every event takes.
     `endpoint` is the delivery endpoint as a plain ASGI app, for mounting by hand under
     another path (it reads `source` and, optionally, `token` from the path parameters).
@@ -225,8 +252,7 @@ class Receiver:
         metrics: Metrics,
         store: Store | None = None,
         callback_secret: str | bytes | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        retry_after: int = 5,
+        settings: ReceiverSettings = ReceiverSettings(),
     ) -> None:
         self.sources: dict[str, Source] = {}
         for source in sources:
@@ -236,8 +262,7 @@ class Receiver:
         self.store = store
         self.endpoint = _HookEndpoint(self)
         self.callback_secret = callback_secret
-        self.max_body_bytes = max_body_bytes
-        self.retry_after = retry_after
+        self.settings = settings
 
     def add_source(self, source: Source) -> None:
         if source.name in self.sources:
@@ -311,7 +336,7 @@ class Receiver:
         try:
             return await read()
         except BodyTooLarge:
-            detail = f"the body exceeds {self.max_body_bytes} bytes"
+            detail = f"the body exceeds {self.settings.max_body_bytes} bytes"
             raise _Outcome(
                 _error(BodyTooLarge.http_status, "body_too_large", detail), "too_large"
             ) from None
@@ -414,7 +439,7 @@ class Receiver:
         return _json(202, _ANSWER_ENCODER.encode(answer).encode()), "unroutable"
 
     def _unavailable(self, reason: str) -> _Answer:
-        headers = {"Retry-After": str(self.retry_after)}
+        headers = {"Retry-After": str(self.settings.retry_after)}
         return _error(StoreUnavailable.http_status, reason, "try again later", headers)
 
     def _done(

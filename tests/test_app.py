@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +21,44 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from listener import Listener, Origin, RunEvent, RunStatus, Source
-from listener.poller import PollSchedule
+from listener import (
+    DispatchSettings,
+    Listener,
+    Origin,
+    PollSchedule,
+    PollSettings,
+    ReceiverSettings,
+    RunEvent,
+    RunStatus,
+    Source,
+)
+from listener.dispatch import Dispatcher
+from listener.poller import Poller
 from listener.providers.base import RunResult, RunState, Submission
+from listener.retention import Pruner
 from listener.signatures import NextmvSignature, StandardWebhooks, generate_hmac_secret
 from listener.store import CallState, Store, open_store
+from listener.store.sqlite import SQLiteStore
 from listener.testing import FakePlatform, RunPlan
 
 SECRET = generate_hmac_secret()
 SCHEME = StandardWebhooks([SECRET])
 
 
+# Quick sweeps and retries, so tests of the dispatch path take milliseconds.
+FAST = DispatchSettings(
+    sweep_interval=0.02, backoff_base=0.001, backoff_cap=0.01, shutdown_timeout=5.0
+)
+
+
+def fast(**changes: Any) -> DispatchSettings:
+    return replace(FAST, **changes)
+
+
 def new_listener(db: Path, **options: Any) -> Listener:
-    settings: dict[str, Any] = {
-        "sweep_interval": 0.02,
-        "backoff_base": 0.001,
-        "backoff_cap": 0.01,
-        "shutdown_timeout": 5.0,
-    }
-    settings.update(options)
+    options.setdefault("dispatch", FAST)
     return Listener(
-        store_url=f"sqlite:///{db}",
-        sources=[Source("std", "local", SCHEME)],
-        **settings,
+        store_url=f"sqlite:///{db}", sources=[Source("std", "local", SCHEME)], **options
     )
 
 
@@ -91,7 +107,7 @@ async def test_async_with_opens_and_closes_the_store(tmp_path: Path) -> None:
 async def test_a_given_store_is_not_closed(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'given.db'}")
     try:
-        listener = Listener(store=store, dispatch=False)
+        listener = Listener(store=store, dispatch=DispatchSettings(enabled=False))
         assert listener.store_url == store.url
         async with listener:
             assert listener.dispatcher is None
@@ -100,6 +116,128 @@ async def test_a_given_store_is_not_closed(tmp_path: Path) -> None:
         await store.close()
     with pytest.raises(ValueError, match="not both"):
         Listener(store=store, store_url="sqlite://:memory:")
+
+
+# -- start and stop: the parts, in order -------------------------------------------------
+
+PARTS: dict[str, type[Any]] = {
+    "dispatcher": Dispatcher,
+    "poller": Poller,
+    "pruner": Pruner,
+    "store": SQLiteStore,
+}
+
+
+class PartLog:
+    """Records each part's start and stop (the store's open and close) as it happens, and
+    can make one of them fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[str] = []
+        self.failing: set[str] = set()
+        for name, cls in PARTS.items():
+            for method in ("open", "close") if name == "store" else ("start", "stop"):
+                self._wrap(monkeypatch, name, cls, method)
+
+    def _wrap(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, cls: type[Any], method: str
+    ) -> None:
+        original = getattr(cls, method)
+        step = f"{name} {method}"
+
+        async def wrapped(part: object) -> None:
+            self.events.append(step)
+            if step in self.failing:
+                raise RuntimeError(f"{step} failed")
+            await original(part)
+
+        monkeypatch.setattr(cls, method, wrapped)
+
+
+def parts_of(listener: Listener) -> tuple[object, ...]:
+    return (listener.dispatcher, listener.poller, listener.pruner)
+
+
+def all_parts(db: Path) -> Listener:
+    return new_listener(db, retention=DAY, retention_interval=3600.0)
+
+
+async def test_start_and_stop_go_in_opposite_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PartLog(monkeypatch)
+    listener = all_parts(tmp_path / "order.db")
+    async with listener:
+        assert log.events == ["store open", "dispatcher start", "poller start", "pruner start"]
+        assert listener.dispatcher is not None
+        assert listener.poller is not None
+        assert listener.pruner is not None
+        log.events.clear()
+    assert log.events == ["pruner stop", "poller stop", "dispatcher stop", "store close"]
+    assert parts_of(listener) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("failing", "unwound"),
+    [
+        ("dispatcher start", ["store close"]),
+        ("poller start", ["dispatcher stop", "store close"]),
+        ("pruner start", ["poller stop", "dispatcher stop", "store close"]),
+    ],
+)
+async def test_a_part_failing_to_start_stops_the_parts_already_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str, unwound: list[str]
+) -> None:
+    log = PartLog(monkeypatch)
+    log.failing.add(failing)
+    listener = all_parts(tmp_path / "unwind.db")
+    with pytest.raises(RuntimeError, match=f"{failing} failed"):
+        await listener.start()
+    assert log.events[log.events.index(failing) + 1 :] == unwound
+    assert not listener.started
+    assert parts_of(listener) == (None, None, None)
+    assert listener.receiver.store is None
+    await listener.stop()  # nothing to stop: a no-op
+    # Nothing was left behind: once the part starts, the listener does.
+    log.failing.clear()
+    async with listener:
+        assert listener.started
+        assert listener.pruner is not None
+
+
+async def test_a_given_store_stays_open_when_start_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'given.db'}")
+    try:
+        log = PartLog(monkeypatch)
+        log.failing.add("poller start")
+        listener = Listener(store=store)
+        with pytest.raises(RuntimeError, match="poller start failed"):
+            await listener.start()
+        assert log.events == ["dispatcher start", "poller start", "dispatcher stop"]
+        await store.ping()  # the caller's store is the caller's to close
+    finally:
+        await store.close()
+
+
+async def test_a_part_failing_to_stop_does_not_keep_the_others_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PartLog(monkeypatch)
+    log.failing.add("poller stop")
+    listener = all_parts(tmp_path / "stop.db")
+    await listener.start()
+    dispatcher = listener.dispatcher
+    assert dispatcher is not None
+    log.events.clear()
+    with pytest.raises(RuntimeError, match="poller stop failed"):
+        await listener.stop()
+    assert log.events == ["pruner stop", "poller stop", "dispatcher stop", "store close"]
+    assert not dispatcher.running
+    assert not listener.started
+    assert parts_of(listener) == (None, None, None)
+    await listener.stop()  # stopped already
 
 
 async def test_mounted_under_a_prefix_with_the_listener_lifespan(tmp_path: Path) -> None:
@@ -220,7 +358,7 @@ async def test_fails_twice_then_succeeds_over_http(tmp_path: Path) -> None:
 
 
 async def test_always_failing_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
-    listener = new_listener(tmp_path / "d.db", max_attempts=3)
+    listener = new_listener(tmp_path / "d.db", dispatch=fast(max_attempts=3))
     seen: list[Origin] = []
     fixed = False
 
@@ -250,7 +388,7 @@ async def test_always_failing_is_dead_lettered_then_replayed(tmp_path: Path) -> 
 
 async def test_after_a_restart_pending_calls_are_run(tmp_path: Path) -> None:
     db = tmp_path / "restart.db"
-    first = new_listener(db, shutdown_timeout=0.01)
+    first = new_listener(db, dispatch=fast(shutdown_timeout=0.01))
     blocked = asyncio.Event()
 
     @first.on("succeeded", name="durable")
@@ -263,7 +401,7 @@ async def test_after_a_restart_pending_calls_are_run(tmp_path: Path) -> None:
         async with asyncio.timeout(30):
             await blocked.wait()
     # The interrupted call was given back; a receiver-only replica then stores more.
-    receiver_only = new_listener(db, dispatch=False)
+    receiver_only = new_listener(db, dispatch=fast(enabled=False))
     receiver_only.on("succeeded", name="durable")(stuck)
     async with running(receiver_only) as client:
         assert (await deliver(client, "r2", "run-2")).status_code == 202
@@ -338,7 +476,11 @@ async def test_a_failed_prune_is_a_warning_and_is_tried_again(
     store = await open_store(f"sqlite:///{db}")
     caplog.set_level(logging.WARNING, logger="listener.retention")
     listener = Listener(
-        store=store, dispatch=False, poll=False, retention=DAY, retention_interval=0.02
+        store=store,
+        dispatch=DispatchSettings(enabled=False),
+        poll=PollSettings(enabled=False),
+        retention=DAY,
+        retention_interval=0.02,
     )
     try:
         await store.close()  # the store is down before the first pass
@@ -467,7 +609,7 @@ async def test_handlers_fetch_results_through_the_provider(tmp_path: Path) -> No
 
 
 async def test_without_a_provider_fetch_result_is_a_lookup_error(tmp_path: Path) -> None:
-    listener = new_listener(tmp_path / "np.db", max_attempts=1)
+    listener = new_listener(tmp_path / "np.db", dispatch=fast(max_attempts=1))
     errors: list[str] = []
 
     @listener.on("succeeded", name="fetcher")
@@ -487,18 +629,25 @@ async def test_without_a_provider_fetch_result_is_a_lookup_error(tmp_path: Path)
 
 
 @contextlib.asynccontextmanager
-async def submitting(db: Path, sources: list[Source], **options: Any) -> AsyncIterator[Listener]:
+async def submitting(
+    db: Path, sources: list[Source], *, public_url: str | None = None, **poll: Any
+) -> AsyncIterator[Listener]:
     """A started listener that submits to a fake Nextmv whose runs never end by themselves.
 
-    No poller, so the stored poll time is the one submission set."""
-    settings: dict[str, Any] = {"poll": False, "dispatch": False, "first_poll": 30.0}
-    settings.update(options)
+    No poller (`poll` are further `PollSettings`), so the stored poll time is the one
+    submission set."""
+    settings = PollSettings(**{"enabled": False, "first_poll": 30.0, **poll})
     async with (
         FakePlatform(plan=RunPlan(runs_for=None)) as platform,
         platform.nextmv_provider() as nextmv,
     ):
         listener = Listener(
-            store_url=f"sqlite:///{db}", sources=sources, providers=[nextmv], **settings
+            store_url=f"sqlite:///{db}",
+            sources=sources,
+            providers=[nextmv],
+            public_url=public_url,
+            dispatch=DispatchSettings(enabled=False),
+            poll=settings,
         )
         async with listener:
             yield listener
@@ -521,7 +670,7 @@ async def test_a_run_no_source_can_hear_is_polled_from_the_schedules_first_step(
         tmp_path / "other.db",
         [Source("std", "local", SCHEME)],
         public_url="https://hooks.example",
-        poll_schedule=PollSchedule(interval=3.0),
+        schedule=PollSchedule(interval=3.0),
     ) as listener:
         assert await first_poll_after(listener) == 3.0
         # An explicit first_poll still wins.
@@ -551,9 +700,16 @@ async def test_plugins_load_by_module_path(tmp_path: Path) -> None:
 
 def test_bad_construction() -> None:
     with pytest.raises(ValueError, match="max_body_bytes"):
-        Listener(store_url="sqlite://:memory:", max_body_bytes=0)
+        Listener(store_url="sqlite://:memory:", receiver=ReceiverSettings(max_body_bytes=0))
     with pytest.raises(ValueError, match="lease_margin"):
-        Listener(store_url="sqlite://:memory:", lease_margin=-1)
+        Listener(store_url="sqlite://:memory:", dispatch=DispatchSettings(lease_margin=-1))
+    # The keywords from before the settings objects fail at once, naming the argument.
+    with pytest.raises(TypeError, match="dispatch must be a DispatchSettings"):
+        Listener(store_url="sqlite://:memory:", dispatch=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="poll must be a PollSettings"):
+        Listener(store_url="sqlite://:memory:", poll=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="receiver must be a ReceiverSettings"):
+        Listener(store_url="sqlite://:memory:", receiver={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="retention_interval"):
         Listener(store_url="sqlite://:memory:", retention=DAY, retention_interval=0)
     listener = Listener(store_url="sqlite://:memory:", sources=[Source("a", "local", SCHEME)])

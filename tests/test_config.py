@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 import handlers.save
+from listener import config as config_module
 from listener.app import Listener
 from listener.config import (
     Config,
     ConfigError,
-    DispatchConfig,
-    PollerConfig,
     ServerConfig,
     build_listener,
     build_provider,
@@ -22,12 +21,13 @@ from listener.config import (
     load_config,
     resolve_reference,
 )
+from listener.dispatch import DispatchSettings
 from listener.events import RunStatus
-from listener.poller import PollSchedule
+from listener.poller import PollSchedule, PollSettings
 from listener.providers.http import HttpProvider
 from listener.providers.local import LocalProvider
 from listener.providers.nextmv import NextmvProvider
-from listener.receiver import DEFAULT_MAX_BODY_BYTES
+from listener.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverSettings
 from listener.signatures import generate_hmac_secret
 from listener.store import DEFAULT_STORE_URL
 
@@ -73,35 +73,41 @@ def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert load_config(path, env={}) == Config(path=path)
 
 
-def test_defaults_match_the_library_defaults() -> None:
+def test_defaults_are_the_settings_classes_defaults() -> None:
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(Listener).parameters.items()
     }
-    dispatch = DispatchConfig()
-    for field in dataclasses.fields(DispatchConfig):
-        assert getattr(dispatch, field.name) == defaults[field.name], field.name
-    poller = PollerConfig()
-    assert poller.enabled == defaults["poll"]
-    assert poller.grace == defaults["grace"]
-    assert poller.first_poll == defaults["first_poll"]
-    assert poller.deadline == defaults["deadline"]
-    assert poller.interval == defaults["poll_interval"]
-    assert poller.rate_limit == defaults["poll_rate_limit"]
-    assert poller.batch_size == defaults["poll_batch_size"]
-    assert poller.lease == defaults["poll_lease"]
-    schedule = PollSchedule()
-    assert (schedule.interval, schedule.factor, schedule.cap, schedule.jitter) == (
-        poller.schedule_interval,
-        poller.schedule_factor,
-        poller.schedule_cap,
-        poller.schedule_jitter,
-    )
     config = Config()
-    assert config.max_body_bytes == DEFAULT_MAX_BODY_BYTES == defaults["max_body_bytes"]
+    assert config.dispatch == DispatchSettings() == defaults["dispatch"]
+    assert config.poller == PollSettings() == defaults["poll"]
+    assert config.poller.schedule == PollSchedule()
+    assert config.receiver == ReceiverSettings() == defaults["receiver"]
+    assert config.receiver.max_body_bytes == DEFAULT_MAX_BODY_BYTES
     assert config.retention_days == 0
     assert defaults["retention"] is None  # both: keep everything
     assert config.store == DEFAULT_STORE_URL
+
+
+def test_every_settings_key_is_a_field_of_its_settings_class() -> None:
+    """The key tables name fields; the numbers come from the classes alone."""
+    dispatch = {field.name for field in dataclasses.fields(DispatchSettings)}
+    poller = {field.name for field in dataclasses.fields(PollSettings)} - {"schedule"}
+    schedule = {f"schedule_{field.name}" for field in dataclasses.fields(PollSchedule)}
+    receiver = {field.name for field in dataclasses.fields(ReceiverSettings)}
+    assert set(config_module._DISPATCH_KEYS) <= dispatch
+    assert set(config_module._POLLER_KEYS) == poller | schedule
+    assert set(config_module._RECEIVER_KEYS) <= receiver & set(config_module._LISTENER_KEYS)
+    # Each key given alone lands on its field; the others keep the class defaults.
+    assert load_config(None, env={"LISTENER_DISPATCH_CONCURRENCY": "2"}).dispatch == (
+        DispatchSettings(concurrency=2)
+    )
+    assert load_config(None, env={"LISTENER_POLLER_SCHEDULE_CAP": "9"}).poller == (
+        PollSettings(schedule=PollSchedule(cap=9.0))
+    )
+    assert load_config(None, env={"LISTENER_MAX_BODY_BYTES": "10"}).receiver == (
+        ReceiverSettings(max_body_bytes=10)
+    )
 
 
 # --- every section ----------------------------------------------------------------------------
@@ -182,7 +188,7 @@ def test_every_section_is_read(tmp_path: Path) -> None:
     assert config.store == "sqlite:///data/listener.db"
     assert config.public_url == "https://hooks.example.com/listener"
     assert config.callback_secret == "callback-secret-value"
-    assert config.max_body_bytes == 2048
+    assert config.receiver == ReceiverSettings(max_body_bytes=2048)
     # A relative plugin path is relative to the config file; module names stay as written.
     assert config.plugins == ("handlers.log", "handlers.save", str(tmp_path / "more_handlers"))
     assert config.entry_points is True
@@ -209,17 +215,23 @@ def test_every_section_is_read(tmp_path: Path) -> None:
     assert engine.kind == "workflow"
     assert engine.settings["api_key"] == "engine-key-value"
 
-    assert config.dispatch == DispatchConfig(4, 5.0, 3, 0.5, 30.0, 2.0, 0.0, 5.0)
-    assert config.poller == PollerConfig(
+    assert config.dispatch == DispatchSettings(
+        concurrency=4,
+        handler_timeout=5.0,
+        max_attempts=3,
+        backoff_base=0.5,
+        backoff_cap=30.0,
+        sweep_interval=2.0,
+        shutdown_timeout=0.0,
+        lease_margin=5.0,
+    )
+    assert config.poller == PollSettings(
         enabled=False,
         interval=0.5,
         grace=0.0,
         first_poll=1.5,
         deadline=3600.0,
-        schedule_interval=1.0,
-        schedule_factor=1.5,
-        schedule_cap=30.0,
-        schedule_jitter=0.0,
+        schedule=PollSchedule(interval=1.0, factor=1.5, cap=30.0, jitter=0.0),
         rate_limit=2.0,
         batch_size=10,
     )
@@ -259,7 +271,7 @@ def test_environment_overrides_single_values(tmp_path: Path) -> None:
     assert config.store == "sqlite:///other.db"
     assert config.public_url == "https://example.org"
     assert config.callback_secret == "from-env"
-    assert config.max_body_bytes == 4096
+    assert config.receiver.max_body_bytes == 4096
     assert config.entry_points is True
     assert config.server.port == 9100
     assert config.server.host == "::1"
@@ -693,12 +705,12 @@ dir = "{tmp_path}/results"
     assert isinstance(listener.providers["local"], LocalProvider)
     assert listener.callback_secret == "callback-secret-value"
     assert listener.public_url == "https://hooks.example.com"
-    assert listener.concurrency == 3
-    assert listener.max_attempts == 2
-    assert listener.poll_schedule == PollSchedule(interval=0.5, factor=2.0, cap=9.0, jitter=0.2)
-    assert listener.poll_rate_limit == 3
-    assert listener.poll_batch_size == 7
-    assert listener.poll_lease == 20
+    assert listener.dispatch.concurrency == 3
+    assert listener.dispatch.max_attempts == 2
+    assert listener.poll.schedule == PollSchedule(interval=0.5, factor=2.0, cap=9.0, jitter=0.2)
+    assert listener.poll.rate_limit == 3
+    assert listener.poll.batch_size == 7
+    assert listener.poll.lease == 20
     assert listener.client.grace == 12
     assert listener.client.first_poll == 4
     assert listener.client.deadline == 600
@@ -724,18 +736,25 @@ async def test_build_listener_from_the_defaults_runs(
     monkeypatch.chdir(tmp_path)
     listener = build_listener(load_config(None, env={}))
     assert listener.sources == {}
-    assert listener.poll is True
+    assert listener.poll.enabled is True
     async with listener:
         assert listener.started
     assert (tmp_path / "listener.db").exists()
 
 
 def test_build_listener_options_override_the_file(tmp_path: Path) -> None:
-    config = Config(store=f"sqlite:///{tmp_path}/l.db", poller=PollerConfig(enabled=False))
-    assert build_listener(config).poll is False
-    listener = build_listener(config, dispatch=False, poll=True)
-    assert listener.poll is True
-    assert listener.dispatch is False
+    config = Config(
+        store=f"sqlite:///{tmp_path}/l.db",
+        dispatch=DispatchSettings(enabled=False, concurrency=3),
+        poller=PollSettings(enabled=False, grace=5.0),
+    )
+    listener = build_listener(config)
+    assert listener.poll == config.poller
+    assert listener.dispatch == config.dispatch
+    listener = build_listener(config, dispatch=True, poll=True)
+    # Only `enabled` is overridden; the rest of each section stays as configured.
+    assert listener.poll == PollSettings(enabled=True, grace=5.0)
+    assert listener.dispatch == DispatchSettings(enabled=True, concurrency=3)
 
 
 async def test_retention_and_lease_margin_reach_the_started_listener(tmp_path: Path) -> None:
@@ -753,13 +772,13 @@ lease_margin = 12.5
     )
     listener = build_listener(load_config(path, env={}))
     assert listener.retention == 1.5 * 86400
-    assert listener.lease_margin == 12.5
+    assert listener.dispatch.lease_margin == 12.5
     async with listener:
         assert listener.pruner is not None
         assert listener.pruner.running
         assert listener.pruner.older_than == 1.5 * 86400
         assert listener.dispatcher is not None
-        assert listener.dispatcher.lease_margin == 12.5
+        assert listener.dispatcher.settings.lease_margin == 12.5
     assert listener.pruner is None
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import event, wait_for
 
-from listener.dispatch import Dispatcher, describe_error
+from listener.dispatch import LEASE_MARGIN_SECONDS, Dispatcher, DispatchSettings, describe_error
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.registry import Handlers
@@ -26,7 +29,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
+SETTINGS = frozenset(field.name for field in dataclasses.fields(DispatchSettings))
+
+
 def make(store: Store, handlers: Handlers, **options: object) -> Dispatcher:
+    """A dispatcher with quick sweeps and retries; `options` are `DispatchSettings` fields
+    or the dispatcher's own keywords."""
     settings: dict[str, object] = {
         "sweep_interval": 0.02,
         "backoff_base": 0.001,
@@ -34,8 +42,13 @@ def make(store: Store, handlers: Handlers, **options: object) -> Dispatcher:
         "max_attempts": 3,
         "shutdown_timeout": 5.0,
     }
-    settings.update(options)
-    return Dispatcher(store, handlers, **settings)  # type: ignore[arg-type]
+    settings.update({name: options.pop(name) for name in list(options) if name in SETTINGS})
+    return Dispatcher(
+        store,
+        handlers,
+        DispatchSettings(**settings),  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def call_in(store: Store, call_id: int, *states: CallState) -> HandlerCall:
@@ -437,7 +450,7 @@ async def test_a_claimed_call_is_leased_for_the_longest_timeout_plus_the_margin(
         await release.wait()
 
     [call_id] = await enqueue(store, handlers)
-    options: dict[str, object] = {"timeout": 5.0}
+    options: dict[str, object] = {"handler_timeout": 5.0}
     if margin is not None:
         options["lease_margin"] = margin
     dispatcher = make(store, handlers, **options)
@@ -545,7 +558,12 @@ async def test_start_twice_and_bad_settings(store: Store) -> None:
         await dispatcher.start()
     await dispatcher.stop()
     await dispatcher.stop()  # idempotent
-    for bad in ({"concurrency": 0}, {"timeout": 0}, {"max_attempts": 0}, {"lease_margin": -1}):
+    for bad in (
+        {"concurrency": 0},
+        {"handler_timeout": 0},
+        {"max_attempts": 0},
+        {"lease_margin": -1},
+    ):
         with pytest.raises(ValueError):  # noqa: PT011
             make(store, Handlers(), **bad)
 
@@ -557,3 +575,66 @@ def test_describe_error_names_the_type_and_truncates() -> None:
         describe_error(asyncio.InvalidStateError("x")) == "asyncio.exceptions.InvalidStateError: x"
     )
     assert len(describe_error(ValueError("y" * 10_000), limit=100)) == 100
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_settings_defaults_are_the_services() -> None:
+    settings = DispatchSettings()
+    assert settings.enabled is True
+    assert (settings.concurrency, settings.handler_timeout, settings.max_attempts) == (16, 60.0, 5)
+    assert (settings.backoff_base, settings.backoff_cap, settings.sweep_interval) == (
+        1.0,
+        300.0,
+        1.0,
+    )
+    assert settings.shutdown_timeout == 10.0
+    assert settings.lease_margin == LEASE_MARGIN_SECONDS == 30.0
+    assert settings.default_grace_seconds == 60.0
+    # Zero is allowed where it means "none": no wait on stop, no lease margin, no grace.
+    DispatchSettings(shutdown_timeout=0, lease_margin=0, default_grace_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"enabled": 1}, "enabled must be true or false, got 1"),
+        ({"concurrency": 0}, "concurrency must be at least 1, got 0"),
+        ({"concurrency": 2.0}, "concurrency must be a whole number, got 2.0"),
+        ({"handler_timeout": 0}, "handler_timeout must be positive, got 0"),
+        ({"handler_timeout": float("nan")}, "handler_timeout must be positive, got nan"),
+        ({"handler_timeout": "60"}, "handler_timeout must be a number, got '60'"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1, got 0"),
+        ({"max_attempts": True}, "max_attempts must be a whole number, got True"),
+        ({"sweep_interval": -1}, "sweep_interval must be positive, got -1"),
+        ({"backoff_base": 0}, "backoff_base must be positive, got 0"),
+        ({"backoff_cap": 0}, "backoff_cap must be positive, got 0"),
+        (
+            {"backoff_base": 10, "backoff_cap": 5},
+            "backoff_cap must be at least backoff_base (10), got 5",
+        ),
+        ({"shutdown_timeout": -0.1}, "shutdown_timeout must be at least 0, got -0.1"),
+        ({"lease_margin": -1}, "lease_margin must be at least 0, got -1"),
+        ({"default_grace_seconds": -1}, "default_grace_seconds must be at least 0, got -1"),
+    ],
+)
+def test_settings_are_checked_when_made(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DispatchSettings(**changes)
+
+
+def test_settings_are_frozen_and_shared() -> None:
+    settings = DispatchSettings(concurrency=2)
+    with pytest.raises(AttributeError):
+        settings.concurrency = 3  # type: ignore[misc]
+    assert dataclasses.replace(settings, enabled=False) == DispatchSettings(
+        enabled=False, concurrency=2
+    )
+
+
+async def test_the_dispatcher_runs_by_its_settings(store: Store) -> None:
+    settings = DispatchSettings(concurrency=3, handler_timeout=7.0, lease_margin=1.5)
+    dispatcher = Dispatcher(store, Handlers(), settings)
+    assert dispatcher.settings is settings
+    assert dispatcher.thread_workers == 3  # one thread per concurrent call by default

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from helpers import serve, wait_for
 
-from listener import Listener, Origin, RunStatus, Source
+from listener import DispatchSettings, Listener, Origin, PollSettings, RunStatus, Source
 from listener.signatures import NextmvSignature, generate_hmac_secret
 from listener.store import CallState
 from listener.testing import (
@@ -92,8 +92,8 @@ async def test_the_handlers_example_saves_outputs_and_reports_failures(
     listener = Listener(
         store_url=f"sqlite:///{tmp_path / 'h.db'}",
         plugins=[str(EXAMPLES / "run_handlers.py")],
-        sweep_interval=0.05,
-        grace=60,
+        dispatch=DispatchSettings(sweep_interval=0.05),
+        poll=PollSettings(grace=60),
     )
     names = listener.handlers.names()
     assert any(name.endswith("save_output") for name in names)
@@ -136,7 +136,11 @@ async def test_submit_and_wait_learns_the_end_from_a_service_sharing_its_store(
 ) -> None:
     store_url = f"sqlite:///{tmp_path / 'shared.db'}"
     # This process plays the `listener serve` that receives the account's webhooks.
-    service = Listener(store_url=store_url, sweep_interval=0.05, poll=False)
+    service = Listener(
+        store_url=store_url,
+        dispatch=DispatchSettings(sweep_interval=0.05),
+        poll=PollSettings(enabled=False),
+    )
     async with platform_and_receiver(service) as platform:
         env = {
             "NEXTMV_BASE_URL": platform.base_url,

@@ -7,7 +7,7 @@ from helpers import payload, serve, signed, wait_for
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener import Listener, RunEvent, Source
+from listener import DispatchSettings, Listener, RunEvent, Source
 from listener.metrics import Metrics
 from listener.signatures import StandardWebhooks, generate_hmac_secret
 from listener.store import StoreCounts
@@ -73,8 +73,7 @@ async def test_metrics_endpoint_reads_the_store_at_scrape_time(tmp_path: Path) -
     listener = Listener(
         store_url=f"sqlite:///{tmp_path / 'm.db'}",
         sources=[Source("std", "local", scheme)],
-        sweep_interval=0.02,
-        max_attempts=1,
+        dispatch=DispatchSettings(sweep_interval=0.02, max_attempts=1),
     )
 
     @listener.on("failed", name="breaks")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from listener import poller as poller_module
 from listener.events import Origin, RunEvent, RunStatus
-from listener.poller import Poller, PollSchedule, RateLimiter
+from listener.poller import Poller, PollSchedule, PollSettings, RateLimiter
 from listener.providers.base import Provider, Submission
 from listener.providers.nextmv import NextmvProvider
 from listener.store import NewRun, Store, open_store
@@ -59,12 +62,24 @@ class Recorder:
         return await self.store.record(event, ["on_final"])
 
 
+SETTINGS = frozenset(field.name for field in dataclasses.fields(PollSettings))
+
+
 def make_poller(
     store: Store, providers: dict[str, Provider], recorder: Recorder, **options: object
 ) -> Poller:
+    """A poller on a fixed schedule without jitter; `options` are `PollSettings` fields or
+    the poller's own keywords."""
     options.setdefault("rng", random.Random(5))
     options.setdefault("schedule", PollSchedule(interval=2.0, cap=30.0, jitter=0.0))
-    return Poller(store, providers, recorder, **options)  # type: ignore[arg-type]
+    settings = {name: options.pop(name) for name in list(options) if name in SETTINGS}
+    return Poller(
+        store,
+        providers,
+        recorder,
+        PollSettings(**settings),  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def submit(
@@ -516,3 +531,60 @@ async def test_poll_only_mode_runs_in_the_background(
     with pytest.raises(RuntimeError, match="already started"):
         await poller.start()
     await poller.stop()
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_settings_defaults_are_the_services() -> None:
+    settings = PollSettings()
+    assert settings.enabled is True
+    assert (settings.grace, settings.first_poll, settings.deadline) == (300.0, 30.0, None)
+    assert (settings.interval, settings.rate_limit, settings.batch_size, settings.lease) == (
+        1.0,
+        10.0,
+        100,
+        60.0,
+    )
+    assert settings.schedule == PollSchedule()
+    # Poll-only mode: no grace, first poll at once; and no first_poll means "after grace".
+    PollSettings(grace=0, first_poll=0)
+    assert PollSettings(first_poll=None).first_poll is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"enabled": "yes"}, "enabled must be true or false, got 'yes'"),
+        ({"grace": -1}, "grace must be at least 0, got -1"),
+        ({"first_poll": -0.5}, "first_poll must be at least 0, got -0.5"),
+        ({"deadline": 0}, "deadline must be positive, got 0"),
+        ({"interval": 0}, "interval must be positive, got 0"),
+        ({"interval": float("nan")}, "interval must be positive, got nan"),
+        ({"schedule": 2.0}, "schedule must be a PollSchedule, got 2.0"),
+        ({"rate_limit": 0}, "rate_limit must be positive, got 0"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"batch_size": 10.0}, "batch_size must be a whole number, got 10.0"),
+        ({"lease": -5}, "lease must be positive, got -5"),
+    ],
+)
+def test_settings_are_checked_when_made(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        PollSettings(**changes)
+
+
+def test_settings_are_frozen() -> None:
+    settings = PollSettings()
+    with pytest.raises(AttributeError):
+        settings.grace = 0  # type: ignore[misc]
+
+
+async def test_the_poller_runs_by_its_settings(store: Store) -> None:
+    schedule = PollSchedule(interval=1.0, cap=40.0)
+    settings = PollSettings(interval=0.5, schedule=schedule, batch_size=9, lease=20.0)
+    poller = Poller(store, {}, Recorder(store), settings)
+    assert poller.settings is settings
+    assert (poller.interval, poller.schedule, poller.batch_size) == (0.5, schedule, 9)
+    assert poller.lease_seconds == 20.0
+    # Riders are claimed within a quarter of the cap, at most a quarter of the lease.
+    assert poller.ride_window == 5.0

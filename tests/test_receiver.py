@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from listener import Listener, Source, callback_token
-from listener.receiver import delivery_id_for
+from listener import DispatchSettings, Listener, Source, callback_token
+from listener.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverSettings, delivery_id_for
 from listener.signatures import (
     GitHubSignature,
     NextmvSignature,
@@ -66,7 +67,13 @@ class Rig:
         return (await self.store.counts()).events
 
 
-def make_listener(store_url: str | None = None, store: Store | None = None, **kw: Any) -> Listener:
+def make_listener(
+    store_url: str | None = None,
+    store: Store | None = None,
+    *,
+    receiver: ReceiverSettings = ReceiverSettings(max_body_bytes=LIMIT),
+    **kw: Any,
+) -> Listener:
     return Listener(
         store_url=store_url,
         store=store,
@@ -77,7 +84,9 @@ def make_listener(store_url: str | None = None, store: Store | None = None, **kw
             Source("cb", "local"),
         ],
         callback_secret=CALLBACK_SECRET,
-        **{"max_body_bytes": LIMIT, "sweep_interval": 0.05, **kw},
+        dispatch=DispatchSettings(sweep_interval=0.05),
+        receiver=receiver,
+        **kw,
     )
 
 
@@ -211,7 +220,9 @@ def test_delivery_ids() -> None:
 async def test_verified_but_not_understood_is_kept_as_unroutable(
     tmp_path: Path, body: bytes, reason: str
 ) -> None:
-    listener = make_listener(f"sqlite:///{tmp_path / 'u.db'}", max_body_bytes=1 << 20)
+    listener = make_listener(
+        f"sqlite:///{tmp_path / 'u.db'}", receiver=ReceiverSettings(max_body_bytes=1 << 20)
+    )
     scheme = StandardWebhooks([SECRET])
     async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
         headers = signed(scheme, body, "msg-u")
@@ -383,7 +394,7 @@ async def test_body_at_the_limit_is_read(rig: Rig) -> None:
 
 async def test_store_unavailable_is_503_with_retry_after(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'down.db'}")
-    listener = make_listener(store=store, retry_after=7)
+    listener = make_listener(store=store, receiver=ReceiverSettings(LIMIT, retry_after=7))
     scheme = StandardWebhooks([SECRET])
     async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/readyz")).status_code == 200
@@ -664,3 +675,34 @@ def test_never_5xx_for_any_request(tmp_path: Path) -> None:
             assert response.status_code < 500, (response.status_code, response.text)
 
         check()
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_receiver_settings_defaults() -> None:
+    settings = ReceiverSettings()
+    assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 1024 * 1024
+    assert settings.retry_after == 5
+    assert ReceiverSettings(retry_after=0).retry_after == 0  # "retry at once" is allowed
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"max_body_bytes": 0}, "max_body_bytes must be at least 1, got 0"),
+        ({"max_body_bytes": 1.5}, "max_body_bytes must be a whole number, got 1.5"),
+        ({"max_body_bytes": True}, "max_body_bytes must be a whole number, got True"),
+        ({"retry_after": -1}, "retry_after must be at least 0, got -1"),
+        ({"retry_after": "5"}, "retry_after must be a whole number, got '5'"),
+    ],
+)
+def test_receiver_settings_are_checked_when_made(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ReceiverSettings(**changes)
+
+
+def test_receiver_settings_are_frozen() -> None:
+    settings = ReceiverSettings()
+    with pytest.raises(AttributeError):
+        settings.max_body_bytes = 1  # type: ignore[misc]

@@ -16,14 +16,22 @@ import sys
 import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from helpers import WAIT_LIMIT, serve, wait_for
 
-from listener import Listener, Origin, RunEvent, RunStatus, Source
-from listener.poller import PollSchedule
+from listener import (
+    DispatchSettings,
+    Listener,
+    Origin,
+    PollSchedule,
+    PollSettings,
+    RunEvent,
+    RunStatus,
+    Source,
+)
 from listener.providers.base import Provider
 from listener.providers.local import LocalProvider
 from listener.providers.nextmv import NextmvProvider
@@ -36,14 +44,15 @@ APP = "routing"
 
 # Short poll settings so reconciliation happens within a test: the first poll comes soon
 # after submission, silence after news of a run is trusted longer.
-POLL: dict[str, Any] = {
-    "first_poll": 0.2,
-    "grace": 5.0,
-    "poll_interval": 0.05,
-    "poll_schedule": PollSchedule(interval=0.05, cap=0.5),
-}
+POLL = PollSettings(
+    first_poll=0.2, grace=5.0, interval=0.05, schedule=PollSchedule(interval=0.05, cap=0.5)
+)
 # For tests where a poll must not happen at all.
-NO_POLL_SOON: dict[str, Any] = {**POLL, "first_poll": 3600.0, "grace": 3600.0}
+NO_POLL_SOON = replace(POLL, first_poll=3600.0, grace=3600.0)
+# Quick sweeps and retries of handler calls.
+DISPATCH = DispatchSettings(
+    sweep_interval=0.02, backoff_base=0.001, backoff_cap=0.01, shutdown_timeout=5.0
+)
 
 
 class Handled:
@@ -89,17 +98,12 @@ class Stack:
         return self.handled.final(run_id)
 
 
-def new_listener(tmp_path: Path, provider: Provider, **settings: Any) -> Listener:
-    options: dict[str, Any] = {
-        **POLL,
-        "sweep_interval": 0.02,
-        "backoff_base": 0.001,
-        "backoff_cap": 0.01,
-        "shutdown_timeout": 5.0,
-    }
-    options.update(settings)
+def new_listener(tmp_path: Path, provider: Provider, poll: PollSettings = POLL) -> Listener:
     return Listener(
-        store_url=f"sqlite:///{tmp_path / 'listener.db'}", providers=[provider], **options
+        store_url=f"sqlite:///{tmp_path / 'listener.db'}",
+        providers=[provider],
+        dispatch=DISPATCH,
+        poll=poll,
     )
 
 
@@ -108,11 +112,11 @@ async def nextmv_stack(
     tmp_path: Path,
     platform: FakePlatform,
     provider_options: dict[str, Any] | None = None,
-    **settings: Any,
+    poll: PollSettings = POLL,
 ) -> AsyncIterator[Stack]:
     """A listener whose receiver is registered with `platform` as its webhook endpoint."""
     provider: NextmvProvider = platform.nextmv_provider(**(provider_options or {}))
-    listener = new_listener(tmp_path, provider, **settings)
+    listener = new_listener(tmp_path, provider, poll)
     handled = Handled()
     listener.on_any(name="record")(handled)
     try:
@@ -140,7 +144,7 @@ def planned(run: FakeRun) -> RunPlan:
 async def test_a_webhook_alone_reports_the_end_and_nothing_is_polled(tmp_path: Path) -> None:
     async with (
         FakePlatform(plan=RunPlan(runs_for=0.05), seed=1) as platform,
-        nextmv_stack(tmp_path, platform, **NO_POLL_SOON) as stack,
+        nextmv_stack(tmp_path, platform, poll=NO_POLL_SOON) as stack,
     ):
         handle = await stack.listener.submit("nextmv", APP, {"stops": 3})
         event = await stack.listener.wait(handle.run_id, timeout=WAIT_LIMIT)
@@ -264,7 +268,7 @@ async def test_api_storms_still_end_every_run_once(tmp_path: Path) -> None:
 async def test_a_run_that_never_ends_expires_at_its_deadline(tmp_path: Path) -> None:
     async with (
         FakePlatform(plan=RunPlan(runs_for=None), notify_running=True, seed=6) as platform,
-        nextmv_stack(tmp_path, platform, deadline=0.5) as stack,
+        nextmv_stack(tmp_path, platform, poll=replace(POLL, deadline=0.5)) as stack,
     ):
         handle = await stack.listener.submit("nextmv", APP, {})
         event = await stack.listener.wait(handle.run_id, timeout=WAIT_LIMIT)
@@ -278,7 +282,7 @@ async def test_a_run_that_never_ends_expires_at_its_deadline(tmp_path: Path) -> 
 async def test_cancel_ends_the_run_and_calls_the_handler(tmp_path: Path) -> None:
     async with (
         FakePlatform(plan=RunPlan(runs_for=None), seed=7) as platform,
-        nextmv_stack(tmp_path, platform, **NO_POLL_SOON) as stack,
+        nextmv_stack(tmp_path, platform, poll=NO_POLL_SOON) as stack,
     ):
         handle = await stack.listener.submit("nextmv", APP, {})
         assert await stack.listener.cancel(handle.run_id) is S.CANCELED
@@ -294,7 +298,7 @@ async def test_cancel_ends_the_run_and_calls_the_handler(tmp_path: Path) -> None
 async def test_track_routes_a_run_from_elsewhere(tmp_path: Path) -> None:
     async with (
         FakePlatform(seed=8) as platform,
-        nextmv_stack(tmp_path, platform, **NO_POLL_SOON) as stack,
+        nextmv_stack(tmp_path, platform, poll=NO_POLL_SOON) as stack,
     ):
         result = await stack.listener.track("nextmv", APP, "batch-17", "failed", error="boom")
         assert result.transition is not None
@@ -309,18 +313,19 @@ async def test_track_routes_a_run_from_elsewhere(tmp_path: Path) -> None:
 async def test_another_process_sharing_the_store_waits_for_the_end(tmp_path: Path) -> None:
     async with (
         FakePlatform(plan=RunPlan(runs_for=None), seed=9) as platform,
-        nextmv_stack(tmp_path, platform, **NO_POLL_SOON) as stack,
+        nextmv_stack(tmp_path, platform, poll=NO_POLL_SOON) as stack,
     ):
         handle = await stack.listener.submit("nextmv", APP, {})
         # A second process: no receiver, no poller, no dispatcher; it only waits.
         script = textwrap.dedent(
             f"""
             import asyncio, json
-            from listener import Listener
+            from listener import DispatchSettings, Listener, PollSettings
 
             async def main():
-                listener = Listener(store_url={stack.listener.store_url!r}, poll=False,
-                                    dispatch=False)
+                listener = Listener(store_url={stack.listener.store_url!r},
+                                    poll=PollSettings(enabled=False),
+                                    dispatch=DispatchSettings(enabled=False))
                 async with listener:
                     print("waiting", flush=True)
                     event = await listener.wait({handle.run_id!r}, timeout=60)
@@ -365,7 +370,7 @@ SUM = [
 
 @contextlib.asynccontextmanager
 async def local_stack(
-    tmp_path: Path, *, signing_secret: str, receiver_secret: str, **settings: Any
+    tmp_path: Path, *, signing_secret: str, receiver_secret: str, poll: PollSettings = POLL
 ) -> AsyncIterator[tuple[Stack, LocalProvider]]:
     provider = LocalProvider(
         {"sum": SUM},
@@ -373,7 +378,7 @@ async def local_stack(
         webhook_attempts=2,
         webhook_backoff=0.01,
     )
-    listener = new_listener(tmp_path, provider, **settings)
+    listener = new_listener(tmp_path, provider, poll)
     listener.add_source(Source("local", "local", StandardWebhooks([receiver_secret])))
     handled = Handled()
     listener.on_any(name="record")(handled)
@@ -388,7 +393,7 @@ async def local_stack(
 async def test_a_local_command_reports_its_end_by_signed_webhook(tmp_path: Path) -> None:
     secret = generate_hmac_secret()
     async with local_stack(
-        tmp_path, signing_secret=secret, receiver_secret=secret, **NO_POLL_SOON
+        tmp_path, signing_secret=secret, receiver_secret=secret, poll=NO_POLL_SOON
     ) as (stack, provider):
         handle = await stack.listener.submit("local", "sum", [1, 2, 3])
         assert handle.callback_url == f"{stack.url}/hooks/local"

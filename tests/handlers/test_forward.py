@@ -11,7 +11,7 @@ import pytest
 from helpers import Recorder, event, payload, serve, signed
 
 from handlers import forward
-from listener import Listener, Source
+from listener import DispatchSettings, Listener, Source
 from listener.signatures import StandardWebhooks, generate_hmac_secret
 from listener.store import CallState
 
@@ -39,7 +39,7 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
     listener = Listener(
         store_url=f"sqlite:///{tmp_path / 'target.db'}",
         sources=[Source("in", "listener", StandardWebhooks([SECRET]))],
-        sweep_interval=0.02,
+        dispatch=DispatchSettings(sweep_interval=0.02),
     )
     recorder = Recorder()
     listener.on_any(name="received")(recorder)
@@ -101,7 +101,7 @@ async def test_listener_to_listener(target: Target, tmp_path: Path) -> None:
         store_url=f"sqlite:///{tmp_path / 'relay.db'}",
         sources=[Source("std", "local", inbound)],
         plugins=["handlers.forward"],
-        sweep_interval=0.02,
+        dispatch=DispatchSettings(sweep_interval=0.02),
     )
     async with serve(relay.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
         body = payload("run-relay")

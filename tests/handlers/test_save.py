@@ -10,7 +10,7 @@ import pytest
 from helpers import event, payload, serve, signed, wait_for
 
 from handlers import save
-from listener import Listener, RunEvent, RunStatus, Source
+from listener import DispatchSettings, Listener, RunEvent, RunStatus, Source
 from listener.providers.base import RunResult
 from listener.signatures import StandardWebhooks, generate_hmac_secret
 
@@ -104,7 +104,7 @@ async def test_end_to_end_through_the_listener(tmp_path: Path) -> None:
         store_url=f"sqlite:///{tmp_path / 'l.db'}",
         sources=[Source("std", "local", scheme)],
         plugins=["handlers.save"],
-        sweep_interval=0.02,
+        dispatch=DispatchSettings(sweep_interval=0.02),
     )
     async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
         body = payload("run-e2e")

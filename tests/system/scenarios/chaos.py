@@ -21,8 +21,9 @@ from typing import TypeVar
 import httpx
 
 from listener.app import Listener
+from listener.dispatch import DispatchSettings
 from listener.events import Origin, RunStatus
-from listener.poller import PollSchedule
+from listener.poller import PollSchedule, PollSettings
 from listener.providers.base import ProviderError
 from listener.registry import Handlers
 from listener.signatures import NextmvSignature
@@ -146,18 +147,22 @@ async def run_chaos(
     listener = Listener(
         store_url=store_url,
         handlers=[router],
-        sweep_interval=0.05,
-        backoff_base=0.05,
-        backoff_cap=0.2,
-        handler_timeout=10.0,
-        shutdown_timeout=5.0,
+        dispatch=DispatchSettings(
+            sweep_interval=0.05,
+            backoff_base=0.05,
+            backoff_cap=0.2,
+            handler_timeout=10.0,
+            shutdown_timeout=5.0,
+        ),
         # Long enough that most runs end before the first poll; short enough that a run
         # whose final webhook was dropped is recovered within seconds.
-        grace=1.0,
-        first_poll=1.0,
-        poll_interval=0.05,
-        poll_schedule=PollSchedule(interval=0.05, cap=0.5),
-        poll_rate_limit=500.0,
+        poll=PollSettings(
+            grace=1.0,
+            first_poll=1.0,
+            interval=0.05,
+            schedule=PollSchedule(interval=0.05, cap=0.5),
+            rate_limit=500.0,
+        ),
     )
     api_key = f"nxk_{secrets.token_hex(16)}"
     platform = FakePlatform(

@@ -27,8 +27,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from listener.app import Listener
+from listener.dispatch import DispatchSettings
 from listener.events import RunEvent, RunStatus
+from listener.poller import PollSettings
 from listener.providers import native
+from listener.receiver import ReceiverSettings
 from listener.registry import Handlers
 from listener.signatures import (
     GitHubSignature,
@@ -497,9 +500,9 @@ async def run_hostile(
         ],
         handlers=[router],
         callback_secret=callback_secret,
-        max_body_bytes=MAX_BODY,
-        sweep_interval=0.05,
-        poll=False,
+        receiver=ReceiverSettings(max_body_bytes=MAX_BODY),
+        dispatch=DispatchSettings(sweep_interval=0.05),
+        poll=PollSettings(enabled=False),
     )
     schemes: dict[str, SignatureScheme] = {
         "nextmv": NextmvSignature([nextmv_secret]),

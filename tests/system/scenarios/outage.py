@@ -30,9 +30,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from listener.app import Listener
-from listener.dispatch import Dispatcher
+from listener.dispatch import Dispatcher, DispatchSettings
 from listener.events import RunEvent, RunStatus
+from listener.poller import PollSettings
 from listener.providers import native
+from listener.receiver import ReceiverSettings
 from listener.registry import Handlers
 from listener.signatures import StandardWebhooks, generate_hmac_secret
 from listener.sources import Source
@@ -132,22 +134,24 @@ async def run_store_outage(
         store=store,
         sources=[Source(SOURCE, "local", StandardWebhooks([secret]))],
         handlers=[router],
-        dispatch=False,
-        poll=False,
-        retry_after=settings.retry_after,
+        dispatch=DispatchSettings(enabled=False),
+        poll=PollSettings(enabled=False),
+        receiver=ReceiverSettings(retry_after=settings.retry_after),
     )
     watch = _CompletionWatch(store)
     dispatcher = Dispatcher(
         cast(Store, watch),
         listener.handlers,
+        DispatchSettings(
+            handler_timeout=0.5,
+            max_attempts=20,
+            sweep_interval=0.05,
+            backoff_base=0.05,
+            backoff_cap=0.2,
+            shutdown_timeout=5.0,
+        ),
         owner="outage-dispatcher",
-        timeout=0.5,
         lease_seconds=1.0,
-        max_attempts=20,
-        sweep_interval=0.05,
-        backoff_base=0.05,
-        backoff_cap=0.2,
-        shutdown_timeout=5.0,
     )
     attempts: list[_Attempt] = []
     timeline = _Timeline()

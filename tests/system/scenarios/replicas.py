@@ -36,7 +36,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from listener.app import Listener
+from listener.dispatch import DispatchSettings
 from listener.events import Origin
+from listener.poller import PollSettings
 from listener.store.base import CallState, Store
 from listener.testing import FakePlatform, FakeRun, LoopbackServer, RunPlan
 
@@ -230,10 +232,8 @@ async def run_replicas(
         submitter = Listener(
             store_url=store_url,
             providers=[provider],
-            dispatch=False,
-            poll=False,
-            grace=1.0,
-            first_poll=1.0,
+            dispatch=DispatchSettings(enabled=False),
+            poll=PollSettings(enabled=False, grace=1.0, first_poll=1.0),
         )
         await stack.enter_async_context(submitter)
         store = submitter.store
