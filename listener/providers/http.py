@@ -26,7 +26,7 @@ from typing import Any, Final
 import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus
-from listener.providers._transport import Sleep, Transport, TransportClient, first_str, path_segment
+from listener.providers._transport import Transport, TransportClient, first_str, path_segment
 from listener.providers.base import (
     PayloadNotUnderstood,
     ProviderError,
@@ -35,6 +35,7 @@ from listener.providers.base import (
     Submission,
 )
 from listener.providers.native import parse_time
+from listener.sending import Sleep
 
 __all__ = ["HttpEventParser", "HttpProvider", "StatusMap", "get_field"]
 

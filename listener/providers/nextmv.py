@@ -17,7 +17,6 @@ import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_nextmv
 from listener.providers._transport import (
-    Sleep,
     Transport,
     TransportClient,
     as_mapping,
@@ -34,7 +33,7 @@ from listener.providers.base import (
     Submission,
 )
 from listener.providers.native import parse_time
-from listener.sending import compact_json
+from listener.sending import Sleep, compact_json
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -14,7 +14,6 @@ import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_workflow
 from listener.providers._transport import (
-    Sleep,
     Transport,
     TransportClient,
     as_mapping,
@@ -29,6 +28,7 @@ from listener.providers.base import (
     Submission,
 )
 from listener.providers.native import parse_time
+from listener.sending import Sleep
 
 __all__ = ["WorkflowProvider", "parse_event"]
 
