@@ -28,18 +28,12 @@ import httpx
 from listener import backoff
 from listener.providers.base import ProviderError
 from listener.redaction import bare_url, scrub
-
-# Kept importable from here until every user reads them from `listener.sending`.
-from listener.sending import DeliveryResult, Sleep, WebhookSender, compact_json, tls_context
+from listener.sending import Sleep, tls_context
 
 __all__ = [
-    "DeliveryResult",
-    "Sleep",
     "Transport",
     "TransportClient",
-    "WebhookSender",
     "as_mapping",
-    "compact_json",
     "first_str",
     "parse_retry_after",
     "path_segment",

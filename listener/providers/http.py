@@ -26,7 +26,7 @@ from typing import Any, Final
 import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus
-from listener.providers._transport import Sleep, Transport, TransportClient, first_str, path_segment
+from listener.providers._transport import Transport, TransportClient, first_str, path_segment
 from listener.providers.base import (
     PayloadNotUnderstood,
     ProviderError,
@@ -36,6 +36,7 @@ from listener.providers.base import (
 )
 from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
+from listener.sending import Sleep
 
 __all__ = ["KIND", "HttpEventParser", "HttpProvider", "StatusMap", "get_field"]
 

@@ -18,7 +18,6 @@ import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_words
 from listener.providers._transport import (
-    Sleep,
     Transport,
     TransportClient,
     as_mapping,
@@ -36,7 +35,7 @@ from listener.providers.base import (
 )
 from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
-from listener.sending import compact_json
+from listener.sending import Sleep, compact_json
 
 __all__ = [
     "DEFAULT_BASE_URL",

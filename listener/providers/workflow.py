@@ -14,7 +14,6 @@ import httpx
 
 from listener.events import Origin, RunEvent, RunStatus, UnknownStatus, status_from_words
 from listener.providers._transport import (
-    Sleep,
     Transport,
     TransportClient,
     as_mapping,
@@ -30,6 +29,7 @@ from listener.providers.base import (
 )
 from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
+from listener.sending import Sleep
 
 __all__ = ["KIND", "STATUS_WORDS", "WorkflowProvider", "parse_event", "status_from_workflow"]
 
