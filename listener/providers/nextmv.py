@@ -11,7 +11,6 @@ import json
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
@@ -46,7 +45,6 @@ __all__ = [
     "RunPage",
     "parse_event",
     "status_from_nextmv",
-    "webhook_payload",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.cloud.nextmv.io"
@@ -495,36 +493,12 @@ def _candidates(payload: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], boo
     return found
 
 
-def webhook_payload(
-    run_id: str,
-    application: str,
-    status: str,
-    *,
-    created_at: datetime | None = None,
-    updated_at: datetime | None = None,
-    instance_id: str | None = None,
-) -> dict[str, Any]:
-    """A ``run.status`` webhook body as Nextmv sends it (``status`` a status_v2 word)."""
-    now = datetime.now(UTC)
-    return {
-        "type": "run.status",
-        "data": {
-            "run_id": run_id,
-            "application_id": application,
-            "application_instance_id": instance_id or "",
-            "status_v2": status,
-            "created_at": _iso(created_at or now),
-            "updated_at": _iso(updated_at or now),
-        },
-    }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _sample_payload(run_id: str, application: str, status: RunStatus) -> dict[str, Any]:
-    return webhook_payload(run_id, application, status.value)
+    # The fake platform's builder, not one written here: a body this module builds would
+    # only repeat this module's reading of the format.
+    from listener.testing.payloads import nextmv_run_status_payload
+
+    return nextmv_run_status_payload(run_id, application, status.value)
 
 
 KIND: Final = ProviderKind(
