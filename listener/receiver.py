@@ -392,14 +392,27 @@ class Receiver:
             run = await store.get_run(event.run_id)
         except StoreUnavailable:
             raise _Outcome(self._unavailable("store_unavailable"), "unavailable") from None
-        # A run submitted with a callback keeps its nonce: another run's URL cannot report
-        # on it. A run not yet registered (the callback beat the submission's record) is
-        # accepted, as the URL itself is proof the listener handed it out.
-        issued = run.callback.get("nonce") if run is not None else None
-        if issued is not None and not hmac.compare_digest(str(issued), nonce):
+        # The token is bound to the one run it was issued for: that run must be recorded
+        # with the token's nonce. A run the submission has not recorded yet (the callback
+        # beat it) gets 409 and a Retry-After, so the sender comes back once it is; a run
+        # recorded without that nonce (another run, one from a signed source, a made-up id)
+        # gets 401. Either way nothing is stored.
+        if run is None:
+            self.metrics.verification_failure(source.name, "run_not_registered")
+            raise _Outcome(
+                _error(
+                    409,
+                    "run_not_registered",
+                    "no run is recorded for this callback yet; try again later",
+                    {"Retry-After": str(self.settings.retry_after)},
+                ),
+                "rejected",
+            )
+        issued = run.callback.get("nonce")
+        if issued is None or not hmac.compare_digest(str(issued).encode(), nonce.encode()):
             self.metrics.verification_failure(source.name, "bad_token")
             raise _Outcome(
-                _error(401, "bad_token", "the token does not match this run"), "rejected"
+                _error(401, "bad_token", "the token was not issued for this run"), "rejected"
             )
         return event
 

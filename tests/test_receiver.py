@@ -466,7 +466,12 @@ async def test_an_unexpected_error_is_503_and_logs_only_its_type(
 async def test_token_callbacks(rig: Rig) -> None:
     body = payload("run-t", "failed")
     token = callback_token(CALLBACK_SECRET, "nonce1")
-    # A run the store has not registered yet: the issued URL is proof enough.
+    # The callback beat the submission's record: refused for now, retried once it is in.
+    early = await rig.client.post(f"/hooks/cb/{token}", content=body)
+    assert (early.status_code, early.json()["error"]) == (409, "run_not_registered")
+    assert early.headers["retry-after"] == "5"
+    assert await rig.stored_events() == 0
+    await rig.store.register_run(NewRun("run-t", "local", "app", callback={"nonce": "nonce1"}))
     ok = await rig.client.post(f"/hooks/cb/{token}", content=body)
     assert ok.status_code == 202
     again = await rig.client.post(f"/hooks/cb/{token}", content=body)
@@ -480,6 +485,27 @@ async def test_token_callbacks(rig: Rig) -> None:
     assert signed_source.status_code == 404
     assert await rig.stored_events() == 1
     assert (await rig.recorder.next()).run_id == "run-t"
+
+
+async def test_a_callback_token_moves_only_the_run_it_was_issued_for(rig: Rig) -> None:
+    """A valid token replayed against other runs: one from a signed source (no nonce),
+    another token source's run, and a made-up id. None of them moves."""
+    token = callback_token(CALLBACK_SECRET, "nonce1")
+    await rig.store.register_run(NewRun("run-a", "local", "app", callback={"nonce": "nonce1"}))
+    assert (await rig.deliver("msg-s", run_id="run-signed", status="running")).status_code == 202
+    await rig.store.register_run(NewRun("run-other", "local", "app", callback={"nonce": "n2"}))
+    for run_id, status, reason in [
+        ("run-signed", 401, "bad_token"),
+        ("run-other", 401, "bad_token"),
+        ("made-up", 409, "run_not_registered"),
+    ]:
+        response = await rig.client.post(f"/hooks/cb/{token}", content=payload(run_id))
+        assert (response.status_code, response.json()["error"]) == (status, reason), run_id
+    assert await rig.stored_events() == 1  # the signed delivery only
+    signed = await rig.store.get_run("run-signed")
+    assert signed is not None
+    assert signed.status.value == "running"
+    assert await rig.store.get_run("made-up") is None
 
 
 @pytest.mark.parametrize(

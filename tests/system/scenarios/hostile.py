@@ -21,7 +21,7 @@ import random
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -42,6 +42,7 @@ from listener.signatures import (
     generate_hmac_secret,
 )
 from listener.sources import Source, new_nonce
+from listener.store.base import NewRun
 from listener.store.sqlite import SQLiteStore
 from listener.testing import LoopbackServer, nextmv_run_status_payload
 
@@ -119,7 +120,11 @@ class ProbeGenerator:
     seed: int
     schemes: Mapping[str, SignatureScheme]
     callback_path: Callable[[str], str]  # nonce -> "/hooks/cb/{token}"
+    # Records a run with its callback nonce, as a submission does before its callback.
+    register: Callable[[str, str], Awaitable[None]]
     rng: random.Random = field(init=False)
+    # (run id, nonce) of callback probes made but not yet registered.
+    unregistered: list[tuple[str, str]] = field(default_factory=list)
     # Every genuine transition sent; the last few genuine requests answered, to repeat.
     genuine: set[tuple[str, str]] = field(default_factory=set)
     repeatable: list[Probe] = field(default_factory=list)
@@ -128,6 +133,12 @@ class ProbeGenerator:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+
+    async def register_runs(self) -> None:
+        """Record the runs of the callback probes made so far, before they are sent."""
+        pending, self.unregistered = self.unregistered, []
+        for run_id, nonce in pending:
+            await self.register(run_id, nonce)
 
     def answered(self) -> None:
         """The requests made so far have been answered: they may now be repeated. Only
@@ -182,6 +193,7 @@ class ProbeGenerator:
         source = self.rng.choice([*SIGNED_SOURCES, "cb"])
         if source == "cb":
             nonce = new_nonce()
+            self.unregistered.append((run_id, nonce))
             body = self._body("cb", run_id, status)
             path = self.callback_path(nonce)
             probe = Probe("", "POST", path, body, [_JSON], genuine=(run_id, status))
@@ -528,7 +540,10 @@ async def run_hostile(
                     witness.secret("callback token MAC", token.partition(".")[2])
                 return url[len(server.base_url) :]
 
-            generator = ProbeGenerator(settings.seed, schemes, callback_path)
+            async def register(run_id: str, nonce: str) -> None:
+                await store.register_run(NewRun(run_id, "local", "app", callback={"nonce": nonce}))
+
+            generator = ProbeGenerator(settings.seed, schemes, callback_path, register)
             client = RawClient(server.host, server.port, connections=settings.concurrency)
             stack.push_async_callback(client.aclose)
             async with asyncio.timeout(settings.limit):
@@ -558,6 +573,7 @@ async def _batch(
 ) -> None:
     for start in range(0, count, concurrency):
         probes = [generator.make() for _ in range(min(concurrency, count - start))]
+        await generator.register_runs()
         await asyncio.gather(*(_send(client, probe, ledger) for probe in probes))
         generator.answered()
 
