@@ -14,6 +14,7 @@ from typing import Any
 
 from handlers._settings import Settings
 from listener.events import RunEvent
+from listener.redaction import log_text
 from listener.registry import Handlers
 
 __all__ = ["configure", "handlers", "log_transition"]
@@ -40,11 +41,11 @@ async def log_transition(event: RunEvent) -> None:
     logger.log(
         _level(),
         "run %s %s provider=%s application=%s origin=%s key=%s",
-        event.run_id,
+        log_text(event.run_id),
         event.status.value,
-        event.provider,
-        event.application or "-",
+        log_text(event.provider),
+        log_text(event.application or None),
         event.origin.value,
-        event.key,
+        log_text(event.key),
         extra={"run_id": event.run_id, "status": event.status.value, "event_key": event.key},
     )

@@ -37,6 +37,7 @@ from listener._checks import at_least, flag, positive, whole
 from listener.errors import UnknownHandler
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
+from listener.redaction import log_text
 from listener.registry import Handler, Handlers
 from listener.store.base import HandlerCall, Store
 
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("listener.dispatch")
+# A handler's error in a log line: enough to read, never a wall of text.
+_ERROR_LOG_LIMIT = 500
 
 MAX_ERROR_CHARS = 2000
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
@@ -379,19 +382,19 @@ class Dispatcher:
             log.warning(
                 "handler %s failed on run %s (attempt %d of %d); dead-lettered: %s",
                 call.handler,
-                call.run_id,
+                log_text(call.run_id),
                 call.attempts,
                 self.settings.max_attempts,
-                error,
+                log_text(error, _ERROR_LOG_LIMIT),
             )
         else:
             log.info(
                 "handler %s failed on run %s (attempt %d of %d); retrying: %s",
                 call.handler,
-                call.run_id,
+                log_text(call.run_id),
                 call.attempts,
                 self.settings.max_attempts,
-                error,
+                log_text(error, _ERROR_LOG_LIMIT),
             )
         try:
             await self.store.fail_call(call.id, self.owner, error=error, retry_at=retry_at)

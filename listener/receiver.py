@@ -27,7 +27,7 @@ from listener.errors import BodyTooLarge
 from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
 from listener.recording import EventRecorder
-from listener.redaction import redact_headers
+from listener.redaction import log_text, redact_headers
 from listener.signatures import SignatureError, Verified
 from listener.sources import Source, check_token
 from listener.store.base import Store, StoreUnavailable
@@ -189,14 +189,6 @@ def _text_ok(*values: str) -> bool:
         except UnicodeEncodeError:
             return False
     return True
-
-
-def _quote(value: str | None) -> str:
-    if value is None:
-        return "-"
-    if value.isascii() and value.isprintable() and " " not in value and '"' not in value:
-        return value
-    return json.dumps(value)
 
 
 class _Outcome(Exception):
@@ -476,8 +468,8 @@ class Receiver:
                 level,
                 "delivery source=%s id=%s run=%s status=%s outcome=%s http=%d",
                 source,
-                _quote(delivery_id),
-                _quote(run),
+                log_text(delivery_id),
+                log_text(run),
                 status or "-",
                 outcome,
                 answer.status_code,

@@ -10,14 +10,17 @@ rule decides what counts as a credential. Pure functions: no I/O, nothing of the
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "HARMLESS_HEADERS",
     "MASK",
     "bare_url",
     "is_secret_name",
+    "log_text",
     "redact_headers",
     "redact_settings",
     "redact_url",
@@ -114,10 +117,64 @@ def scrub(message: str, secrets: Iterable[str]) -> str:
     return message
 
 
+# Longest value a log line shows; the rest is counted, not printed.
+LOG_TEXT_LIMIT = 200
+
+
+def log_text(value: object, limit: int = LOG_TEXT_LIMIT) -> str:
+    r"""`value` fit for one log line: sender-chosen text (a run id, an error message) must
+    not forge lines with a newline or fill them with megabytes. Plain printable ASCII
+    without spaces or quotes is shown as is, anything else JSON-quoted; over `limit`
+    characters, the start and how many more.
+
+        >>> print(log_text("run-1"), log_text("a\nb"), log_text(None))
+        run-1 "a\nb" -
+    """
+    if value is None:
+        return "-"
+    text = str(value)
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    if not (text.isascii() and text.isprintable() and " " not in text and '"' not in text):
+        text = json.dumps(text)
+    return f"{text}...(+{cut} chars)" if cut > 0 else text
+
+
+# Headers known to carry no credential, kept with a delivery for a person to read: what
+# the body is, who sent it, and the senders' delivery ids and timestamps. Anything else is
+# dropped, since a deny-list cannot know every vendor's secret header.
+HARMLESS_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "date",
+        "host",
+        "user-agent",
+        "traceparent",
+        "tracestate",
+        "x-request-id",
+        "x-correlation-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "webhook-id",
+        "webhook-timestamp",
+        "svix-id",
+        "svix-timestamp",
+        "x-github-delivery",
+        "x-github-event",
+        "x-github-hook-id",
+    }
+)
+
+
 def redact_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
-    """The headers fit to show or keep: those carrying credentials are left out."""
+    """The headers fit to show or keep: only those in `HARMLESS_HEADERS`."""
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return {name: value for name, value in items if not is_secret_name(name)}
+    return {name: value for name, value in items if name.lower() in HARMLESS_HEADERS}
 
 
 def redact_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import httpx
 
 from listener import backoff
 from listener._version import __version__
-from listener.redaction import bare_url
+from listener.redaction import bare_url, log_text
 from listener.signatures import SignatureScheme
 
 __all__ = [
@@ -186,7 +186,7 @@ class WebhookSender:
                 )
         log.warning(
             "webhook %s to %s not delivered after %d attempts (last: %s)",
-            msg_id,
+            log_text(msg_id),
             bare_url(url),
             self.attempts,
             status if status is not None else error,

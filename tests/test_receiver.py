@@ -22,7 +22,9 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from listener import DispatchSettings, Listener, Source, callback_token
+from listener.events import RunEvent
 from listener.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverSettings, delivery_id_for
+from listener.registry import Handlers
 from listener.signatures import (
     GitHubSignature,
     NextmvSignature,
@@ -32,7 +34,7 @@ from listener.signatures import (
     generate_hmac_secret,
 )
 from listener.sources import check_token, new_nonce
-from listener.store import NewRun, Store, open_store
+from listener.store import CallState, NewRun, Store, open_store
 
 SECRET = generate_hmac_secret()
 CALLBACK_SECRET = "callback-secret-for-tests"
@@ -226,7 +228,15 @@ async def test_verified_but_not_understood_is_kept_as_unroutable(
     scheme = StandardWebhooks([SECRET])
     async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
         headers = signed(scheme, body, "msg-u")
-        response = await client.post("/hooks/std", content=body, headers=headers)
+        # Credentials under vendor names a deny-list would miss, sent by a proxy in front.
+        credentials = {
+            "X-Webhook-Password": "pw-1",
+            "X-Shopify-Hmac-Sha256": "mac-1",
+            "X-Auth": "a-1",
+            "X-Credentials": "c-1",
+            "X-Session": "s-1",
+        }
+        response = await client.post("/hooks/std", content=body, headers={**headers, **credentials})
         assert response.status_code == 202
         answer = response.json()
         assert answer["status"] == "unroutable"
@@ -239,6 +249,7 @@ async def test_verified_but_not_understood_is_kept_as_unroutable(
         # Credentials are not kept with the body.
         assert "webhook-signature" not in {k.lower() for k in kept.headers}
         assert "webhook-id" in {k.lower() for k in kept.headers}
+        assert not set(credentials.values()) & set(kept.headers.values())
         again = await client.post("/hooks/std", content=body, headers=headers)
         assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
         assert (await listener.store.counts()).events == 0
@@ -732,3 +743,51 @@ def test_receiver_settings_are_frozen() -> None:
     settings = ReceiverSettings()
     with pytest.raises(AttributeError):
         settings.max_body_bytes = 1  # type: ignore[misc]
+
+
+# -- log lines -----------------------------------------------------------------------------
+
+
+async def test_sender_chosen_text_cannot_forge_or_flood_log_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Run ids with a newline, or 200 kB long, reach three log lines: the receiver's, the
+    `handlers.log` plugin's and the dispatcher's failure line. Each stays one short line."""
+    from handlers import log as log_plugin
+
+    failing = Handlers()
+
+    @failing.on_any
+    async def explode(event: RunEvent) -> None:
+        raise RuntimeError(f"cannot handle {event.run_id}")
+
+    listener = Listener(
+        store_url=f"sqlite:///{tmp_path / 'logs.db'}",
+        sources=[Source("std", "local", StandardWebhooks([SECRET]))],
+        handlers=[log_plugin.handlers, failing],
+        dispatch=DispatchSettings(sweep_interval=0.05, max_attempts=1),
+        receiver=ReceiverSettings(max_body_bytes=1_000_000),
+    )
+    forged = "run-1\n2026-12-06 00:00:00 INFO listener: FORGED admin login"
+    long_id = "r" * 200_000
+    caplog.set_level(logging.INFO)
+    scheme = StandardWebhooks([SECRET])
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        for n, run_id in enumerate([forged, long_id]):
+            body = payload(run_id, "failed")
+            answer = await client.post(
+                "/hooks/std", content=body, headers=signed(scheme, body, f"m{n}")
+            )
+            assert answer.status_code == 202
+
+        async def all_dead() -> bool:
+            return len((await listener.store.list_calls(state=CallState.DEAD)).items) == 2
+
+        await wait_for(all_dead, "both failing calls dead-lettered")
+    lines = [r.getMessage() for r in caplog.records]
+    about_runs = [line for line in lines if "FORGED" in line or "rrrrrrrrrr" in line]
+    assert {"delivery", "run", "handler"} <= {line.split(" ", 1)[0] for line in about_runs}
+    for line in about_runs:
+        assert "\n" not in line
+        assert len(line) < 2_000
+    assert not any(line.startswith("2026-12-06") for line in "\n".join(lines).splitlines()[1:])

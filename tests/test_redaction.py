@@ -23,6 +23,7 @@ from listener.redaction import (
     MASK,
     bare_url,
     is_secret_name,
+    log_text,
     redact_headers,
     redact_settings,
     redact_url,
@@ -141,9 +142,17 @@ def test_headers_with_credentials_are_left_out() -> None:
         ("authorization", "Bearer t"),
         ("X-Hub-Signature-256", "sha256=00"),
         ("x-api-key", "k"),
+        # Credentials under names no deny-list would guess.
+        ("X-Webhook-Password", "p"),
+        ("X-Shopify-Hmac-Sha256", "mac"),
+        ("X-Auth", "a"),
+        ("X-Credentials", "c"),
+        ("X-Session", "s"),
+        ("Webhook-Id", "msg_1"),
     ]
-    assert redact_headers(headers) == {"content-type": "application/json"}
-    assert redact_headers(dict(headers)) == {"content-type": "application/json"}
+    kept = {"content-type": "application/json", "Webhook-Id": "msg_1"}
+    assert redact_headers(headers) == kept
+    assert redact_headers(dict(headers)) == kept
 
 
 def test_settings_mask_values_and_keep_references() -> None:
@@ -230,3 +239,20 @@ async def test_no_surface_shows_a_store_password(
     shown["log records"] = "\n".join(formatter.format(record) for record in caplog.records)
     assert caplog.records  # the scan read some log lines
     assert {name: leaks(text) for name, text in shown.items() if leaks(text)} == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("run-1", "run-1"),
+        (None, "-"),
+        ("a\nb", '"a\\nb"'),
+        ("two words", '"two words"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("caf\u00e9", '"caf\\u00e9"'),
+        ("x" * 12, "xxxxxxxxxx...(+2 chars)"),
+        ("\n" * 12, '"' + "\\n" * 10 + '"...(+2 chars)'),
+    ],
+)
+def test_log_text_keeps_sender_text_on_one_short_line(value: str | None, shown: str) -> None:
+    assert log_text(value, limit=10) == shown
