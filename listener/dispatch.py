@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 from listener import backoff
 from listener._checks import at_least, flag, positive, whole
-from listener.errors import UnknownHandler
+from listener.errors import HandlerFailed, UnknownHandler
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.redaction import log_text
@@ -346,8 +346,13 @@ class Dispatcher:
                 await self._fail(call, describe_error(exc), outcome="error", seconds=seconds)
         except (Exception, SystemExit) as exc:
             # SystemExit too: a handler calling sys.exit() must not stop the service.
+            hopeless = isinstance(exc, HandlerFailed) and not exc.retryable
             await self._fail(
-                call, describe_error(exc), outcome="error", seconds=loop.time() - started
+                call,
+                describe_error(exc),
+                outcome="error",
+                seconds=loop.time() - started,
+                dead=hopeless,
             )
             log.debug("handler %s raised", call.handler, exc_info=exc)
         else:

@@ -27,7 +27,7 @@ where it was always found (`listener.store.StoreUnavailable`, `listener.signatur
     ├── UnknownHandler            a stored call names no registered handler
     ├── DuplicateHandler          two handlers share one name               exit 2
     ├── PluginError               a handler plugin could not be loaded      exit 2
-    └── HandlerFailed             a ready handler's work failed; retried
+    └── HandlerFailed             a ready handler's work failed; retried unless not retryable
         ├── CommandFailed         (handlers.command) a non-zero exit
         └── ForwardError          (handlers.forward) a non-2xx answer
 
@@ -285,4 +285,10 @@ class PluginError(ListenerError):
 
 
 class HandlerFailed(ListenerError, RuntimeError):
-    """A ready handler's work failed (a command, a forward); the dispatcher retries it."""
+    """A ready handler's work failed (a command, a forward); the dispatcher retries it,
+    unless `retryable` is False: then trying again cannot help (the input itself cannot
+    be handled) and the call goes straight to the dead letters."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

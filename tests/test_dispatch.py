@@ -16,6 +16,7 @@ import pytest
 from helpers import event, wait_for
 
 from listener.dispatch import LEASE_MARGIN_SECONDS, Dispatcher, DispatchSettings, describe_error
+from listener.errors import HandlerFailed
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.registry import Handlers
@@ -140,6 +141,22 @@ async def test_fails_twice_then_succeeds_is_called_three_times(store: Store) -> 
     text = metrics.render().decode()
     assert 'listener_handler_calls_total{handler="flaky",outcome="error"} 2.0' in text
     assert 'listener_handler_calls_total{handler="flaky",outcome="ok"} 1.0' in text
+
+
+async def test_a_failure_that_is_not_retryable_dead_letters_at_once(store: Store) -> None:
+    handlers = Handlers()
+    attempts: list[int] = []
+
+    @handlers.on("succeeded", name="hopeless")
+    async def hopeless(event: RunEvent) -> None:
+        attempts.append(1)
+        raise HandlerFailed("this event can never be handled", retryable=False)
+
+    [call_id] = await enqueue(store, handlers)
+    call = await dispatch_until(store, handlers, call_id, CallState.DEAD, max_attempts=5)
+    assert attempts == [1]
+    assert call.attempts == 1
+    assert call.last_error == "listener.errors.HandlerFailed: this event can never be handled"
 
 
 async def test_always_failing_goes_to_dead_letters_and_can_be_replayed(store: Store) -> None:

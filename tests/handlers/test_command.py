@@ -93,3 +93,57 @@ async def test_a_missing_command_is_an_error() -> None:
     command.configure({"command": []})
     with pytest.raises(RuntimeError, match="empty"):
         await command.run_command(event())
+
+
+# Writes its whole environment to the file in argv[1].
+DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+
+
+async def test_the_listeners_secrets_stay_out_of_the_commands_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "env.json"
+    monkeypatch.setenv("LISTENER_WEBHOOK_SECRET", "whsec_do-not-pass")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@db/x")
+    monkeypatch.setenv("REPORT_BUCKET", "reports")
+    monkeypatch.setenv("LC_TIME", "C")
+    command.configure({"command": [sys.executable, "-c", DUMP_ENV, str(out)]})
+    await command.run_command(event("run-s"))
+    seen = json.loads(out.read_text())
+    assert "whsec_do-not-pass" not in out.read_text()
+    assert "DATABASE_URL" not in seen
+    assert "REPORT_BUCKET" not in seen
+    assert seen["PATH"] == os.environ["PATH"]
+    assert seen["LC_TIME"] == "C"
+    assert seen["LISTENER_RUN_ID"] == "run-s"
+    assert set(seen) - {*command.PASSED_ENV, "LC_TIME"} <= {
+        "LISTENER_RUN_ID",
+        "LISTENER_STATUS",
+        "LISTENER_PROVIDER",
+        "LISTENER_APPLICATION",
+        "LISTENER_EVENT_KEY",
+        # Set by the interpreter itself at start-up on some systems.
+        "LC_CTYPE",
+    }
+
+
+@pytest.mark.parametrize("listed", ["REPORT_BUCKET, OTHER", ["REPORT_BUCKET", "OTHER"]])
+async def test_pass_env_names_more_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed: str | list[str]
+) -> None:
+    out = tmp_path / "env.json"
+    monkeypatch.setenv("REPORT_BUCKET", "reports")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@db/x")
+    command.configure({"command": [sys.executable, "-c", DUMP_ENV, str(out)], "pass_env": listed})
+    await command.run_command(event())
+    seen = json.loads(out.read_text())
+    assert seen["REPORT_BUCKET"] == "reports"
+    assert "DATABASE_URL" not in seen
+
+
+async def test_an_event_too_large_for_the_environment_fails_once_clearly() -> None:
+    command.configure({"command": [sys.executable, "-c", "pass"]})
+    with pytest.raises(command.CommandFailed, match="retrying cannot help") as info:
+        await command.run_command(event("r" * 200_000))
+    assert info.value.retryable is False
+    assert len(str(info.value)) < 300
