@@ -30,6 +30,7 @@ __all__ = [
     "callback_token",
     "callback_url",
     "check_token",
+    "mask_token",
     "new_nonce",
 ]
 
@@ -37,6 +38,8 @@ __all__ = [
 TOKEN_HEX_CHARS = 32
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The token segment of a callback path, wherever the app is mounted.
+_TOKEN_IN_PATH = re.compile(r"(/hooks/[^/?#]+/)[^/?#]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +114,9 @@ def callback_url(base_url: str, source: str, nonce: str, *, secret: str | bytes)
     """
     token = callback_token(secret, nonce)
     return f"{base_url.rstrip('/')}/hooks/{quote(source, safe='')}/{token}"
+
+
+def mask_token(url: str) -> str:
+    """`url` (or a path) with a callback token masked, fit for a log line or an output:
+    the token is a credential for its run. `/hooks/{source}` paths are unchanged."""
+    return _TOKEN_IN_PATH.sub(r"\1***", url)

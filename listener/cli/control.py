@@ -25,6 +25,7 @@ from listener.errors import (
     CommandError,
 )
 from listener.events import RunEvent, RunStatus
+from listener.sources import mask_token
 
 if TYPE_CHECKING:
     from listener.app import Listener
@@ -129,7 +130,10 @@ async def _submit(
                         "provider": handle.provider,
                         "application": handle.application,
                         "submitted_at": iso(handle.submitted_at),
-                        "callback_url": handle.callback_url is not None,
+                        # The token in a callback URL is a credential: shown masked.
+                        "callback_url": None
+                        if handle.callback_url is None
+                        else mask_token(handle.callback_url),
                     }
                 )
             else:

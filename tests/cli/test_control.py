@@ -61,7 +61,7 @@ async def test_submit_without_wait_prints_the_run_id(
     )
     document = json.loads(result.stdout)
     assert document["provider"] == "nextmv"
-    assert document["callback_url"] is False  # no public URL: poll-only
+    assert document["callback_url"] is None  # no public URL: poll-only
 
 
 def test_submit_reads_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
