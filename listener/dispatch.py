@@ -53,6 +53,7 @@ __all__ = [
 log = logging.getLogger("listener.dispatch")
 # A handler's error in a log line: enough to read, never a wall of text.
 _ERROR_LOG_LIMIT = 500
+_RETRY_WAKE_MARGIN = 0.005
 
 MAX_ERROR_CHARS = 2000
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
@@ -169,6 +170,8 @@ class Dispatcher:
         # Calls whose handler returned, to be marked done with the next claim.
         self._completing: list[HandlerCall] = []
         self._executor: ThreadPoolExecutor | None = None
+        # Wakes at each retry's due time, so retries keep their schedule between sweeps.
+        self._retry_timers: set[asyncio.TimerHandle] = set()
 
     @property
     def running(self) -> bool:
@@ -208,6 +211,9 @@ class Dispatcher:
             # Each cancelled call releases itself back to the store before finishing.
             await asyncio.gather(*pending, return_exceptions=True)
         await self._write_back(0)
+        for timer in self._retry_timers:
+            timer.cancel()
+        self._retry_timers.clear()
         if self._executor is not None:
             # Threads still inside a sync handler cannot be stopped; do not wait for them.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -363,6 +369,17 @@ class Dispatcher:
             # crash before that runs the call again once its lease expires.
             self._completing.append(call)
 
+    def _wake_at_retry(self, wait: float) -> None:
+        timers = self._retry_timers
+
+        def due() -> None:
+            timers.discard(timer)
+            self.wake()
+
+        # A moment past the due time, so the claim's clock finds the call due.
+        timer = asyncio.get_running_loop().call_later(wait + _RETRY_WAKE_MARGIN, due)
+        timers.add(timer)
+
     async def _fail(
         self,
         call: HandlerCall,
@@ -379,6 +396,8 @@ class Dispatcher:
                 call.attempts, self.settings.backoff_base, self.settings.backoff_cap, self._rng
             )
             retry_at = datetime.now(UTC) + timedelta(seconds=wait)
+            if wait < self.settings.sweep_interval:
+                self._wake_at_retry(wait)
         if self.metrics is not None:
             self.metrics.handler_call(call.handler, outcome, seconds)
             if dead:

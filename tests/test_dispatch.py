@@ -143,6 +143,31 @@ async def test_fails_twice_then_succeeds_is_called_three_times(store: Store) -> 
     assert 'listener_handler_calls_total{handler="flaky",outcome="ok"} 1.0' in text
 
 
+async def test_retries_keep_their_schedule_between_sweeps(store: Store) -> None:
+    """With a sweep far beyond the test's life, only the retry's own due time can bring a
+    failed call back: a schedule of 0.1-0.2 s is kept, not rounded up to the sweep."""
+    handlers = Handlers()
+    attempts: list[float] = []
+
+    @handlers.on("succeeded", name="flaky")
+    async def flaky(event: RunEvent) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("downstream down")
+
+    [call_id] = await enqueue(store, handlers)
+    call = await dispatch_until(
+        store,
+        handlers,
+        call_id,
+        CallState.DONE,
+        sweep_interval=3600,
+        backoff_base=0.1,
+        backoff_cap=0.2,
+    )
+    assert call.attempts == 3
+
+
 async def test_a_failure_that_is_not_retryable_dead_letters_at_once(store: Store) -> None:
     handlers = Handlers()
     attempts: list[int] = []
