@@ -43,6 +43,9 @@ __all__ = [
 ENTRY_POINT_GROUP = "listener.handlers"
 # Modules loaded from files get names under this prefix, so they cannot shadow real ones.
 FILE_MODULE_PREFIX = "listener_plugins"
+# Each such module's name -> the name its handlers are known by: the file's stem, readable
+# and the same wherever the file lives (`my_handlers.report`).
+_FILE_MODULE_NAMES: dict[str, str] = {}
 
 HandlerFunc = Callable[[RunEvent], Any]
 F = TypeVar("F", bound=HandlerFunc)
@@ -59,6 +62,8 @@ class Handler:
     applications: frozenset[str] | None = None
     # Seconds before a call counts as failed; None uses the dispatcher's default.
     timeout: float | None = None
+    # Names this handler was stored under before, so calls recorded then still find it.
+    aliases: tuple[str, ...] = ()
 
     @property
     def is_async(self) -> bool:
@@ -102,10 +107,21 @@ def _statuses(values: Sequence[RunStatus | str]) -> frozenset[RunStatus] | None:
     return frozenset(statuses)
 
 
-def default_name(func: object) -> str:
+def _module_and_qualname(func: object) -> tuple[str, str]:
     module = getattr(func, "__module__", None) or "__main__"
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}.{qualname}"
+    return module, qualname
+
+
+def default_name(func: object) -> str:
+    module, qualname = _module_and_qualname(func)
+    return f"{_FILE_MODULE_NAMES.get(module, module)}.{qualname}"
+
+
+def _earlier_names(func: object) -> tuple[str, ...]:
+    # Handlers of file plugins were once named by their unique module name.
+    module, qualname = _module_and_qualname(func)
+    return (f"{module}.{qualname}",) if module in _FILE_MODULE_NAMES else ()
 
 
 class Handlers:
@@ -151,6 +167,7 @@ class Handlers:
             providers=_names(provider, "provider"),
             applications=_names(application, "application"),
             timeout=timeout,
+            aliases=() if name else _earlier_names(func),
         )
         if self.get(handler.name) is not None:
             raise DuplicateHandler(
@@ -255,6 +272,9 @@ class Handlers:
             by_name: dict[str, Handler] = {}
             for handler in handlers:
                 by_name.setdefault(handler.name, handler)
+            for handler in handlers:
+                for alias in handler.aliases:
+                    by_name.setdefault(alias, handler)
             flat = self._flat = (Handlers._generation, handlers, by_name)
         return flat
 
@@ -322,10 +342,12 @@ def _load_file(plugin: str, path: Path) -> ModuleType:
         raise PluginError(plugin, f"cannot load {resolved}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    _FILE_MODULE_NAMES[module_name] = resolved.stem
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
+        del _FILE_MODULE_NAMES[module_name]
         raise PluginError(plugin, f"import failed: {type(exc).__name__}: {exc}") from exc
     return module
 

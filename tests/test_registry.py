@@ -212,12 +212,22 @@ def test_directory_plugin_loads_each_module_with_stable_names(plugin_path: Path)
     write(directory / "notes.txt", "ignored")
     routers = load_plugin(str(directory))
     names = [name for router in routers for name in router.names()]
-    assert len(names) == 4
-    assert names[0].startswith("listener_plugins.a_")
-    assert names[0].endswith(".ay")
+    assert names == ["a.ay", "a.ay_failed", "b.bee", "b.bee_failed"]
     # Loading again (a second Listener in the same process) reuses the modules.
     again = [name for router in load_plugin(str(directory)) for name in router.names()]
     assert again == names
+
+
+def test_file_plugin_handlers_still_answer_to_their_earlier_names(plugin_path: Path) -> None:
+    """Calls stored before handler names were readable named the loaded module
+    (`listener_plugins.{stem}_{digest}.{function}`); they must still find their handler."""
+    file = write(plugin_path / "report.py", PLUGIN.format(name="notify"))
+    [first, _] = load_plugin(str(file))
+    [module] = [m for m in sys.modules if m.startswith("listener_plugins.report_")]
+    handler = first.get("report.notify")
+    assert handler is not None
+    assert first.get(f"{module}.notify") is handler
+    assert first.names() == ["report.notify"]
 
 
 def test_file_plugin(plugin_path: Path) -> None:
