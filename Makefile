@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 CODE := listener handlers tests bench $(wildcard examples)
 
 $(BIN)/python:
+	@echo "creating $(VENV) and installing the package with its dependencies (about 20 s, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 

@@ -42,6 +42,9 @@ def build_listener() -> Listener:
 
 
 def create_app(listener: Listener | None = None) -> Starlette:
+    # uvicorn sets up its own loggers only: without a root handler the handlers' lines
+    # (`announce` above) would go nowhere. A no-op when the host configured logging.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     service = listener or build_listener()
 
     async def home(request: Request) -> JSONResponse:

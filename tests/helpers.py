@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -206,3 +207,11 @@ class Script:
         if request.url.path == "/text":
             return PlainTextResponse("not json")
         return JSONResponse({"ok": True, "path": request.url.path})
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server started in another process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

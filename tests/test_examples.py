@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import serve, wait_for
+from helpers import free_port, serve, wait_for
 
 from listener import DispatchSettings, Listener, Origin, PollSettings, RunStatus, Source
 from listener.signatures import NextmvSignature, generate_hmac_secret
@@ -243,6 +243,51 @@ async def test_the_receiver_mounted_under_a_prefix(
         ]
     # The host's lifespan stopped the listener with the app.
     assert not listener.started
+
+
+@pytest.mark.parametrize("name", ["mount_in_starlette", "mount_in_fastapi"])
+async def test_the_mounted_handlers_log_line_appears_under_uvicorn(
+    name: str, tmp_path: Path
+) -> None:
+    """Started as its docstring says, with uvicorn's own logging: `announce`'s line shows."""
+    secret = generate_hmac_secret()
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        f"examples.{name}:create_app",
+        "--port",
+        str(port),
+        cwd=EXAMPLES.parent,
+        env={
+            **os.environ,
+            "NEXTMV_WEBHOOK_SECRET": secret,
+            "LISTENER_STORE": f"sqlite:///{tmp_path / 'mounted.db'}",
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    output = b""
+    try:
+        async with asyncio.timeout(60):
+            while b"Uvicorn running" not in output:
+                output += await process.stderr.readline()
+            body, headers = signed_delivery(
+                NextmvSignature([secret]), nextmv_run_status_payload("run-9", "routing", "failed")
+            )
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                answer = await client.post("/listener/hooks/nextmv", content=body, headers=headers)
+            assert answer.status_code == 202
+            while b"run run-9 ended failed" not in output:
+                line = await process.stderr.readline()
+                assert line, output.decode()
+                output += line
+    finally:
+        process.terminate()
+        await process.wait()
+    assert b"INFO examples.mount: run run-9 ended failed" in output
 
 
 # -- listener.toml -----------------------------------------------------------------------

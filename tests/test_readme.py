@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text()
@@ -37,12 +37,6 @@ def test_readme_python_block_runs(source: str) -> None:
     exec(compile(source, str(README), "exec"), {"__name__": "readme_example"})  # noqa: S102
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_tutorial_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "my_handlers.py").write_text(block_after("Write a handler module", "python"))
     (tmp_path / "listener.toml").write_text(block_after("Point a `listener.toml`", "toml"))
@@ -60,7 +54,11 @@ def test_tutorial_end_to_end(tmp_path: Path) -> None:
         f"listener serve --port {port} > serve.log 2>&1 &\necho $! > serve.pid\n{wait}",
     )
     assert "serve.pid" in script
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # The README's activation line, run from the tutorial's own folder.
+    activate = ". .venv/bin/activate\n"
+    assert script.startswith(activate)
+    script = f". {Path(sys.executable).parent / 'activate'}\n{script[len(activate) :]}"
+    env = dict(os.environ)
     env.pop("LISTENER_CONFIG", None)
     try:
         sent = subprocess.run(
@@ -82,7 +80,7 @@ def test_tutorial_end_to_end(tmp_path: Path) -> None:
         # A wrong secret is refused, and nothing more is stored.
         forged = subprocess.run(
             [
-                "listener",
+                str(Path(sys.executable).parent / "listener"),
                 "send-test",
                 f"http://127.0.0.1:{port}/hooks/local",
                 "--scheme",

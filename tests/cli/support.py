@@ -7,7 +7,6 @@ import asyncio
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from helpers import free_port as free_port  # the CLI tests take it from here too
 
 from listener.cli import main
 from listener.events import Origin, RunEvent, RunStatus
@@ -233,10 +233,3 @@ async def make_history(directory: Path) -> History:
         await store.close()
     config = write_config(directory, f'[listener]\nstore = "{store_url(directory)}"\n')
     return History(config, calls["app.notify"].id, calls["app.alert"].id)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

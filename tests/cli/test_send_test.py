@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from cli.support import WEBHOOK_SECRET, free_port, invoke, invoke_async
+from cli.support import WEBHOOK_SECRET, invoke, invoke_async
 from listener.signatures import scheme_from_name
 from listener.testing import LoopbackServer
 
