@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from listener.events import Origin, RunEvent, RunStatus
-from listener.store import _common as c
+from listener.store import _plans as plans
 from listener.store.base import (
     CallState,
     HandlerCall,
@@ -34,31 +34,31 @@ T = TypeVar("T")
 class PlannedStore:
     """Every `Store` operation that is one plan, over the backend's three ways to run one."""
 
-    dialect: c.Dialect
+    dialect: plans.Dialect
     default_grace_seconds: float
 
-    async def _read_plan(self, make: Callable[[], c.Plan[T]]) -> T:
+    async def _read_plan(self, make: Callable[[], plans.Plan[T]]) -> T:
         raise NotImplementedError
 
-    async def _write_plan(self, make: Callable[[], c.Plan[T]]) -> T:
+    async def _write_plan(self, make: Callable[[], plans.Plan[T]]) -> T:
         raise NotImplementedError
 
-    async def _delivery_plan(self, make: Callable[[], c.Plan[T]]) -> T:
+    async def _delivery_plan(self, make: Callable[[], plans.Plan[T]]) -> T:
         raise NotImplementedError
 
     async def ping(self) -> None:
-        await self._read_plan(c.ping_plan)
+        await self._read_plan(plans.ping_plan)
 
     async def schema_version(self) -> int:
-        return await self._read_plan(c.schema_version_plan)
+        return await self._read_plan(plans.schema_version_plan)
 
     # -- runs --------------------------------------------------------------------------
 
     async def register_run(self, run: NewRun) -> bool:
-        return await self._write_plan(lambda: c.register_run_plan(self.dialect, run))
+        return await self._write_plan(lambda: plans.register_run_plan(self.dialect, run))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self._read_plan(lambda: c.get_run_plan(self.dialect, run_id))
+        return await self._read_plan(lambda: plans.get_run_plan(self.dialect, run_id))
 
     async def list_runs(
         self,
@@ -72,7 +72,7 @@ class PlannedStore:
         cursor: str | None = None,
     ) -> Page[RunRecord]:
         return await self._read_plan(
-            lambda: c.list_runs_plan(
+            lambda: plans.list_runs_plan(
                 self.dialect,
                 status=status,
                 provider=provider,
@@ -89,7 +89,7 @@ class PlannedStore:
     async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
         names = tuple(handlers)
         return await self._delivery_plan(
-            lambda: c.record_plan(self.dialect, event, names, self.default_grace_seconds)
+            lambda: plans.record_plan(self.dialect, event, names, self.default_grace_seconds)
         )
 
     async def record_unroutable(
@@ -102,7 +102,7 @@ class PlannedStore:
         headers: Mapping[str, str],
     ) -> bool:
         return await self._delivery_plan(
-            lambda: c.record_unroutable_plan(
+            lambda: plans.record_unroutable_plan(
                 self.dialect,
                 source=source,
                 delivery_id=delivery_id,
@@ -113,7 +113,7 @@ class PlannedStore:
         )
 
     async def get_event(self, delivery_id: str) -> RunEvent | None:
-        return await self._read_plan(lambda: c.get_event_plan(self.dialect, delivery_id))
+        return await self._read_plan(lambda: plans.get_event_plan(self.dialect, delivery_id))
 
     async def list_events(
         self,
@@ -129,7 +129,7 @@ class PlannedStore:
         cursor: str | None = None,
     ) -> Page[RunEvent]:
         return await self._read_plan(
-            lambda: c.list_events_plan(
+            lambda: plans.list_events_plan(
                 self.dialect,
                 run_id=run_id,
                 status=status,
@@ -147,7 +147,7 @@ class PlannedStore:
         self, *, limit: int = 100, cursor: str | None = None
     ) -> Page[UnroutableRecord]:
         return await self._read_plan(
-            lambda: c.list_unroutable_plan(self.dialect, limit=limit, cursor=cursor)
+            lambda: plans.list_unroutable_plan(self.dialect, limit=limit, cursor=cursor)
         )
 
     # -- handler calls -----------------------------------------------------------------
@@ -156,29 +156,33 @@ class PlannedStore:
         self, owner: str, *, limit: int, lease_seconds: float, now: datetime | None = None
     ) -> list[HandlerCall]:
         return await self._write_plan(
-            lambda: c.claim_calls_plan(
+            lambda: plans.claim_calls_plan(
                 self.dialect, owner, limit=limit, lease_seconds=lease_seconds, now=now
             )
         )
 
     async def complete_call(self, call_id: int, owner: str) -> bool:
-        return await self._write_plan(lambda: c.complete_call_plan(self.dialect, call_id, owner))
+        return await self._write_plan(
+            lambda: plans.complete_call_plan(self.dialect, call_id, owner)
+        )
 
     async def fail_call(
         self, call_id: int, owner: str, *, error: str, retry_at: datetime | None
     ) -> bool:
         return await self._write_plan(
-            lambda: c.fail_call_plan(self.dialect, call_id, owner, error=error, retry_at=retry_at)
+            lambda: plans.fail_call_plan(
+                self.dialect, call_id, owner, error=error, retry_at=retry_at
+            )
         )
 
     async def release_call(self, call_id: int, owner: str) -> bool:
-        return await self._write_plan(lambda: c.release_call_plan(self.dialect, call_id, owner))
+        return await self._write_plan(lambda: plans.release_call_plan(self.dialect, call_id, owner))
 
     async def replay_call(self, call_id: int) -> bool:
-        return await self._write_plan(lambda: c.replay_call_plan(self.dialect, call_id))
+        return await self._write_plan(lambda: plans.replay_call_plan(self.dialect, call_id))
 
     async def get_call(self, call_id: int) -> HandlerCall | None:
-        return await self._read_plan(lambda: c.get_call_plan(self.dialect, call_id))
+        return await self._read_plan(lambda: plans.get_call_plan(self.dialect, call_id))
 
     async def list_calls(
         self,
@@ -190,7 +194,7 @@ class PlannedStore:
         cursor: str | None = None,
     ) -> Page[HandlerCall]:
         return await self._read_plan(
-            lambda: c.list_calls_plan(
+            lambda: plans.list_calls_plan(
                 self.dialect,
                 state=state,
                 run_id=run_id,
@@ -213,7 +217,7 @@ class PlannedStore:
         due_by: datetime | None = None,
     ) -> list[RunRecord]:
         return await self._write_plan(
-            lambda: c.claim_overdue_runs_plan(
+            lambda: plans.claim_overdue_runs_plan(
                 self.dialect,
                 owner,
                 limit=limit,
@@ -228,20 +232,20 @@ class PlannedStore:
         self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
     ) -> bool:
         return await self._write_plan(
-            lambda: c.reschedule_poll_plan(
+            lambda: plans.reschedule_poll_plan(
                 self.dialect, run_id, owner, next_poll_at=next_poll_at, attempts=attempts
             )
         )
 
     async def release_run(self, run_id: str, owner: str) -> bool:
-        return await self._write_plan(lambda: c.release_run_plan(self.dialect, run_id, owner))
+        return await self._write_plan(lambda: plans.release_run_plan(self.dialect, run_id, owner))
 
     # -- reporting and retention -------------------------------------------------------
 
     async def counts(self) -> StoreCounts:
-        return await self._read_plan(c.counts_plan)
+        return await self._read_plan(plans.counts_plan)
 
     async def prune(self, *, before: datetime, limit: int = 1000) -> PruneCounts:
         return await self._write_plan(
-            lambda: c.prune_plan(self.dialect, before=before, limit=limit)
+            lambda: plans.prune_plan(self.dialect, before=before, limit=limit)
         )

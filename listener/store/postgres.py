@@ -26,6 +26,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from listener.redaction import redact_url, scrub, url_secrets
 from listener.store import _common as c
+from listener.store import _plans as plans
+from listener.store._group_commit import MAX_BATCH, GroupWriter, Job, Outcome
 from listener.store._planned import PlannedStore
 from listener.store.base import (
     StoreUnavailable,
@@ -133,7 +135,7 @@ def _jsonb(value: Mapping[str, Any]) -> Jsonb:
     return Jsonb(dict(value))
 
 
-DIALECT = c.Dialect(
+DIALECT = plans.Dialect(
     time_param=lambda value: value,  # Dialect.t has made it UTC already
     time_value=_utc,
     json_param=_jsonb,
@@ -152,7 +154,7 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-async def _drive(conn: Conn, plan: c.Plan[T]) -> T:
+async def _drive(conn: Conn, plan: plans.Plan[T]) -> T:
     try:
         sql, params = next(plan)
         while True:
@@ -216,8 +218,8 @@ class PostgresStore(PlannedStore):
         # The group writer runs on a thread with a blocking connection of its own: a round
         # trip there costs a fraction of one made through the event loop, and the writer
         # makes several per event.
-        self._writer = c.GroupWriter(
-            self._apply, max_batch=c.MAX_BATCH, name="listener-postgres-writer"
+        self._writer = GroupWriter(
+            self._apply, max_batch=MAX_BATCH, name="listener-postgres-writer"
         )
         self._writer_pool: ConnectionPool[SyncConn] | None = None
         self._closing = False
@@ -240,7 +242,7 @@ class PostgresStore(PlannedStore):
             raise StoreUnavailable("the store is not open")
         return self._pool
 
-    async def _run(self, make: Callable[[], c.Plan[T]]) -> T:
+    async def _run(self, make: Callable[[], plans.Plan[T]]) -> T:
         """One plan in its own transaction on a pooled connection."""
         pool = self._ready_pool()
         try:
@@ -249,14 +251,14 @@ class PostgresStore(PlannedStore):
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from exc
 
-    async def _submit(self, make: Callable[[], c.Plan[T]]) -> T:
+    async def _submit(self, make: Callable[[], plans.Plan[T]]) -> T:
         """A plan for the group writer, committed with whatever else is queued."""
         if not self.group_commit:
             return await self._run(make)
         self._ready_pool()
 
         def job(conn: SyncConn) -> T:
-            return c.drive(make(), _execute_sync(conn))
+            return plans.drive(make(), _execute_sync(conn))
 
         return await self._writer.submit(job)
 
@@ -277,7 +279,7 @@ class PostgresStore(PlannedStore):
     def largest_batch(self) -> int:
         return self._writer.largest_batch
 
-    def _apply(self, batch: list[c.Job]) -> list[c.Outcome]:
+    def _apply(self, batch: list[Job]) -> list[Outcome]:
         """Commit a batch (on the writer thread). The fast path runs it without savepoints;
         when a job fails, the batch is rolled back and run again with one savepoint per job,
         so the failing job loses only itself. A batch that deadlocks with another replica's
@@ -298,11 +300,11 @@ class PostgresStore(PlannedStore):
             except psycopg.OperationalError as exc:
                 raise self._unavailable(exc) from exc
 
-    def _apply_once(self, batch: list[c.Job], *, isolate: bool) -> list[c.Outcome]:
+    def _apply_once(self, batch: list[Job], *, isolate: bool) -> list[Outcome]:
         pool = self._writer_pool
         if pool is None:
             raise StoreUnavailable("the store is not open")
-        outcomes: list[c.Outcome] = []
+        outcomes: list[Outcome] = []
         with pool.connection() as conn, conn.transaction():
             for job in batch:
                 if not isolate:

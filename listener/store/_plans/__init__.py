@@ -1,0 +1,91 @@
+"""Every store operation written once, as a plan of SQL statements.
+
+A plan is a generator that yields the statements to run (SQL with `?` placeholders, and
+parameters) and is sent back each statement's rows. A backend only drives plans inside its
+own transactions; what the SQL does and how a result is built is shared, so the two
+backends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from listener.store._plans.calls import (
+    CLAIM_SET,
+    CLAIMABLE,
+    claim_calls_plan,
+    claimable_calls,
+    complete_call_plan,
+    fail_call_plan,
+    get_call_plan,
+    list_calls_plan,
+    release_call_plan,
+    replay_call_plan,
+)
+from listener.store._plans.core import (
+    CALL_SELECT,
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    Dialect,
+    Plan,
+    Query,
+    Stmt,
+    drive,
+)
+from listener.store._plans.events import (
+    get_event_plan,
+    list_events_plan,
+    list_unroutable_plan,
+    record_plan,
+    record_unroutable_plan,
+)
+from listener.store._plans.maintenance import (
+    PRUNE_IN_CHUNK,
+    claim_overdue_runs_plan,
+    counts_plan,
+    ping_plan,
+    prune_plan,
+    release_run_plan,
+    reschedule_poll_plan,
+    schema_version_plan,
+)
+from listener.store._plans.runs import (
+    get_run_plan,
+    list_runs_plan,
+    register_run_plan,
+)
+
+__all__ = [
+    "CALL_SELECT",
+    "CLAIMABLE",
+    "CLAIM_SET",
+    "OPEN_STATUSES",
+    "PRUNE_IN_CHUNK",
+    "TERMINAL_STATUSES",
+    "Dialect",
+    "Plan",
+    "Query",
+    "Stmt",
+    "claim_calls_plan",
+    "claim_overdue_runs_plan",
+    "claimable_calls",
+    "complete_call_plan",
+    "counts_plan",
+    "drive",
+    "fail_call_plan",
+    "get_call_plan",
+    "get_event_plan",
+    "get_run_plan",
+    "list_calls_plan",
+    "list_events_plan",
+    "list_runs_plan",
+    "list_unroutable_plan",
+    "ping_plan",
+    "prune_plan",
+    "record_plan",
+    "record_unroutable_plan",
+    "register_run_plan",
+    "release_call_plan",
+    "release_run_plan",
+    "replay_call_plan",
+    "reschedule_poll_plan",
+    "schema_version_plan",
+]

@@ -1,0 +1,207 @@
+"""Plans the poller and the operators use: overdue-run claims and reschedules, counts,
+retention, ping and the schema version."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from datetime import datetime
+from typing import Any
+
+from listener.store._common import (
+    Row,
+    after,
+    as_utc,
+    check_limit,
+    utcnow,
+)
+from listener.store._plans.core import (
+    _OPEN,
+    _RUN_DUE,
+    _TERMINAL,
+    Dialect,
+    Plan,
+    Stmt,
+    _marks,
+)
+from listener.store._rows import (
+    make_counts,
+    run_from_row,
+)
+from listener.store.base import (
+    PruneCounts,
+    RunRecord,
+    StoreCounts,
+)
+
+# -- polling --
+
+
+def claim_overdue_runs_plan(
+    d: Dialect,
+    owner: str,
+    *,
+    limit: int,
+    lease_seconds: float,
+    provider: str | None,
+    now: datetime | None,
+    due_by: datetime | None = None,
+) -> Plan[list[RunRecord]]:
+    check_limit(limit)
+    moment = as_utc(now) if now is not None else utcnow()
+    at, expires = d.t(moment), d.t(after(moment, lease_seconds))
+    # Runs due a little later may be claimed early; leases still expire by the real clock.
+    due = d.t(as_utc(due_by)) if due_by is not None else at
+    by_provider = " AND provider = ?" if provider is not None else ""
+    rows = yield (
+        "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?"
+        " WHERE run_id IN (SELECT run_id FROM runs"
+        f" WHERE status IN ({_OPEN}) AND (next_poll_at <= ? OR deadline <= ?)"
+        f" AND (lease_owner IS NULL OR lease_expires_at <= ?){by_provider}"
+        f" ORDER BY {_RUN_DUE}, run_id LIMIT ?{d.skip_locked})"
+        " RETURNING run_id",
+        [owner, expires, at, due, due, at, *([provider] if provider is not None else []), limit],
+    )
+    if not rows:
+        return []
+    ids = [r["run_id"] for r in rows]
+    rows = yield (
+        f"SELECT * FROM runs WHERE run_id IN ({_marks(ids)}) ORDER BY {_RUN_DUE}, run_id",
+        ids,
+    )
+    return [run_from_row(r, d.time_value, d.json_value) for r in rows]
+
+
+def reschedule_poll_plan(
+    d: Dialect, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+) -> Plan[bool]:
+    rows = yield (
+        "UPDATE runs SET next_poll_at = ?, poll_attempts = ?, lease_owner = NULL,"
+        " lease_expires_at = NULL, updated_at = ? WHERE run_id = ? AND lease_owner = ?"
+        " RETURNING run_id",
+        [d.t(next_poll_at), int(attempts), d.t(utcnow()), run_id, owner],
+    )
+    return bool(rows)
+
+
+def release_run_plan(d: Dialect, run_id: str, owner: str) -> Plan[bool]:
+    rows = yield (
+        "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+        " WHERE run_id = ? AND lease_owner = ? RETURNING run_id",
+        [d.t(utcnow()), run_id, owner],
+    )
+    return bool(rows)
+
+
+# -- reporting --
+
+
+def counts_plan() -> Plan[StoreCounts]:
+    runs = yield ("SELECT status AS k, count(*) AS n FROM runs GROUP BY status", [])
+    calls = yield ("SELECT state AS k, count(*) AS n FROM handler_calls GROUP BY state", [])
+    events = yield ("SELECT count(*) AS n FROM events", [])
+    unroutable = yield ("SELECT count(*) AS n FROM unroutable", [])
+    return make_counts(
+        [(r["k"], r["n"]) for r in runs],
+        [(r["k"], r["n"]) for r in calls],
+        int(events[0]["n"]),
+        int(unroutable[0]["n"]),
+    )
+
+
+# -- retention --
+
+# Keys per DELETE ... IN (...): well inside both databases' limits on parameters.
+PRUNE_IN_CHUNK = 500
+
+# What `prune_plan` may delete, each as the condition on its table and its parameters
+# (all of them the cutoff). Done calls of terminal runs: calls_by_state walks the done
+# ones in id order.
+_PRUNE_CALLS = (
+    "state = 'done' AND updated_at < ? AND EXISTS (SELECT 1 FROM runs r"
+    f" WHERE r.run_id = handler_calls.run_id AND r.status IN ({_TERMINAL}))"
+)
+# Terminal runs with no call left: runs_by_submitted narrows the scan, the NOT EXISTS reads
+# calls_by_run_handler.
+_PRUNE_RUNS = (
+    f"status IN ({_TERMINAL}) AND submitted_at < ? AND updated_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM handler_calls h WHERE h.run_id = runs.run_id)"
+)
+_PRUNE_UNROUTABLE = "received_at < ?"
+
+
+def _delete_keys(
+    table: str, key: str, keys: Sequence[Any], where: str = "", params: Sequence[Any] = ()
+) -> Generator[Stmt, list[Row], list[Any]]:
+    """Delete the rows of `table` whose `key` is one of `keys` (and that still meet
+    `where`, when given); the keys of the rows deleted."""
+    gone: list[Any] = []
+    also = f" AND {where}" if where else ""
+    for at in range(0, len(keys), PRUNE_IN_CHUNK):
+        chunk = list(keys[at : at + PRUNE_IN_CHUNK])
+        rows = yield (
+            f"DELETE FROM {table} WHERE {key} IN ({_marks(chunk)}){also} RETURNING {key}",
+            [*chunk, *params],
+        )
+        gone.extend(row[key] for row in rows)
+    return gone
+
+
+def prune_plan(d: Dialect, *, before: datetime, limit: int) -> Plan[PruneCounts]:
+    """One chunk of retention, in the caller's transaction: done calls of terminal runs,
+    then terminal runs left without any call (with their events and transitions), then
+    unroutable deliveries; at most `limit` of each, oldest first.
+
+    Each kind is picked first (with `skip_locked`: on PostgreSQL, rows that another
+    transaction is changing are left for a later call, never waited for), then deleted
+    by key with its condition checked again, so a row that changed in between (a call
+    replayed, a run that heard news) is kept. Picking in a subquery of the DELETE itself
+    could take more than `limit`: PostgreSQL may run such a subquery again, and it then
+    skips the rows the statement has just deleted and picks the next ones.
+    """
+    check_limit(limit)
+    cutoff = d.t(before)
+
+    rows = yield (
+        f"SELECT id FROM handler_calls WHERE {_PRUNE_CALLS} ORDER BY id LIMIT ?{d.skip_locked}",
+        [cutoff, limit],
+    )
+    picked_calls = [row["id"] for row in rows]
+    calls = yield from _delete_keys("handler_calls", "id", picked_calls, _PRUNE_CALLS, [cutoff])
+
+    rows = yield (
+        f"SELECT run_id FROM runs WHERE {_PRUNE_RUNS}"
+        f" ORDER BY submitted_at, run_id LIMIT ?{d.skip_locked}",
+        [cutoff, cutoff, limit],
+    )
+    picked_runs = [row["run_id"] for row in rows]
+    runs = yield from _delete_keys("runs", "run_id", picked_runs, _PRUNE_RUNS, [cutoff, cutoff])
+    # Everything the deleted runs owned: events_by_run and the transitions' primary key.
+    events = yield from _delete_keys("events", "run_id", runs)
+    transitions = yield from _delete_keys("transitions", "run_id", runs)
+
+    # Ids grow with the time received: the oldest come first.
+    rows = yield (
+        f"SELECT id FROM unroutable WHERE {_PRUNE_UNROUTABLE} ORDER BY id LIMIT ?{d.skip_locked}",
+        [cutoff, limit],
+    )
+    picked_unroutable = [row["id"] for row in rows]
+    unroutable = yield from _delete_keys(
+        "unroutable", "id", picked_unroutable, _PRUNE_UNROUTABLE, [cutoff]
+    )
+    return PruneCounts(
+        runs=len(runs),
+        events=len(events),
+        transitions=len(transitions),
+        calls=len(calls),
+        unroutable=len(unroutable),
+        more=max(len(picked_calls), len(picked_runs), len(picked_unroutable)) >= limit,
+    )
+
+
+def ping_plan() -> Plan[None]:
+    yield ("SELECT 1 AS one", [])
+
+
+def schema_version_plan() -> Plan[int]:
+    rows = yield ("SELECT coalesce(max(version), 0) AS v FROM schema_version", [])
+    return int(rows[0]["v"])

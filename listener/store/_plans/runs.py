@@ -1,0 +1,119 @@
+"""Plans for runs: register one, read one, list them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from listener.events import RunStatus
+from listener.store._common import (
+    as_utc,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    next_poll_at,
+    utcnow,
+)
+from listener.store._plans.core import (
+    Dialect,
+    Plan,
+    Query,
+)
+from listener.store._rows import (
+    run_from_row,
+)
+from listener.store.base import (
+    NewRun,
+    Page,
+    RunRecord,
+)
+
+# -- runs --
+
+
+def register_run_plan(d: Dialect, run: NewRun) -> Plan[bool]:
+    now = utcnow()
+    submitted = as_utc(run.submitted_at) if run.submitted_at is not None else now
+    status = RunStatus(run.status)
+    grace = float(run.grace_seconds)
+    first_poll = grace if run.first_poll_seconds is None else float(run.first_poll_seconds)
+    rows = yield (
+        "INSERT INTO runs (run_id, provider, application, status, submitted_at,"
+        " grace_seconds, deadline, next_poll_at, poll_attempts, callback, metadata,"
+        " registered, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 1, ?)"
+        " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
+        [
+            run.run_id,
+            run.provider,
+            run.application,
+            status.value,
+            d.t(submitted),
+            grace,
+            d.opt_t(run.deadline),
+            d.opt_t(next_poll_at(status, submitted, first_poll)),
+            d.json_param(run.callback),
+            d.json_param(run.metadata),
+            d.t(now),
+        ],
+    )
+    if rows:
+        return True
+    # Known already. When its own event created it (the webhook beat the registration), the
+    # run takes the registration's details; a registered run is left as it is.
+    rows = yield (
+        f"SELECT status, last_event_at, registered FROM runs WHERE run_id = ?{d.for_update}",
+        [run.run_id],
+    )
+    if not rows or rows[0]["registered"]:
+        return False
+    current = RunStatus(rows[0]["status"])
+    last = rows[0]["last_event_at"]
+    base = d.time_value(last) if last is not None else submitted
+    yield (
+        "UPDATE runs SET submitted_at = ?, grace_seconds = ?, deadline = ?, next_poll_at = ?,"
+        " callback = ?, metadata = ?, registered = 1, updated_at = ? WHERE run_id = ?",
+        [
+            d.t(submitted),
+            grace,
+            d.opt_t(run.deadline),
+            d.opt_t(next_poll_at(current, base, grace)),
+            d.json_param(run.callback),
+            d.json_param(run.metadata),
+            d.t(now),
+            run.run_id,
+        ],
+    )
+    return False
+
+
+def get_run_plan(d: Dialect, run_id: str) -> Plan[RunRecord | None]:
+    rows = yield ("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    return run_from_row(rows[0], d.time_value, d.json_value) if rows else None
+
+
+def list_runs_plan(
+    d: Dialect,
+    *,
+    status: Sequence[RunStatus] | None,
+    provider: str | None,
+    application: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Plan[Page[RunRecord]]:
+    check_limit(limit)
+    q = Query("SELECT * FROM runs")
+    q.run_filters(status, provider, application)
+    q.window("submitted_at", d.opt_t(since), d.opt_t(until))
+    if cursor is not None:
+        key, run_id = decode_cursor("runs", cursor, (d.cursor_time_type, str))
+        q.where("(submitted_at, run_id) < (?, ?)", d.cursor_to_key(key), run_id)
+    rows = yield q.stmt("ORDER BY submitted_at DESC, run_id DESC", limit)
+    items = [run_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor("runs", d.key_to_cursor(last["submitted_at"]), last["run_id"])
+    return Page(items=items, next_cursor=next_cursor)

@@ -1,0 +1,260 @@
+"""The SQLite fast paths (`listener/store/_sqlite_batch.py`) against the shared plans:
+records, claims and completions applied together leave what one plan per write leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from listener.events import RunEvent, RunStatus
+from listener.store import NewRun
+from listener.store._plans import claim_calls_plan, complete_call_plan
+from listener.store._sqlite_conn import DIALECT
+from listener.store.sqlite import SQLiteStore
+
+
+def event(delivery: str, run: str = "r1") -> RunEvent:
+    return RunEvent(delivery, "nextmv", "routing", run, RunStatus.SUCCEEDED)
+
+
+def _table(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# What both ways of recording must leave behind; times are left out, as each store took
+# its own "now".
+_SNAPSHOT = {
+    "events": "SELECT delivery_id, provider, application, run_id, status, occurred_at, origin,"
+    " payload FROM events ORDER BY delivery_id",
+    "runs": "SELECT run_id, provider, application, status, grace_seconds, registered,"
+    " poll_attempts, lease_owner, lease_expires_at IS NULL, next_poll_at IS NULL,"
+    " last_event_at IS NULL FROM runs ORDER BY run_id",
+    "transitions": "SELECT run_id, status, delivery_id FROM transitions ORDER BY run_id, status",
+    "calls": "SELECT id, handler, run_id, status, delivery_id, state, attempts FROM handler_calls"
+    " ORDER BY id",
+}
+
+
+def _mixed_events(rng: random.Random, count: int) -> list[tuple[RunEvent, tuple[str, ...]]]:
+    """Deliveries as they come: several per run in any order, repeats of a delivery (also
+    within one batch), runs known beforehand, text that JSON must escape."""
+    statuses = list(RunStatus)
+    picked: list[tuple[RunEvent, tuple[str, ...]]] = []
+    for i in range(count):
+        if picked and rng.random() < 0.15:
+            picked.append(rng.choice(picked))  # the same delivery again
+            continue
+        run = f"run-{rng.randrange(12)}"
+        handlers = rng.choice([(), ("h",), ("h", "g"), ("g", "h", "g")])
+        payload = {"n": i, "text": rng.choice(["plain", 'é\n"quoted"', "\u2603", ""])}
+        event = RunEvent(
+            f"d{i}",
+            rng.choice(["nextmv", "local"]),
+            "routing",
+            run,
+            rng.choice(statuses),
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.random()),
+            payload=payload,
+        )
+        picked.append((event, handlers))
+    return picked
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_records_applied_together_match_records_one_by_one(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    deliveries = _mixed_events(rng, 120)
+    paths = {name: tmp_path / f"{name}.db" for name in ("together", "alone")}
+    stores = {name: SQLiteStore(f"sqlite:///{path}") for name, path in paths.items()}
+    results: dict[str, list[object]] = {}
+    try:
+        for store in stores.values():
+            await store.open()
+            # A known run with a poll lease: a terminal event clears it.
+            await store.register_run(NewRun("run-1", "nextmv", "routing", grace_seconds=7.5))
+            await store.claim_overdue_runs(
+                "poller", limit=5, lease_seconds=60, now=datetime.now(UTC) + timedelta(days=1)
+            )
+        for path in paths.values():
+            # A transition stored without its run's status having moved (as left by an older
+            # listener, say): reaching it again is old news, with no handler calls.
+            _table(path, "INSERT INTO transitions VALUES ('run-2', 'succeeded', 'old', 0)")
+        together = stores["together"]
+        results["together"] = []
+        for start in range(0, len(deliveries), 40):
+            chunk = deliveries[start : start + 40]
+            results["together"].extend(
+                await asyncio.gather(*(together.record(e, h) for e, h in chunk))
+            )
+        assert together.largest_batch > 1
+        results["alone"] = [await stores["alone"].record(e, h) for e, h in deliveries]
+    finally:
+        for store in stores.values():
+            await store.close()
+    assert results["together"] == results["alone"]
+    for sql in _SNAPSHOT.values():
+        assert _table(paths["together"], sql) == _table(paths["alone"], sql)
+
+
+async def test_text_with_nul_is_stored_whole_alongside_records_applied_together(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    await store.open()
+    try:
+        odd = [
+            RunEvent("d\x00a", "nextmv", "routing", "plain-run", RunStatus.RUNNING),
+            RunEvent("d-b", "nextmv", "routing", "run\x00b", RunStatus.SUCCEEDED),
+            RunEvent("d-c", "nextmv", "rout\x00ing", "run-c", RunStatus.FAILED),
+        ]
+        plain = [event(f"p{i}", f"p-run{i}") for i in range(8)]
+        results = await asyncio.gather(
+            *(store.record(e, ["h"]) for e in plain[:4]),
+            *(store.record(e, ["h"]) for e in odd),
+            store.record(event("d-d", "run-d"), ["h\x00x"]),
+            *(store.record(e, ["h"]) for e in plain[4:]),
+        )
+        assert store.largest_batch > 1
+        assert all(r.run_created and r.transition is not None for r in results)
+        for e in [*odd, *plain]:
+            assert await store.get_event(e.delivery_id) == e
+            run = await store.get_run(e.run_id)
+            assert run is not None
+            assert run.application == e.application
+        calls = (await store.list_calls(run_id="run-d")).items
+        assert [c.handler for c in calls] == ["h\x00x"]
+        ids = [i for r in results for i in r.call_ids]
+        assert len(set(ids)) == len(ids) == 12
+    finally:
+        await store.close()
+
+
+async def test_a_failing_record_applied_together_loses_only_itself(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    await store.open()
+    try:
+        good = [event(f"ok{i}", f"run{i}") for i in range(10)]
+        naive = RunEvent("bad", "nextmv", "routing", "run-bad", RunStatus.SUCCEEDED,
+                         occurred_at=datetime(2026, 1, 1))  # fmt: skip
+        writes = [store.record(e, ["h"]) for e in good[:5]]
+        writes.append(store.record(naive, ["h"]))
+        writes.extend(store.record(e, ["h"]) for e in good[5:])
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        assert isinstance(results[5], ValueError)
+        assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 5)
+        assert (await store.counts()).events == 10
+        assert await store.get_run("run-bad") is None
+    finally:
+        await store.close()
+
+
+async def test_completions_applied_together_are_each_done_once(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'x.db'}")
+    await store.open()
+    try:
+        for i in range(6):
+            await store.record(event(f"d{i}", f"r{i}"), ["h"])
+        calls = await store.claim_calls("me", limit=10, lease_seconds=60)
+        ids = [call.id for call in calls]
+        done = await asyncio.gather(
+            *(store.complete_call(i, "me") for i in ids),
+            store.complete_call(ids[0], "me"),  # again: already done
+            store.complete_call(ids[1], "someone-else"),  # not the lease holder
+        )
+        assert done == [True] * len(ids) + [False, False]
+        assert (await store.counts()).calls_by_state["done"] == len(ids)
+    finally:
+        await store.close()
+
+
+async def test_claims_in_few_steps_match_the_claim_plan(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    path = tmp_path / "base.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        statuses = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
+        for i in range(60):
+            run = f"run-{rng.randrange(15)}"
+            status = rng.choice(statuses)
+            payload = {"i": i, "note": rng.choice(["", "é\u2603", 'say "hi"', "a\x00b"])}
+            handlers = rng.choice([["h"], ["h", "g"], ["nul\x00name"]])
+            await store.record(RunEvent(f"d{i}", "nextmv", "app", run, status, payload=payload),
+                               handlers)  # fmt: skip
+        # Some calls claimed by a claimer that then went away: their leases run out.
+        await store.claim_calls("gone", limit=7, lease_seconds=1)
+    finally:
+        await store.close()
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    copies = {}
+    for name in ("plan", "steps"):
+        copies[name] = tmp_path / f"{name}.db"
+        copies[name].write_bytes(path.read_bytes())
+    by_plan = SQLiteStore(f"sqlite:///{copies['plan']}")
+    by_steps = SQLiteStore(f"sqlite:///{copies['steps']}")
+    await by_plan.open()
+    await by_steps.open()
+    try:
+        for limit in (1, 3, 5, 8, 100):
+            plan = functools.partial(
+                claim_calls_plan, DIALECT, "me", limit=limit, lease_seconds=60, now=later
+            )
+            expected = await by_plan._write_plan(plan)
+            got = await by_steps.claim_calls("me", limit=limit, lease_seconds=60, now=later)
+            assert got == expected
+        assert expected  # the last round still found calls: every path was taken
+    finally:
+        await by_plan.close()
+        await by_steps.close()
+
+
+async def test_completions_applied_together_match_the_complete_plan(tmp_path: Path) -> None:
+    path = tmp_path / "base.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        for i in range(12):
+            await store.record(event(f"d{i}", f"r{i % 5}"), ["h", "g"])
+        claimed = await store.claim_calls("me", limit=8, lease_seconds=60)
+        await store.claim_calls("other", limit=3, lease_seconds=60)
+    finally:
+        await store.close()
+    ids = [call.id for call in claimed]
+    # Each of "me"'s calls, one twice, another claimer's call and an unknown id.
+    requests = [(i, "me") for i in ids] + [(ids[0], "me"), (ids[-1] + 1, "me"), (999, "me")]
+    copies = {}
+    for name in ("plan", "together"):
+        copies[name] = tmp_path / f"{name}.db"
+        copies[name].write_bytes(path.read_bytes())
+    by_plan = SQLiteStore(f"sqlite:///{copies['plan']}")
+    together = SQLiteStore(f"sqlite:///{copies['together']}")
+    await by_plan.open()
+    await together.open()
+    try:
+        expected = [
+            await by_plan._write_plan(functools.partial(complete_call_plan, DIALECT, i, owner))
+            for i, owner in requests
+        ]
+        got = await asyncio.gather(*(together.complete_call(i, owner) for i, owner in requests))
+        assert together.largest_batch > 1
+    finally:
+        await by_plan.close()
+        await together.close()
+    assert got == expected
+    assert True in expected
+    assert False in expected
+    calls = (
+        "SELECT id, state, attempts, lease_owner, lease_expires_at FROM handler_calls ORDER BY id"
+    )
+    assert _table(copies["together"], calls) == _table(copies["plan"], calls)
