@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import handlers.save
-from listener import config as config_module
 from listener.app import Listener
 from listener.config import (
     Config,
@@ -21,6 +20,7 @@ from listener.config import (
     load_config,
     resolve_reference,
 )
+from listener.config import schema as config_schema
 from listener.dispatch import DispatchSettings
 from listener.events import RunStatus
 from listener.poller import PollSchedule, PollSettings
@@ -95,9 +95,9 @@ def test_every_settings_key_is_a_field_of_its_settings_class() -> None:
     poller = {field.name for field in dataclasses.fields(PollSettings)} - {"schedule"}
     schedule = {f"schedule_{field.name}" for field in dataclasses.fields(PollSchedule)}
     receiver = {field.name for field in dataclasses.fields(ReceiverSettings)}
-    assert set(config_module._DISPATCH_KEYS) <= dispatch
-    assert set(config_module._POLLER_KEYS) == poller | schedule
-    assert set(config_module._RECEIVER_KEYS) <= receiver & set(config_module._LISTENER_KEYS)
+    assert set(config_schema._DISPATCH_KEYS) <= dispatch
+    assert set(config_schema._POLLER_KEYS) == poller | schedule
+    assert set(config_schema._RECEIVER_KEYS) <= receiver & set(config_schema._LISTENER_KEYS)
     # Each key given alone lands on its field; the others keep the class defaults.
     assert load_config(None, env={"LISTENER_DISPATCH_CONCURRENCY": "2"}).dispatch == (
         DispatchSettings(concurrency=2)

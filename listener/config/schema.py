@@ -1,0 +1,227 @@
+"""What a configuration holds: the result classes, the keys each section accepts and how
+each is checked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from listener.dispatch import DispatchSettings
+from listener.poller import PollSettings
+from listener.receiver import ReceiverSettings
+from listener.redaction import redact_url
+from listener.signatures import SCHEME_NAMES
+from listener.store.backends import EXAMPLES as STORE_URL_EXAMPLES
+from listener.store.backends import check_store_url
+
+CONFIG_ENV: Final = "LISTENER_CONFIG"
+DEFAULT_CONFIG_NAME: Final = "listener.toml"
+DEFAULT_STORE_URL: Final = "sqlite:///listener.db"
+# "none": per-run callback URLs carry their own token instead of a signature.
+SIGNED_SCHEMES: Final = SCHEME_NAMES
+SCHEMES: Final = tuple(sorted((*SCHEME_NAMES, "none")))
+LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DAY: Final = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """`[sources.<name>]`: `scheme` "none" makes an unsigned per-run callback source."""
+
+    name: str
+    provider: str
+    scheme: str
+    secrets: tuple[str, ...] = ()
+    tolerance: int = 300
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"SourceConfig(name={self.name!r}, provider={self.provider!r}, "
+            f"scheme={self.scheme!r}, secrets=<{len(self.secrets)} hidden>, "
+            f"tolerance={self.tolerance})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """`[providers.<name>]`: `settings` are the provider constructor's keywords."""
+
+    name: str
+    kind: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Any setting may be a credential (api_key, headers): show only which are set.
+        return (
+            f"ProviderConfig(name={self.name!r}, kind={self.kind!r}, "
+            f"settings=<{', '.join(sorted(self.settings)) or 'none'}>)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; `path` is the file it came from (None: defaults only).
+
+    `dispatch`, `poller` and `receiver` are the components' own settings objects, built
+    from `[dispatch]`, `[poller]` and the receiver's keys of `[listener]`
+    (`max_body_bytes`); a key left out keeps that class's default.
+    """
+
+    path: Path | None = None
+    store: str = DEFAULT_STORE_URL
+    public_url: str | None = None
+    callback_secret: str | None = None
+    plugins: tuple[str, ...] = ()
+    entry_points: bool = False
+    # Days after which what is finished is pruned; 0 keeps everything.
+    retention_days: float = 0.0
+    server: ServerConfig = field(default_factory=ServerConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    providers: tuple[ProviderConfig, ...] = ()
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    poller: PollSettings = field(default_factory=PollSettings)
+    receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How messages name where this configuration came from."""
+        return str(self.path) if self.path is not None else "configuration"
+
+    def __repr__(self) -> str:
+        handlers = {
+            name: f"<{', '.join(sorted(s)) or 'none'}>" for name, s in self.handlers.items()
+        }
+        return (
+            f"Config(path={self.path!r}, store={redact_url(self.store)!r}, "
+            f"public_url={self.public_url and redact_url(self.public_url)!r}, "
+            f"callback_secret={'<hidden>' if self.callback_secret else None}, "
+            f"plugins={self.plugins!r}, "
+            f"entry_points={self.entry_points}, retention_days={self.retention_days:g}, "
+            f"server={self.server!r}, "
+            f"sources={self.sources!r}, providers={self.providers!r}, "
+            f"dispatch={self.dispatch!r}, poller={self.poller!r}, "
+            f"receiver={self.receiver!r}, handlers={handlers!r})"
+        )
+
+
+_Kind = Literal["int", "float", "bool", "str"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kind: _Kind
+    expected: str
+    check: Callable[[Any], bool] = lambda value: True
+    optional: bool = False  # may be cleared by an empty override
+    secret: bool = False  # never echoed in a message
+
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda value: bool(value >= low)
+
+
+def _above(low: float) -> Callable[[Any], bool]:
+    return lambda value: bool(value > low)
+
+
+def _is_store_url(value: str) -> bool:
+    try:
+        check_store_url(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+_SECONDS_MIN0 = "a number of seconds >= 0"
+_SECONDS_POSITIVE = "a number of seconds > 0"
+_WHOLE_POSITIVE = "a whole number >= 1"
+
+_LISTENER_KEYS: Final[Mapping[str, _Key]] = {
+    "store": _Key(
+        "str",
+        f"a store URL ({STORE_URL_EXAMPLES})",
+        _is_store_url,
+        secret=True,
+    ),
+    "public_url": _Key("str", "an http:// or https:// URL", _is_http_url, optional=True),
+    "callback_secret": _Key("str", "a non-empty string", bool, optional=True, secret=True),
+    "max_body_bytes": _Key("int", "a whole number of bytes >= 1", _at_least(1)),
+    "entry_points": _Key("bool", "true or false"),
+    # Under a day, a delivery retried after its event was pruned would be taken as new.
+    "retention_days": _Key(
+        "float",
+        "a number of days >= 1, or 0 to keep everything",
+        lambda days: days == 0 or days >= 1,
+    ),
+}
+_LISTENER_ALL_KEYS: Final = (*_LISTENER_KEYS, "plugins")
+# Keys of [listener] that are the receiver's settings (`ReceiverSettings` fields).
+_RECEIVER_KEYS: Final = ("max_body_bytes",)
+
+_SERVER_KEYS: Final[Mapping[str, _Key]] = {
+    "host": _Key("str", "a host name or address", bool),
+    "port": _Key("int", "a port number from 0 to 65535", lambda port: 0 <= port <= 65535),
+    "workers": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "log_level": _Key("str", f"one of {', '.join(LOG_LEVELS)}", lambda level: level in LOG_LEVELS),
+}
+
+# [dispatch] keys are `DispatchSettings` fields and [poller] keys `PollSettings` fields,
+# or `schedule_<field>` of its `PollSchedule`; a key left out keeps that class's default.
+_DISPATCH_KEYS: Final[Mapping[str, _Key]] = {
+    "concurrency": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "handler_timeout": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "max_attempts": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "backoff_base": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "backoff_cap": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "sweep_interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "shutdown_timeout": _Key("float", _SECONDS_MIN0, _at_least(0)),
+    "lease_margin": _Key("float", _SECONDS_MIN0, _at_least(0)),
+}
+
+_POLLER_KEYS: Final[Mapping[str, _Key]] = {
+    "enabled": _Key("bool", "true or false"),
+    "interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "grace": _Key("float", _SECONDS_MIN0, _at_least(0)),
+    "first_poll": _Key("float", _SECONDS_MIN0, _at_least(0)),
+    "deadline": _Key("float", _SECONDS_POSITIVE, _above(0), optional=True),
+    "schedule_interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "schedule_factor": _Key("float", "a number >= 1", _at_least(1)),
+    "schedule_cap": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "schedule_jitter": _Key("float", "a number >= 0 and < 1", lambda jitter: 0 <= jitter < 1),
+    "rate_limit": _Key("float", "a number of calls a second > 0", _above(0)),
+    "batch_size": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "lease": _Key("float", _SECONDS_POSITIVE, _above(0)),
+}
+
+_SECTIONS: Final = ("listener", "server", "sources", "providers", "dispatch", "poller", "handlers")
+_SOURCE_KEYS: Final = ("provider", "scheme", "secrets", "tolerance", "options")
+_SIGNER_KEYS: Final = ("scheme", "secrets", "tolerance")
+# Environment override prefixes: LISTENER_<PREFIX>_<KEY>.
+_ENV_SECTIONS: Final[Mapping[str, tuple[str, Mapping[str, _Key]]]] = {
+    "SERVER": ("server", _SERVER_KEYS),
+    "DISPATCH": ("dispatch", _DISPATCH_KEYS),
+    "POLLER": ("poller", _POLLER_KEYS),
+}
