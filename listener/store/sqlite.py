@@ -46,7 +46,6 @@ from listener.store._sqlite_batch import (
     RecordArgs,
     apply_together,
     batchable,
-    claim_calls,
 )
 from listener.store._sqlite_conn import DIALECT, execute_on, is_unavailable
 from listener.store._sqlite_schema import MIGRATIONS
@@ -421,12 +420,6 @@ class SQLiteStore(PlannedStore):
     async def claim_calls(
         self, owner: str, *, limit: int, lease_seconds: float, now: datetime | None = None
     ) -> list[HandlerCall]:
-        if self._json:
-            return await self._write(
-                lambda conn: claim_calls(
-                    conn, owner, limit=limit, lease_seconds=lease_seconds, now=now
-                )
-            )
         return await self._write_plan(
             lambda: plans.claim_calls_plan(
                 DIALECT, owner, limit=limit, lease_seconds=lease_seconds, now=now

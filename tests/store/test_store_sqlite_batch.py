@@ -1,5 +1,5 @@
 """The SQLite fast paths (`listener/store/_sqlite_batch.py`) against the shared plans:
-records, claims and completions applied together leave what one plan per write leaves."""
+records and completions applied together leave what one plan per write leaves."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from listener.events import RunEvent, RunStatus
 from listener.store import NewRun
-from listener.store._plans import claim_calls_plan, complete_call_plan
+from listener.store._plans import complete_call_plan
 from listener.store._sqlite_conn import DIALECT
 from listener.store.sqlite import SQLiteStore
 
@@ -176,47 +176,6 @@ async def test_completions_applied_together_are_each_done_once(tmp_path: Path) -
         assert (await store.counts()).calls_by_state["done"] == len(ids)
     finally:
         await store.close()
-
-
-async def test_claims_in_few_steps_match_the_claim_plan(tmp_path: Path) -> None:
-    rng = random.Random(7)
-    path = tmp_path / "base.db"
-    store = SQLiteStore(f"sqlite:///{path}")
-    await store.open()
-    try:
-        statuses = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.SUCCEEDED]
-        for i in range(60):
-            run = f"run-{rng.randrange(15)}"
-            status = rng.choice(statuses)
-            payload = {"i": i, "note": rng.choice(["", "é\u2603", 'say "hi"', "a\x00b"])}
-            handlers = rng.choice([["h"], ["h", "g"], ["nul\x00name"]])
-            await store.record(RunEvent(f"d{i}", "nextmv", "app", run, status, payload=payload),
-                               handlers)  # fmt: skip
-        # Some calls claimed by a claimer that then went away: their leases run out.
-        await store.claim_calls("gone", limit=7, lease_seconds=1)
-    finally:
-        await store.close()
-    later = datetime.now(UTC) + timedelta(seconds=30)
-    copies = {}
-    for name in ("plan", "steps"):
-        copies[name] = tmp_path / f"{name}.db"
-        copies[name].write_bytes(path.read_bytes())
-    by_plan = SQLiteStore(f"sqlite:///{copies['plan']}")
-    by_steps = SQLiteStore(f"sqlite:///{copies['steps']}")
-    await by_plan.open()
-    await by_steps.open()
-    try:
-        for limit in (1, 3, 5, 8, 100):
-            plan = functools.partial(
-                claim_calls_plan, DIALECT, "me", limit=limit, lease_seconds=60, now=later
-            )
-            expected = await by_plan._write_plan(plan)
-            got = await by_steps.claim_calls("me", limit=limit, lease_seconds=60, now=later)
-            assert got == expected
-        assert expected  # the last round still found calls: every path was taken
-    finally:
-        await by_plan.close()
-        await by_steps.close()
 
 
 async def test_completions_applied_together_match_the_complete_plan(tmp_path: Path) -> None:
