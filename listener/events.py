@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from listener.errors import UnknownStatus
 
@@ -22,6 +22,7 @@ __all__ = [
     "RunStatus",
     "Transition",
     "UnknownStatus",
+    "check_time",
     "next_status",
     "status_from_words",
 ]
@@ -116,6 +117,27 @@ def transition_key(run_id: str, status: RunStatus | str) -> str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# The times every store can write and read back: a day inside Python's datetime range,
+# since a time stored as seconds can round up by a microsecond (9999-12-31T23:59:59.999999
+# would read back as year 10000, which no datetime holds).
+EARLIEST_TIME: Final = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIME: Final = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def check_time(value: datetime, name: str = "time") -> datetime:
+    """`value` if every store can hold it; `ValueError` naming `name` otherwise (naive
+    datetimes pass: the store refuses them with its own message)."""
+    if value.tzinfo is None:
+        return value
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} {value.isoformat()} is out of range") from None
+    if not EARLIEST_TIME <= in_utc <= LATEST_TIME:
+        raise ValueError(f"{name} {value.isoformat()} is out of range")
+    return value
 
 
 ResultFetcher = Callable[["RunEvent"], Awaitable[Any]]

@@ -24,13 +24,14 @@ from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from listener._checks import whole
 from listener.errors import BodyTooLarge
-from listener.events import RunEvent
+from listener.events import RunEvent, check_time
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
 from listener.recording import EventRecorder
 from listener.redaction import log_text, redact_headers
 from listener.signatures import SignatureError, Verified
 from listener.sources import Source, check_token
 from listener.store.base import Store, StoreUnavailable
+from listener.strict_json import loads_strict
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -348,9 +349,11 @@ class Receiver:
 
     def _parse(self, source: Source, body: bytes, delivery_id: str) -> tuple[RunEvent | None, str]:
         try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError):
-            return None, "the body is not JSON"
+            payload = loads_strict(body)
+        except ValueError as exc:
+            return None, str(exc)
+        except RecursionError:
+            return None, "the body is nested too deeply"
         try:
             event = source.parse(payload, delivery_id=delivery_id)
         except Exception as exc:
@@ -358,6 +361,10 @@ class Receiver:
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if not _text_ok(event.run_id, event.provider, event.application):
             return None, "the run id, provider or application is not valid text"
+        try:
+            check_time(event.occurred_at, "occurred_at")
+        except ValueError as exc:
+            return None, str(exc)
         return event, ""
 
     async def _check_token_delivery(

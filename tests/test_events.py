@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from listener.events import (
+    EARLIEST_TIME,
+    LATEST_TIME,
     LISTENER_WORDS,
     TERMINAL_STATUSES,
     Origin,
@@ -16,6 +18,7 @@ from listener.events import (
     RunStatus,
     Transition,
     UnknownStatus,
+    check_time,
     next_status,
     status_from_words,
     transition_key,
@@ -171,3 +174,22 @@ def test_the_events_the_listener_makes_have_derived_ids() -> None:
     }
     tracked = RunEvent.tracked("nx", "app", "r-1", RunStatus.SUCCEEDED, occurred_at=at)
     assert (tracked.delivery_id, tracked.origin) == ("track:nx:r-1:succeeded", Origin.TRACK)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime.fromisoformat("9999-12-31T23:59:59-23:59"),
+        datetime.fromisoformat("0001-01-01T00:00:00+23:59"),
+    ],
+)
+def test_times_a_store_cannot_round_trip_are_refused(value: datetime) -> None:
+    with pytest.raises(ValueError, match=r"occurred_at .* is out of range"):
+        check_time(value, "occurred_at")
+
+
+def test_times_a_store_can_hold_pass_unchanged() -> None:
+    for value in (EARLIEST_TIME, LATEST_TIME, datetime(2026, 12, 6, tzinfo=UTC)):
+        assert check_time(value) is value

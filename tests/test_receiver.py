@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from listener import DispatchSettings, Listener, Source, callback_token
-from listener.events import RunEvent
+from listener.events import RunEvent, RunStatus
 from listener.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverSettings, delivery_id_for
 from listener.registry import Handlers
 from listener.signatures import (
@@ -214,17 +215,22 @@ def test_delivery_ids() -> None:
         (b'{"data": {"status": "succeeded"}}', "no run_id"),
         (b'{"data": {"run_id": "r", "status": "exploded"}}', "unknown"),
         (b"[1, 2, 3]", "not a JSON object"),
-        (b'{"data": {"run_id": "r\\u0000x", "status": "failed"}}', "not valid text"),
-        (b'{"data": {"run_id": "\\ud800", "status": "failed"}}', "not valid text"),
-        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        # What some store cannot hold is refused the same on every backend: kept as
+        # unroutable, not answered 503 (which the sender would retry forever).
+        (b'{"data": {"run_id": "r\\u0000x", "status": "failed"}}', "NUL"),
+        (b'{"data": {"run_id": "\\ud800", "status": "failed"}}', "lone surrogate"),
+        (b'{"data": {"run_id": "r", "status": "failed", "n": {"\\u0000": 1}}}', "NUL"),
+        (b'{"data": {"run_id": "r", "status": "failed", "score": NaN}}', "NaN"),
+        (b'{"data": {"run_id": "r", "status": "failed", "score": -Infinity}}', "Infinity"),
+        (b'{"data": {"run_id": "r", "status": "failed", "score": 1e400}}', "too large"),
+        (b'{"data": {"run_id": "r", "status": "failed"}}\xff', "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
 async def test_verified_but_not_understood_is_kept_as_unroutable(
-    tmp_path: Path, body: bytes, reason: str
+    store_url: str, body: bytes, reason: str
 ) -> None:
-    listener = make_listener(
-        f"sqlite:///{tmp_path / 'u.db'}", receiver=ReceiverSettings(max_body_bytes=1 << 20)
-    )
+    listener = make_listener(store_url, receiver=ReceiverSettings(max_body_bytes=1 << 20))
     scheme = StandardWebhooks([SECRET])
     async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
         headers = signed(scheme, body, "msg-u")
@@ -269,6 +275,25 @@ async def test_a_crashing_parser_is_unroutable_not_an_error(tmp_path: Path) -> N
         response = await client.post("/hooks/odd", content=body, headers=headers)
     assert response.status_code == 202
     assert "KeyError" in response.json()["detail"]
+
+
+async def test_a_parser_giving_a_time_no_store_can_hold_is_unroutable(tmp_path: Path) -> None:
+    far = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+    def parser(payload: Any, *, delivery_id: str) -> RunEvent:
+        return RunEvent(delivery_id, "local", "", "r", RunStatus.SUCCEEDED, occurred_at=far)
+
+    listener = Listener(
+        store_url=f"sqlite:///{tmp_path / 'p.db'}",
+        sources=[Source("odd", "local", StandardWebhooks([SECRET]), parser=parser)],
+    )
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        body = b'{"any": "thing"}'
+        headers = signed(StandardWebhooks([SECRET]), body, "m")
+        response = await client.post("/hooks/odd", content=body, headers=headers)
+        assert (response.status_code, response.json()["status"]) == (202, "unroutable")
+        assert "occurred_at" in response.json()["detail"]
+        assert (await listener.store.counts()).events == 0
 
 
 # -- missing or malformed signature headers: 400; bad signature or time: 401 --------------
@@ -791,3 +816,43 @@ async def test_sender_chosen_text_cannot_forge_or_flood_log_lines(
         assert "\n" not in line
         assert len(line) < 2_000
     assert not any(line.startswith("2026-12-06") for line in "\n".join(lines).splitlines()[1:])
+
+
+# -- what a store cannot hold: the same answer on every backend ---------------------------
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "9999-12-31T23:59:59.999999+00:00",  # reads back as year 10000 from seconds
+        "9999-12-31T23:59:59-23:59",  # overflows once moved to UTC
+        "0001-01-01T00:00:00+23:59",
+        1e18,
+    ],
+)
+async def test_times_no_store_can_hold_are_read_as_now_and_stop_nothing(
+    store_url: str, occurred_at: Any
+) -> None:
+    listener = make_listener(store_url)
+    recorder = Recorder()
+    listener.on("succeeded", name="recorder")(recorder)
+    std = StandardWebhooks([SECRET])
+    before = time.time()
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        body = json.dumps(
+            {"type": "run.status", "data": {"run_id": "far", "status": "succeeded",
+                                            "occurred_at": occurred_at}}
+        ).encode()  # fmt: skip
+        response = await client.post("/hooks/std", content=body, headers=signed(std, body, "m-far"))
+        assert (response.status_code, response.json()["status"]) == (202, "accepted")
+        ordinary = payload("next")
+        response = await client.post(
+            "/hooks/std", content=ordinary, headers=signed(std, ordinary, "m-2")
+        )
+        assert response.status_code == 202
+        seen = {(await recorder.next()).run_id, (await recorder.next()).run_id}
+        assert seen == {"far", "next"}
+        stored = await listener.store.get_event("std:m-far")
+        assert stored is not None
+        assert before - 1 <= stored.occurred_at.timestamp() <= time.time() + 1
+        assert len((await listener.store.list_events()).items) == 2

@@ -17,6 +17,7 @@ from listener.events import (
     RunEvent,
     RunStatus,
     UnknownStatus,
+    check_time,
     status_from_words,
 )
 from listener.providers.base import PayloadNotUnderstood
@@ -66,16 +67,17 @@ def parse_event(payload: Any, *, delivery_id: str, provider: str = "listener") -
 
 
 def parse_time(value: Any) -> datetime:
-    """An ISO 8601 or Unix-seconds time; now when missing or unreadable (it is advisory)."""
+    """An ISO 8601 or Unix-seconds time; now when missing, unreadable or outside what a
+    store can hold (it is advisory)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            return datetime.fromtimestamp(value, UTC)
+            return check_time(datetime.fromtimestamp(value, UTC))
         except (OverflowError, OSError, ValueError):
             return datetime.now(UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
+            return check_time(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
         except ValueError:
             return datetime.now(UTC)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)

@@ -37,7 +37,13 @@ def as_utc(value: datetime) -> datetime:
 
 
 def from_epoch(value: Any) -> datetime:
-    return datetime.fromtimestamp(float(value), UTC)
+    seconds = float(value)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        # A row written before times were checked on the way in: read it as the nearest
+        # time a datetime holds, so one bad row cannot stop every read that meets it.
+        return datetime.max.replace(tzinfo=UTC) if seconds > 0 else datetime.min.replace(tzinfo=UTC)
 
 
 def after(now: datetime, seconds: float) -> datetime:

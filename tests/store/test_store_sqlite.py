@@ -152,3 +152,30 @@ async def test_claims_walk_their_index_whatever_the_backlog(tmp_path: Path) -> N
     assert "calls_leased" in plans[0]
     assert "calls_due" in plans[1]
     assert all("TEMP B-TREE" not in plan for plan in plans), plans
+
+
+async def test_a_stored_time_out_of_range_stops_no_claim_or_listing(tmp_path: Path) -> None:
+    # A row written before times were checked on the way in: 9999-12-31T23:59:59.999999
+    # stored as seconds reads back as year 10000, which no datetime holds.
+    path = tmp_path / "x.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        await store.record(RunEvent("bad", "p", "a", "r-bad", RunStatus.SUCCEEDED), ["h"])
+        await store.record(RunEvent("good", "p", "a", "r-good", RunStatus.SUCCEEDED), ["h"])
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE events SET occurred_at = 253402300800.0 WHERE delivery_id = 'bad'")
+    conn.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        claimed = await store.claim_calls("me", limit=10, lease_seconds=60)
+        assert sorted(call.event.run_id for call in claimed) == ["r-bad", "r-good"]
+        listed = {event.delivery_id: event for event in (await store.list_events()).items}
+        assert listed["bad"].occurred_at.year == 9999
+        assert listed["good"].occurred_at.year > 2000
+    finally:
+        await store.close()
