@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -57,15 +57,21 @@ class ReceiverSettings:
 
     A body over `max_body_bytes` is refused with 413 before it is read in full; a
     delivery the store cannot take now is answered 503 with `Retry-After: retry_after`
-    seconds.
+    seconds. With `metrics_token` set, `GET /metrics` asks for it as a bearer token
+    (`Authorization: Bearer <token>`) and answers 401 without it.
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retry_after: int = 5
+    metrics_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         whole("max_body_bytes", self.max_body_bytes)
         whole("retry_after", self.retry_after, 0)
+        if self.metrics_token is not None and not self.metrics_token:
+            raise ValueError(
+                "metrics_token must not be empty; leave it out to serve /metrics openly"
+            )
 
 
 def delivery_id_for(source: str, verified: Verified | None, body: bytes) -> str:
@@ -506,6 +512,12 @@ class Receiver:
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        if not self._metrics_allowed(request):
+            return JSONResponse(
+                {"error": "unauthorized", "detail": "GET /metrics needs its bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         counts: Any = None
         if self.store is not None:
             try:
@@ -514,6 +526,15 @@ class Receiver:
                 log.warning("reading store counts for metrics failed: %s", type(exc).__name__)
         self.metrics.store_counts(counts)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    def _metrics_allowed(self, request: Request) -> bool:
+        token = self.settings.metrics_token
+        if token is None:
+            return True
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def create_app(receiver: Receiver, *, lifespan: Lifespan[Starlette] | None = None) -> Starlette:

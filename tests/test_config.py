@@ -919,3 +919,14 @@ def test_a_referenced_value_is_checked_too(tmp_path: Path) -> None:
         load_config(path, env={"DATABASE_URL": "mysql://u:hunter2@db/x"})
     assert "listener.store: expected a store URL" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_metrics_token_from_the_environment_is_the_receivers_and_never_shown(
+    tmp_path: Path,
+) -> None:
+    config = load_config(None, env={"LISTENER_METRICS_TOKEN": "tok-abc"})
+    assert config.receiver.metrics_token == "tok-abc"
+    assert "tok-abc" not in repr(config)
+    path = write(tmp_path, '[listener]\nmetrics_token = ""\n')
+    with pytest.raises(ConfigError, match="listener.metrics_token: expected a non-empty"):
+        load_config(path, env={})

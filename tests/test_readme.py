@@ -127,8 +127,11 @@ def test_configuration_reference_loads(tmp_path: Path) -> None:
         "LISTENER_CALLBACK_SECRET": "a-callback-secret",
         "NEXTMV_WEBHOOK_SECRET": "a-webhook-secret",
         "NEXTMV_API_KEY": "an-api-key",
+        "LISTENER_METRICS_TOKEN": "a-metrics-token",
     }
     config = load_config(path, env=env)
+    assert config.receiver.metrics_token == "a-metrics-token"
+    assert "a-metrics-token" not in repr(config)
     assert config.poller.grace == 300.0
     assert config.retention_days == 30
     assert config.dispatch.lease_margin == 30.0

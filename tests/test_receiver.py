@@ -634,6 +634,33 @@ async def test_probes(rig: Rig) -> None:
     assert (await rig.client.get("/hooks/std")).status_code == 405
 
 
+async def test_metrics_are_open_by_default(rig: Rig) -> None:
+    response = await rig.client.get("/metrics")
+    assert response.status_code == 200
+    assert "listener_" in response.text
+
+
+async def test_metrics_ask_for_their_token_when_one_is_set(tmp_path: Path) -> None:
+    token = "metrics-token-123"
+    listener = make_listener(
+        f"sqlite:///{tmp_path / 'm.db'}",
+        receiver=ReceiverSettings(max_body_bytes=LIMIT, metrics_token=token),
+    )
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token},
+                        {"Authorization": f"Basic {token}"}):  # fmt: skip
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert token not in refused.text
+        allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert allowed.status_code == 200
+        assert "listener_" in allowed.text
+        # The probes stay open: orchestrators call them without credentials.
+        assert (await client.get("/readyz")).status_code == 200
+    assert token not in repr(listener.receiver.settings)
+
+
 async def test_one_log_line_per_delivery_without_secrets(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -757,6 +784,10 @@ def test_receiver_settings_defaults() -> None:
         ({"max_body_bytes": True}, "max_body_bytes must be a whole number, got True"),
         ({"retry_after": -1}, "retry_after must be at least 0, got -1"),
         ({"retry_after": "5"}, "retry_after must be a whole number, got '5'"),
+        (
+            {"metrics_token": ""},
+            "metrics_token must not be empty; leave it out to serve /metrics openly",
+        ),
     ],
 )
 def test_receiver_settings_are_checked_when_made(changes: dict[str, Any], message: str) -> None:

@@ -8,6 +8,7 @@ Every section is optional; with no file at all the listener runs on the defaults
     public_url = "https://hooks.example.com" # where platforms reach this service
     callback_secret = "env:LISTENER_CALLBACK_SECRET"
     max_body_bytes = 1048576
+    metrics_token = "env:LISTENER_METRICS_TOKEN"  # GET /metrics asks for it; unset: open
     plugins = ["handlers.log", "my_handlers:router", "./handlers_dir"]
     entry_points = false
     retention_days = 30                      # prune what is finished and older; 0: keep
@@ -26,7 +27,8 @@ Every section is optional; with no file at all the listener runs on the defaults
 
 Environment overrides, applied over the file: `LISTENER_<KEY>` sets a scalar key of
 `[listener]` (`LISTENER_STORE`, `LISTENER_PUBLIC_URL`, `LISTENER_CALLBACK_SECRET`,
-`LISTENER_MAX_BODY_BYTES`, `LISTENER_ENTRY_POINTS`, `LISTENER_RETENTION_DAYS`) and
+`LISTENER_MAX_BODY_BYTES`, `LISTENER_METRICS_TOKEN`, `LISTENER_ENTRY_POINTS`,
+`LISTENER_RETENTION_DAYS`) and
 `LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]` or `[poller]`
 (`LISTENER_SERVER_PORT`, `LISTENER_POLLER_GRACE`, ...). The text is read as the key's
 type: numbers as written, booleans as true/false/yes/no/on/off/1/0, and an empty value or

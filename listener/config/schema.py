@@ -169,6 +169,7 @@ _LISTENER_KEYS: Final[Mapping[str, _Key]] = {
     "public_url": _Key("str", "an http:// or https:// URL", _is_http_url, optional=True),
     "callback_secret": _Key("str", "a non-empty string", bool, optional=True, secret=True),
     "max_body_bytes": _Key("int", "a whole number of bytes >= 1", _at_least(1)),
+    "metrics_token": _Key("str", "a non-empty string", bool, optional=True, secret=True),
     "entry_points": _Key("bool", "true or false"),
     # Under a day, a delivery retried after its event was pruned would be taken as new.
     "retention_days": _Key(
@@ -179,7 +180,7 @@ _LISTENER_KEYS: Final[Mapping[str, _Key]] = {
 }
 _LISTENER_ALL_KEYS: Final = (*_LISTENER_KEYS, "plugins")
 # Keys of [listener] that are the receiver's settings (`ReceiverSettings` fields).
-_RECEIVER_KEYS: Final = ("max_body_bytes",)
+_RECEIVER_KEYS: Final[tuple[str, ...]] = ("max_body_bytes", "metrics_token")
 
 _SERVER_KEYS: Final[Mapping[str, _Key]] = {
     "host": _Key("str", "a host name or address", bool),
