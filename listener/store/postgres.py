@@ -202,7 +202,8 @@ class PostgresStore(PlannedStore):
         min_size: int = 1,
         max_size: int = 10,
         group_commit: bool = True,
-        pool_timeout: float = 5.0,
+        pool_timeout: float = 1.0,
+        open_timeout: float = 5.0,
     ) -> None:
         self._conninfo = url
         self.url = redact_url(url)
@@ -212,7 +213,11 @@ class PostgresStore(PlannedStore):
         # False commits every record alone, on its own pooled connection: the same SQL,
         # one transaction per event. It is the baseline group commit is measured against.
         self.group_commit = group_commit
+        # How long one operation waits for a connection before the store is unavailable:
+        # during an outage a delivery is answered 503 within about this long, and its
+        # sender retries. Opening waits longer, for a server that is still starting.
         self.pool_timeout = pool_timeout
+        self.open_timeout = max(open_timeout, pool_timeout)
         self._secrets = url_secrets(url)
         self._pool: AsyncConnectionPool[Conn] | None = None
         # The group writer runs on a thread with a blocking connection of its own: a round
@@ -364,7 +369,7 @@ class PostgresStore(PlannedStore):
             name="listener-store",
         )
         try:
-            await pool.open(wait=True, timeout=self.pool_timeout)
+            await pool.open(wait=True, timeout=self.open_timeout)
             async with pool.connection() as conn:
                 await self._migrate(conn)
         except BaseException as exc:
@@ -386,7 +391,7 @@ class PostgresStore(PlannedStore):
                 num_workers=1,
             )
             try:
-                await asyncio.to_thread(writer_pool.open, True, self.pool_timeout)
+                await asyncio.to_thread(writer_pool.open, True, self.open_timeout)
             except BaseException as exc:
                 await asyncio.to_thread(writer_pool.close)
                 await pool.close()

@@ -44,7 +44,7 @@ async def test_tables_land_in_the_schema_named_by_the_url(
 
 async def test_an_unreachable_server_is_unavailable_without_leaking_the_password() -> None:
     url = "postgresql://listener:s3cret-pw@127.0.0.1:1/test?connect_timeout=1"
-    store = PostgresStore(url, pool_timeout=0.5)
+    store = PostgresStore(url, pool_timeout=0.5, open_timeout=0.5)
     assert "s3cret-pw" not in store.url
     assert "s3cret-pw" not in repr(store)
     with pytest.raises(StoreUnavailable) as caught:
@@ -59,7 +59,9 @@ async def test_connections_killed_by_the_server_are_replaced(
 ) -> None:
     name = f"listener-test-{uuid.uuid4().hex[:12]}"
     url = f"{pg_schema_url}&application_name={name}"
-    store = PostgresStore(url, min_size=2, max_size=2)
+    # A connection being made when the kill lands fails, and the pool retries it after a
+    # back-off of about a second: wait longer than that, as this is about replacement.
+    store = PostgresStore(url, min_size=2, max_size=2, pool_timeout=5.0)
     await store.open()
     try:
         await store.record(event("d1", "r1"))

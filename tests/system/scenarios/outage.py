@@ -353,9 +353,9 @@ async def run_postgres_outage(
         url = proxy.url_for(pg_url, password=password)
         if witness is not None and password is not None:
             witness.secret("database password", password)
-        # A short pool timeout: during the outage each write waits this long for a
-        # connection before the receiver answers 503.
-        store = PostgresStore(url, pool_timeout=1.0, max_size=4)
+        # During the outage each write waits the store's pool timeout (1 s by default)
+        # for a connection before the receiver answers 503.
+        store = PostgresStore(url, max_size=4)
         await store.open()
         try:
             return await run_store_outage(
