@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -68,6 +69,19 @@ T = TypeVar("T")
 CHECKPOINT_INTERVAL = 0.1
 CHECKPOINT_AFTER_COMMITS = 16
 AUTOCHECKPOINT_PAGES = 4000
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600): it holds payloads and
+    callback nonces. SQLite gives its -wal and -shm files the database file's mode. An
+    existing file keeps the mode its owner gave it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # SQLite's own open reports the problem, with its usual message
+    os.close(fd)
 
 
 def parse_sqlite_url(url: str) -> str | None:
@@ -197,6 +211,7 @@ class SQLiteStore(PlannedStore):
     def _setup(self) -> None:
         if self._path is not None:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self._path)
         conn = self._connect(read_only=False)
         try:
             if self._path is not None:

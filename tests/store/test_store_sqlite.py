@@ -179,3 +179,23 @@ async def test_a_stored_time_out_of_range_stops_no_claim_or_listing(tmp_path: Pa
         assert listed["good"].occurred_at.year > 2000
     finally:
         await store.close()
+
+
+async def test_a_new_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "private.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        await store.record(RunEvent("d", "p", "a", "r", RunStatus.SUCCEEDED))
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert name.stat().st_mode & 0o777 == 0o600, name
+    finally:
+        await store.close()
+    # A file its owner made already keeps the mode it was given.
+    shared = tmp_path / "shared.db"
+    shared.touch(mode=0o640)
+    shared.chmod(0o640)
+    store = SQLiteStore(f"sqlite:///{shared}")
+    await store.open()
+    await store.close()
+    assert shared.stat().st_mode & 0o777 == 0o640
