@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from listener.errors import ConfigError
+
 if TYPE_CHECKING:
     from listener.store.base import Store
 
@@ -42,11 +44,21 @@ class Backend:
     class_name: str
     example: str
     check: Callable[[str], None]
+    # The package extra that installs the driver, named when the driver is missing.
+    extra: str | None = None
 
     def store_class(self) -> Callable[..., Store]:
-        store_class: Callable[..., Store] = getattr(
-            importlib.import_module(self.module), self.class_name
-        )
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError as exc:
+            if self.extra is None or (exc.name or "").startswith("listener"):
+                raise
+            raise ConfigError(
+                f"the {self.schemes[0]} store needs the {exc.name} package, which is not "
+                f"installed; install the listener with its {self.extra!r} extra: "
+                f"pip install 'listener[{self.extra}]'"
+            ) from None
+        store_class: Callable[..., Store] = getattr(module, self.class_name)
         return store_class
 
 
@@ -64,6 +76,7 @@ _BACKENDS: Final = (
         "PostgresStore",
         "postgresql://user@host/db",
         _check_postgres,
+        extra="postgres",
     ),
 )
 
