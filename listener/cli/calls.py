@@ -49,7 +49,7 @@ def dead_letters(
     as_json: bool,
 ) -> None:
     """List handler calls that failed every attempt (replay them with `replay`)."""
-    run_async(_dead_letters(state.config(), handler, run_id, limit, cursor, as_json))
+    run_async(_dead_letters(state.config(secrets=False), handler, run_id, limit, cursor, as_json))
 
 
 async def _replay(config: Config, call_id: int, as_json: bool) -> None:
@@ -78,4 +78,4 @@ async def _replay(config: Config, call_id: int, as_json: bool) -> None:
 @pass_state
 def replay(state: State, call_id: int, as_json: bool) -> None:
     """Queue a dead (or done) handler call again."""
-    run_async(_replay(state.config(), call_id, as_json))
+    run_async(_replay(state.config(secrets=False), call_id, as_json))

@@ -95,4 +95,4 @@ def prune(state: State, older_than: float, limit: int, as_json: bool) -> None:
         before = cutoff(older_than, name="--older-than")
     except ValueError as exc:
         raise CommandError(f"error: {exc}", EXIT_USAGE) from None
-    run_async(_prune(state.config(), before, limit, as_json))
+    run_async(_prune(state.config(secrets=False), before, limit, as_json))

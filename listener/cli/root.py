@@ -25,12 +25,14 @@ class State:
 
     config_path: str | None
     debug: bool
-    _config: Config | None = None
+    _configs: dict[bool, Config] = dataclasses.field(default_factory=dict)
 
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(find_config(self.config_path))
-        return self._config
+    def config(self, *, secrets: bool = True) -> Config:
+        """The configuration; `secrets=False` for commands that only read the store, so
+        they run where a webhook secret's variable is not set (see `load_config`)."""
+        if secrets not in self._configs:
+            self._configs[secrets] = load_config(find_config(self.config_path), secrets=secrets)
+        return self._configs[secrets]
 
 
 class _Group(click.Group):

@@ -72,7 +72,7 @@ def runs(
     """List runs, newest first; `runs show RUN_ID` tells one run's story."""
     if ctx.invoked_subcommand is not None:
         return
-    run_async(_list_runs(state.config(), statuses, provider, application, limit, cursor, as_json))
+    run_async(_list_runs(state.config(secrets=False), statuses, provider, application, limit, cursor, as_json))
 
 
 async def _show_run(config: Config, run_id: str, as_json: bool) -> None:
@@ -117,7 +117,7 @@ async def _show_run(config: Config, run_id: str, as_json: bool) -> None:
 @pass_state
 def runs_show(state: State, run_id: str, as_json: bool) -> None:
     """One run: its record, its events and its handler calls."""
-    run_async(_show_run(state.config(), run_id, as_json))
+    run_async(_show_run(state.config(secrets=False), run_id, as_json))
 
 
 async def _list_events(
@@ -159,7 +159,7 @@ def events(
     as_json: bool,
 ) -> None:
     """List recorded events, newest first."""
-    config = state.config()
+    config = state.config(secrets=False)
     if unroutable:
         run_async(_list_unroutable(config, limit, cursor, as_json))
         return

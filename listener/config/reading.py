@@ -19,18 +19,33 @@ from listener.redaction import redact_url
 class _Reader:
     """Turns raw values into checked ones; knows where they came from for messages."""
 
-    def __init__(self, label: str, base_dir: Path | None, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        label: str,
+        base_dir: Path | None,
+        env: Mapping[str, str],
+        *,
+        secrets: bool = True,
+    ) -> None:
         self.label = label
         self.base_dir = base_dir
         self.env = env
+        # False: a reference that cannot be resolved is kept as written, except the store
+        # URL's, for commands that only read the store and never verify or sign.
+        self.secrets = secrets
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.label}: {key}: {message}")
 
     def reference(self, key: str, value: str) -> str:
-        return resolve_reference(
-            value, key=key, env=self.env, base_dir=self.base_dir, label=self.label
-        )
+        try:
+            return resolve_reference(
+                value, key=key, env=self.env, base_dir=self.base_dir, label=self.label
+            )
+        except ConfigError:
+            if self.secrets or key == "listener.store":
+                raise
+            return value
 
     def deep(self, key: str, value: Any) -> Any:
         """`value` with every `env:`/`file:` string inside it resolved."""
@@ -279,7 +294,9 @@ def _section_env(
 
 
 def _env_value(reader: _Reader, variable: str, key: str, text: str, spec: _Key) -> Any:
-    env_reader = _Reader(f"environment variable {variable}", reader.base_dir, reader.env)
+    env_reader = _Reader(
+        f"environment variable {variable}", reader.base_dir, reader.env, secrets=reader.secrets
+    )
     if _is_reference(text):
         text = env_reader.reference(key, text)
     return _from_text(env_reader, key, text, spec)

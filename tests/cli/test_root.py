@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Coroutine
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from cli.support import invoke, run_cli, write_config
 from listener import __version__
+from listener.store import open_store
 
 
 def test_version_from_the_installed_command(tmp_path: Path) -> None:
@@ -74,3 +76,33 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(
     assert result.stderr == "error: RuntimeError: first line second line\n"
     debug = invoke("--debug", "--config", str(config), "runs")
     assert "Traceback (most recent call last)" in debug.stderr
+
+
+def test_commands_that_only_read_the_store_run_without_the_webhook_secrets(
+    tmp_path: Path,
+) -> None:
+    # As in a second terminal beside `serve`, where the secrets' variables are not set.
+    config = write_config(
+        tmp_path,
+        f'[listener]\nstore = "sqlite:///{tmp_path / "l.db"}"\n'
+        'callback_secret = "env:UNSET_CALLBACK_SECRET"\n'
+        '[sources.std]\nprovider = "local"\nscheme = "standard-webhooks"\n'
+        'secrets = ["env:UNSET_WEBHOOK_SECRET"]\n'
+        '[sources.cb]\nprovider = "local"\nscheme = "none"\n'
+        '[providers.nextmv]\napi_key = "env:UNSET_API_KEY"\n',
+    )
+    asyncio.run(_create_store(f"sqlite:///{tmp_path / 'l.db'}"))
+    for command in (["runs"], ["runs", "show", "nope"], ["events"], ["events", "--unroutable"],
+                    ["dead-letters"], ["prune", "--older-than", "30d"]):  # fmt: skip
+        result = invoke("--config", str(config), *command)
+        assert "UNSET_" not in result.output, (command, result.output)
+        assert result.exit_code in (0, 4), (command, result.output)  # 4: `runs show` of no run
+    # Commands that verify, sign or call a platform still need them, and say which.
+    result = invoke("--config", str(config), "cancel", "nope")
+    assert result.exit_code == 2
+    assert "UNSET_CALLBACK_SECRET is not set" in result.output
+
+
+async def _create_store(url: str) -> None:
+    store = await open_store(url)
+    await store.close()
