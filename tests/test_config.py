@@ -928,5 +928,5 @@ def test_metrics_token_from_the_environment_is_the_receivers_and_never_shown(
     assert config.receiver.metrics_token == "tok-abc"
     assert "tok-abc" not in repr(config)
     path = write(tmp_path, '[listener]\nmetrics_token = ""\n')
-    with pytest.raises(ConfigError, match="listener.metrics_token: expected a non-empty"):
+    with pytest.raises(ConfigError, match=r"listener\.metrics_token: expected a non-empty"):
         load_config(path, env={})

@@ -72,7 +72,11 @@ def runs(
     """List runs, newest first; `runs show RUN_ID` tells one run's story."""
     if ctx.invoked_subcommand is not None:
         return
-    run_async(_list_runs(state.config(secrets=False), statuses, provider, application, limit, cursor, as_json))
+    run_async(
+        _list_runs(
+            state.config(secrets=False), statuses, provider, application, limit, cursor, as_json
+        )
+    )
 
 
 async def _show_run(config: Config, run_id: str, as_json: bool) -> None:
