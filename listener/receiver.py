@@ -82,7 +82,9 @@ def delivery_id_for(source: str, verified: Verified | None, body: bytes) -> str:
     """
     msg_id = verified.msg_id if verified is not None else None
     if msg_id:
-        if len(msg_id) > MAX_ID_CHARS:
+        # Long ids, and ids that are not ASCII (their text depends on how the headers were
+        # decoded), are kept as a digest of their bytes.
+        if len(msg_id) > MAX_ID_CHARS or not msg_id.isascii():
             return f"{source}:sha256:{hashlib.sha256(msg_id.encode()).hexdigest()}"
         return f"{source}:{msg_id}"
     stamp = verified.timestamp if verified is not None else None

@@ -176,8 +176,8 @@ dir = "results"
 
 FULL_ENV = {
     "CALLBACK": "callback-secret-value",
-    "NEXTMV_WEBHOOK_SECRET": "nextmv-secret-new",
-    "OLD_SECRET": "nextmv-secret-old",
+    "NEXTMV_WEBHOOK_SECRET": "nextmv-secret-new-text",
+    "OLD_SECRET": "nextmv-secret-old-text",
     "NEXTMV_API_KEY": "nextmv-api-key-value",
     "ENGINE_KEY": "engine-key-value",
 }
@@ -202,7 +202,7 @@ def test_every_section_is_read(tmp_path: Path) -> None:
         "nextmv",
         120,
     )
-    assert nextmv.secrets == ("nextmv-secret-new", "nextmv-secret-old")
+    assert nextmv.secrets == ("nextmv-secret-new-text", "nextmv-secret-old-text")
     assert (flows.provider, flows.scheme, flows.secrets) == ("workflow", "none", ())
 
     nextmv_provider, engine = config.providers
@@ -354,7 +354,7 @@ def test_an_override_may_be_a_reference(tmp_path: Path) -> None:
 
 def test_env_and_file_references_are_resolved(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "nextmv").write_text("file-secret\n\n")
+    (tmp_path / "secrets" / "nextmv").write_text("file-secret-text\n\n")
     (tmp_path / "store-url").write_text("sqlite:///from-file.db\n")
     path = write(
         tmp_path,
@@ -375,12 +375,12 @@ def test_env_and_file_references_are_resolved(tmp_path: Path) -> None:
     )
     config = load_config(
         path,
-        env={"PORT": "8080", "SECOND": "second", "KEY": "api", "SAVE_DIR": "/tmp/out"},
+        env={"PORT": "8080", "SECOND": "second-secret-text", "KEY": "api", "SAVE_DIR": "/tmp/out"},
     )
     assert config.store == "sqlite:///from-file.db"
     assert config.server.port == 8080  # a reference's text is read as the key's type
     # Exactly one trailing newline is stripped; the rest is content.
-    assert config.sources[0].secrets == ("file-secret\n", "second")
+    assert config.sources[0].secrets == ("file-secret-text\n", "second-secret-text")
     assert config.providers[0].settings["api_key"] == "api"
     assert config.handlers["save"]["dir"] == "/tmp/out"
 
@@ -826,7 +826,7 @@ scheme = "github"
 secrets = ["env:ACME_SECRET"]
 """,
     )
-    config = load_config(path, env={"ACME_AUTH": "Bearer t", "ACME_SECRET": "s"})
+    config = load_config(path, env={"ACME_AUTH": "Bearer t", "ACME_SECRET": "acme-secret-text"})
     listener = build_listener(config)
     assert isinstance(listener.providers["acme"], HttpProvider)
     assert listener.sources["acme"].provider == "acme"

@@ -339,9 +339,19 @@ NOW = int(time.time())
         ),
         ("nx", {}, 400, "missing_header"),
         ("nx", {"Nextmv-Signature": "v1=abc"}, 400, "malformed_header"),
-        ("nx", NextmvSignature(["wrong"]).sign(BODY, msg_id="m"), 401, "bad_signature"),
+        (
+            "nx",
+            NextmvSignature(["a-wrong-secret-of-length"]).sign(BODY, msg_id="m"),
+            401,
+            "bad_signature",
+        ),
         ("gh", {"X-Hub-Signature-256": "md5=00"}, 400, "malformed_header"),
-        ("gh", GitHubSignature(["wrong"]).sign(BODY, msg_id="m"), 401, "bad_signature"),
+        (
+            "gh",
+            GitHubSignature(["a-wrong-secret-of-length"]).sign(BODY, msg_id="m"),
+            401,
+            "bad_signature",
+        ),
     ],
 )
 async def test_rejected_signatures_store_nothing(
@@ -887,3 +897,35 @@ async def test_times_no_store_can_hold_are_read_as_now_and_stop_nothing(
         assert stored is not None
         assert before - 1 <= stored.occurred_at.timestamp() <= time.time() + 1
         assert len((await listener.store.list_events()).items) == 2
+
+
+async def test_a_non_ascii_webhook_id_signed_by_the_reference_library_verifies(rig: Rig) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    body = payload("run-u")
+    msg_id = "msg_é☃"
+    when = datetime.now(UTC)
+    signature = Webhook(SECRET).sign(msg_id, when, body.decode())
+    # On the wire the id is its UTF-8 bytes; the server decodes header bytes as Latin-1.
+    headers = [
+        (b"webhook-id", msg_id.encode()),
+        (b"webhook-timestamp", str(int(when.timestamp())).encode()),
+        (b"webhook-signature", signature.encode()),
+        (b"content-type", b"application/json"),
+    ]
+    response = await rig.client.post("/hooks/std", content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["delivery_id"].startswith("std:sha256:")
+    again = await rig.client.post("/hooks/std", content=body, headers=headers)
+    assert again.json() == {"status": "duplicate"}
+
+
+async def test_thousands_of_bogus_signature_entries_are_refused_unexamined(rig: Rig) -> None:
+    body = payload("run-flood")
+    headers = signed(rig.std, body, "msg-flood")
+    headers["webhook-signature"] = " ".join(["v1a," + "A" * 86 + "=="] * 45_000)
+    response = await rig.post("std", body, headers)
+    assert response.status_code == 400
+    assert "longer than 2048" in response.json()["detail"]
+    # A valid delivery after it is taken as ever.
+    assert (await rig.deliver("msg-after")).status_code == 202

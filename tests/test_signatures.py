@@ -157,7 +157,7 @@ def test_body_must_be_the_exact_bytes_signed() -> None:
 
 
 @settings(max_examples=200)
-@given(secret=st.text(min_size=1, max_size=300), body=st.binary(max_size=300))
+@given(secret=st.text(min_size=16, max_size=300), body=st.binary(max_size=300))
 def test_hmac_matches_the_standard_library_for_any_key(secret: str, body: bytes) -> None:
     try:
         key = secret.encode()
@@ -167,7 +167,7 @@ def test_hmac_matches_the_standard_library_for_any_key(secret: str, body: bytes)
     assert headers["X-Hub-Signature-256"] == "sha256=" + hmac_hex(key, body)
 
 
-@pytest.mark.parametrize("length", [1, 16, 24, 32, 63, 64, 65, 128, 200])
+@pytest.mark.parametrize("length", [16, 24, 32, 63, 64, 65, 128, 200])
 def test_standard_webhooks_hmac_for_any_key_length(length: int) -> None:
     key = bytes(range(256))[:length]
     secret = "whsec_" + base64.b64encode(key).decode()
@@ -269,7 +269,7 @@ def test_stripe_key_is_the_whole_secret_string() -> None:
 
 
 def test_nextmv_key_is_the_secret_utf8_bytes() -> None:
-    secret = "sécret ✓"
+    secret = "sécret ✓ of some length"
     headers = NextmvSignature([secret]).sign(BODY, msg_id="ignored", timestamp=NOW)
     expected = hmac_hex(secret.encode(), f"{NOW * 1000}.".encode() + BODY)
     assert headers == {"Nextmv-Signature": f"t={NOW * 1000},v1={expected}"}
@@ -324,7 +324,7 @@ def test_rotation_header_carrying_both_hex_signatures(
     for secret in (PLAIN_SECRET, PLAIN_OTHER):
         cls([secret]).verify(BODY, sent, now=NOW)
     with pytest.raises(BadSignature):
-        cls(["a third secret"]).verify(BODY, sent, now=NOW)
+        cls(["a third secret, long enough"]).verify(BODY, sent, now=NOW)
 
 
 def test_unknown_versions_and_malformed_entries_are_skipped() -> None:
@@ -818,7 +818,7 @@ def test_constructor_rejects_bad_arguments(cls: Callable[..., SignatureScheme]) 
 
 def test_utf8_schemes_reject_unencodable_secret() -> None:
     with pytest.raises(ValueError, match="secret #1") as caught:
-        NextmvSignature(["bad \ud800"])
+        NextmvSignature(["bad secret, long \ud800"])
     assert "bad" not in str(caught.value)
 
 
@@ -1054,3 +1054,57 @@ def test_signed_then_tampered_never_raises_anything_else(
             assert isinstance(outcome, Verified)
         elif mutation == 2:
             assert isinstance(outcome, BadSignature)
+
+
+# --- keys no HMAC scheme takes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [NextmvSignature, StripeSignature, GitHubSignature])
+def test_hmac_schemes_refuse_a_public_key(cls: Callable[[list[str]], SignatureScheme]) -> None:
+    _, public = generate_ed25519_keypair()
+    with pytest.raises(ValueError, match=r"secret #1 is a public key \(whpk_\)") as caught:
+        cls([public])
+    assert public[5:] not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("cls", "secret", "size"),
+    [
+        (NextmvSignature, "short", 5),
+        (StripeSignature, "whsec_abc", 9),
+        (GitHubSignature, "é" * 7, 14),
+        (StandardWebhooks, "whsec_" + base64.b64encode(b"k" * 15).decode(), 15),
+    ],
+)
+def test_hmac_schemes_refuse_keys_under_16_bytes(
+    cls: Callable[[list[str]], SignatureScheme], secret: str, size: int
+) -> None:
+    with pytest.raises(ValueError, match=f"secret #1 is {size} bytes; .* at least 16"):
+        cls([secret])
+    longer = secret + "-padding-to-length"
+    if cls is StandardWebhooks:
+        longer = "whsec_" + base64.b64encode(b"k" * 16).decode()
+    cls([longer])  # 16 bytes or more is taken
+
+
+# --- bounded work for unauthenticated headers ---------------------------------------------
+
+
+def test_standard_webhooks_examines_at_most_ten_entries() -> None:
+    valid = sw_headers(SW_SIGNATURE)["webhook-signature"]
+    bogus = " ".join(f"v1,{'A' * 43}=" for _ in range(10))
+    scheme = StandardWebhooks([SW_SECRET])
+    late = sw_headers(f"{bogus} {valid}")
+    with pytest.raises(BadSignature):
+        scheme.verify(SW_BODY, late, now=SW_TIMESTAMP)
+    early = sw_headers(f"{valid} {bogus}")
+    assert scheme.verify(SW_BODY, early, now=SW_TIMESTAMP).msg_id == SW_ID
+
+
+@pytest.mark.parametrize("scheme", all_schemes(), ids=lambda scheme: scheme.name)
+def test_a_signature_header_over_2048_characters_is_malformed(scheme: SignatureScheme) -> None:
+    headers = scheme.sign(BODY, msg_id="m", timestamp=NOW)
+    name = next(key for key in headers if "signature" in key.lower())
+    headers[name] = headers[name] + " v1a," + "A" * 45_000
+    with pytest.raises(MalformedHeader, match="longer than 2048 characters"):
+        scheme.verify(BODY, headers, now=NOW)

@@ -439,9 +439,9 @@ async def test_webhook_endpoints_over_the_api(platform: FakePlatform) -> None:
 @pytest.mark.parametrize(
     "scheme",
     [
-        NextmvSignature(["s3cret"]),
+        NextmvSignature(["s3cret-of-sixteen-bytes"]),
         StandardWebhooks([generate_hmac_secret()]),
-        StripeSignature(["whsec_abc"]),
+        StripeSignature(["whsec_abcdefghijklmnop"]),
         GitHubSignature(["It's a Secret to Everybody"]),
     ],
     ids=SCHEMES,

@@ -14,6 +14,19 @@ DEFAULT_TOLERANCE: Final = 300
 # 15 digits is ~3 * 10**7 years in seconds and ~30 000 years in milliseconds: room for every
 # real clock, while keeping int() far from its digit limit.
 _MAX_TIMESTAMP_DIGITS: Final = 15
+# A sender lists one signature per active secret: two or three while rotating. Capping the
+# header and the entries examined keeps an unauthenticated request from buying seconds of
+# hashing and Ed25519 checks with thousands of bogus entries.
+MAX_SIGNATURE_HEADER_CHARS: Final = 2048
+MAX_SIGNATURE_ENTRIES: Final = 10
+
+
+def _check_length(value: str, header: str) -> None:
+    if len(value) > MAX_SIGNATURE_HEADER_CHARS:
+        raise MalformedHeader(
+            f"header {header} is longer than {MAX_SIGNATURE_HEADER_CHARS} characters",
+            header=header,
+        )
 
 
 def _find(headers: Mapping[str, str], name: str) -> str | None:

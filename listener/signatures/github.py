@@ -8,6 +8,7 @@ from typing import ClassVar
 from listener.errors import BadSignature, MalformedHeader, MissingHeader
 from listener.signatures._common import (
     DEFAULT_TOLERANCE,
+    _check_length,
     _check_tolerance,
     _find,
     _hex_matches,
@@ -40,6 +41,7 @@ class GitHubSignature:
         raw = _find(headers, "x-hub-signature-256")
         if raw is None:
             raise MissingHeader(f"missing header {header}", header=header)
+        _check_length(raw, header)
         algorithm, equals, signature = raw.partition("=")
         if algorithm != "sha256" or not equals:
             raise MalformedHeader(f"header {header} is not sha256=<hex>", header=header)

@@ -73,13 +73,33 @@ def _utf8_keys(secrets: Sequence[str], scheme: str) -> list[_HmacSha256]:
     _check_secrets(secrets, scheme)
     keys = []
     for index, secret in enumerate(secrets, start=1):
+        what = f"{scheme} secret #{index}"
+        if secret.startswith(_WHPK):
+            raise ValueError(f"{what} is a public key ({_WHPK}); {_PUBLIC_KEY_HINT}")
         try:
             raw = secret.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{scheme} secret #{index} is not valid Unicode text") from None
+            raise ValueError(f"{what} is not valid Unicode text") from None
+        check_hmac_key(raw, what)
         # Keying is done once here; verify() only copies the prepared state.
         keys.append(_HmacSha256(raw))
     return keys
+
+
+# A public key is published: anyone holding it could sign for an HMAC scheme keyed by it.
+_PUBLIC_KEY_HINT: Final = (
+    "an HMAC scheme needs the shared secret, since anyone with a public key could sign"
+)
+MIN_HMAC_KEY_BYTES: Final = 16
+
+
+def check_hmac_key(key: bytes, what: str) -> None:
+    """Refuse a key too short to resist guessing (under 16 bytes)."""
+    if len(key) < MIN_HMAC_KEY_BYTES:
+        raise ValueError(
+            f"{what} is {len(key)} bytes; an HMAC key needs at least {MIN_HMAC_KEY_BYTES}"
+            " (make one with `listener keys generate`)"
+        )
 
 
 def _b64decode_secret(text: str, what: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hmac
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -16,8 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from listener.errors import BadSignature, MalformedHeader, MissingHeader
 from listener.signatures._common import (
     DEFAULT_TOLERANCE,
+    MAX_SIGNATURE_ENTRIES,
     _b64encode,
     _check_age,
+    _check_length,
     _check_tolerance,
     _find,
     _now_seconds,
@@ -31,6 +34,7 @@ from listener.signatures.keys import (
     _b64decode_secret,
     _check_secrets,
     _HmacSha256,
+    check_hmac_key,
 )
 
 _WEBHOOK_NAMES: Final = ("webhook-id", "webhook-timestamp", "webhook-signature")
@@ -77,6 +81,7 @@ class StandardWebhooks:
                 key = _b64decode_secret(encoded, what)
                 if not key:
                     raise ValueError(f"{what} is empty after base64 decoding")
+                check_hmac_key(key, what)
                 mac = _HmacSha256(key)
                 self._hmac_keys.append(mac)
                 if self._signer is None:
@@ -108,11 +113,18 @@ class StandardWebhooks:
             prefix = f"{msg_id}.{timestamp_text}.".encode()
         except UnicodeEncodeError:
             raise MalformedHeader(f"header {names[0]} is not valid text", header=names[0]) from None
+        prefixes = [prefix]
+        if not msg_id.isascii():
+            # ASGI servers decode header bytes as Latin-1, so a UTF-8 id arrives as other
+            # text; its Latin-1 encoding is the bytes the sender signed.
+            with contextlib.suppress(UnicodeEncodeError):
+                prefixes.append(f"{msg_id}.{timestamp_text}.".encode("latin-1"))
 
+        _check_length(signature, names[2])
         parsed = False
         matched = False
         digests: list[bytes] | None = None
-        for entry in signature.split():
+        for entry in signature.split()[:MAX_SIGNATURE_ENTRIES]:
             version, comma, value = entry.partition(",")
             if not comma or not version:
                 continue
@@ -128,7 +140,8 @@ class StandardWebhooks:
                     # Computed once, and only when a v1 entry is present.
                     digests = []
                     for key in self._hmac_keys:
-                        digests.append(key.digest(prefix, body))
+                        for head in prefixes:
+                            digests.append(key.digest(head, body))
                 for digest in digests:
                     matched |= hmac.compare_digest(digest, received)
             elif version == "v1a":
@@ -139,7 +152,7 @@ class StandardWebhooks:
                 except ValueError:
                     continue
                 if len(received) == 64:
-                    matched = self._ed25519_matches(received, prefix + body)
+                    matched = any(self._ed25519_matches(received, head + body) for head in prefixes)
             # Any other version is unknown to us and skipped, as the specification asks.
             if matched:
                 break

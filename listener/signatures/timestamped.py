@@ -9,7 +9,9 @@ from typing import ClassVar, Final
 from listener.errors import BadSignature, MalformedHeader, MissingHeader
 from listener.signatures._common import (
     DEFAULT_TOLERANCE,
+    MAX_SIGNATURE_ENTRIES,
     _check_age,
+    _check_length,
     _check_tolerance,
     _find,
     _hex_matches,
@@ -46,6 +48,7 @@ class _TimestampedHex:
         raw = _find(headers, self._header_key)
         if raw is None:
             raise MissingHeader(f"missing header {header}", header=header)
+        _check_length(raw, header)
         timestamp_text: str | None = None
         signatures: list[str] = []
         for item in raw.split(","):
@@ -69,7 +72,7 @@ class _TimestampedHex:
         prefix = timestamp_text.encode("ascii") + b"."
         expected = [key.hexdigest(prefix, body) for key in self._keys]
         matched = False
-        for signature in signatures:
+        for signature in signatures[:MAX_SIGNATURE_ENTRIES]:
             matched |= _hex_matches(expected, signature)
         if not matched:
             raise BadSignature(f"no signature in {header} matches a configured key", header=header)

@@ -83,7 +83,7 @@ async def test_send_test_reports_rejections_and_bad_input(
 ) -> None:
     base_url, _, _ = echo_server
     rejected = await invoke_async(
-        "send-test", f"{base_url}/nextmv", "--scheme", "nextmv", "--secret", "other"
+        "send-test", f"{base_url}/nextmv", "--scheme", "nextmv", "--secret", "another-secret-text"
     )
     assert rejected.exit_code == 1
     assert rejected.stdout.startswith("HTTP 401")

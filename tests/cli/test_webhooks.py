@@ -42,7 +42,7 @@ async def test_webhooks_register_hides_the_secret_by_default(
     )
     text += '\n[sources.nv]\nprovider = "nextmv"\nscheme = "nextmv"\nsecrets = ["env:NV"]\n'
     config.write_text(text)
-    env = {**PLATFORM_ENV, "NV": "nv-secret"}
+    env = {**PLATFORM_ENV, "NV": "nv-secret-of-the-source"}
     result = await invoke_async(
         "--config", str(config), "webhooks", "register", "--endpoint-id", "ep", env=env
     )

@@ -350,7 +350,7 @@ async def test_register_webhook_and_fetch_its_secret(
     body, headers = received[0]
     NextmvSignature([secret]).verify(body, headers)
     with pytest.raises(SignatureError):
-        NextmvSignature(["another secret"]).verify(body, headers)
+        NextmvSignature(["another secret, long enough"]).verify(body, headers)
     event = parser_for("nextmv")(json.loads(body), delivery_id="d1")
     assert (event.run_id, event.status, event.application) == (
         run_id,
