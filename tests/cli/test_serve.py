@@ -65,7 +65,8 @@ secrets = ["env:NEXTMV_WEBHOOK_SECRET"]
         assert sent.stdout.startswith("HTTP 202")
 
         forged = run_cli(
-            "send-test", f"{base_url}/hooks/nextmv", "--scheme", "nextmv", "--secret", "a-wrong-secret-text",
+            "send-test", f"{base_url}/hooks/nextmv", "--scheme", "nextmv",
+            "--secret", "a-wrong-secret-text",
             cwd=tmp_path,
         )  # fmt: skip
         assert forged.returncode == EXIT_FAILED
