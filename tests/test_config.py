@@ -930,3 +930,24 @@ def test_metrics_token_from_the_environment_is_the_receivers_and_never_shown(
     path = write(tmp_path, '[listener]\nmetrics_token = ""\n')
     with pytest.raises(ConfigError, match=r"listener\.metrics_token: expected a non-empty"):
         load_config(path, env={})
+
+
+def test_secrets_written_inline_load_with_a_warning_that_does_not_show_them(
+    tmp_path: Path,
+) -> None:
+    inline = "an-inline-webhook-secret"
+    path = write(
+        tmp_path,
+        '[listener]\ncallback_secret = "inline-callback-secret"\n'
+        f'[sources.nextmv]\nscheme = "nextmv"\nsecrets = ["{inline}", "env:OTHER"]\n',
+    )
+    config = load_config(path, env={"OTHER": "a-referenced-secret"})
+    assert config.sources[0].secrets == (inline, "a-referenced-secret")
+    assert [notice.split(": ")[1] for notice in config.notices] == [
+        "listener.callback_secret",
+        "sources.nextmv.secrets[0]",
+    ]
+    assert all("written inline" in notice for notice in config.notices)
+    assert not any(inline in n or "inline-callback" in n for n in config.notices)
+    referenced = write(tmp_path, '[sources.nextmv]\nscheme = "nextmv"\nsecrets = ["env:OTHER"]\n')
+    assert load_config(referenced, env={"OTHER": "a-referenced-secret"}).notices == ()

@@ -31,7 +31,11 @@ class State:
         """The configuration; `secrets=False` for commands that only read the store, so
         they run where a webhook secret's variable is not set (see `load_config`)."""
         if secrets not in self._configs:
-            self._configs[secrets] = load_config(find_config(self.config_path), secrets=secrets)
+            config = load_config(find_config(self.config_path), secrets=secrets)
+            if not self._configs:
+                for notice in config.notices:
+                    click.echo(f"warning: {notice}", err=True)
+            self._configs[secrets] = config
         return self._configs[secrets]
 
 

@@ -66,7 +66,11 @@ async def _post(
 @click.command("send-test")
 @click.argument("url")
 @click.option("--scheme", "scheme_name", type=click.Choice(SCHEMES), required=True)
-@click.option("--secret", "secret_ref", help="env:NAME, file:PATH (or the secret itself).")
+@click.option(
+    "--secret",
+    "secret_ref",
+    help="env:NAME or file:PATH (the secret itself also works, but stays in your shell history).",
+)
 @click.option("--run-id", help="Default: a new test-... id.")
 @click.option(
     "--status", type=click.Choice(PLATFORM_STATUSES), default="succeeded", show_default=True

@@ -12,6 +12,7 @@ from typing import Any
 from listener.config.reading import (
     _check_sections,
     _env_overrides,
+    _is_reference,
     _listener_env_names,
     _read_toml,
     _Reader,
@@ -22,6 +23,7 @@ from listener.config.reading import (
 )
 from listener.config.schema import (
     _ENV_SECTIONS,
+    _INLINE_WARNED,
     _LISTENER_ALL_KEYS,
     _LISTENER_KEYS,
     _RECEIVER_KEYS,
@@ -78,6 +80,10 @@ def load_config(
     listener = reader.table("listener", document.get("listener", {}))
     reader.check_keys("listener", listener, _LISTENER_ALL_KEYS)
     top = _scalars(reader, "listener", listener, _LISTENER_KEYS)
+    for name in _INLINE_WARNED:
+        value = listener.get(name)
+        if isinstance(value, str) and value and not _is_reference(value):
+            reader.inline_secret(f"listener.{name}")
     top.update(_env_overrides(reader, env, "listener", _LISTENER_KEYS, _listener_env_names()))
     plugins = _plugins(reader, listener.get("plugins", []))
 
@@ -110,6 +116,7 @@ def load_config(
         poller=_poll_settings(reader, sections["poller"]),
         receiver=_settings(reader, "listener", ReceiverSettings, receiver),
         handlers=MappingProxyType(handlers),
+        notices=tuple(reader.notices),
         **top,
     )
 
@@ -258,6 +265,8 @@ def _secret_list(reader: _Reader, key: str, value: Any) -> tuple[str, ...]:
         if not isinstance(item, str) or not item:
             # The item may be a secret written in the wrong form: say what it is, not what.
             raise reader.error(f"{key}[{index}]", "expected a non-empty string")
+        if not _is_reference(item):
+            reader.inline_secret(f"{key}[{index}]")
         secrets.append(reader.reference(f"{key}[{index}]", item))
     return tuple(secrets)
 

@@ -33,6 +33,14 @@ class _Reader:
         # False: a reference that cannot be resolved is kept as written, except the store
         # URL's, for commands that only read the store and never verify or sign.
         self.secrets = secrets
+        # Warnings about the file that do not stop it loading, for the caller to show.
+        self.notices: list[str] = []
+
+    def inline_secret(self, key: str) -> None:
+        self.notices.append(
+            f"{self.label}: {key}: a secret written inline in the file; keep it in an "
+            "env:NAME or file:PATH reference, so the file can be shared and versioned"
+        )
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.label}: {key}: {message}")

@@ -96,6 +96,8 @@ class Config:
     poller: PollSettings = field(default_factory=PollSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Warnings about the file (secrets written inline), shown by the command line.
+    notices: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def label(self) -> str:
@@ -181,6 +183,9 @@ _LISTENER_KEYS: Final[Mapping[str, _Key]] = {
 _LISTENER_ALL_KEYS: Final = (*_LISTENER_KEYS, "plugins")
 # Keys of [listener] that are the receiver's settings (`ReceiverSettings` fields).
 _RECEIVER_KEYS: Final[tuple[str, ...]] = ("max_body_bytes", "metrics_token")
+# Keys of [listener] holding a secret that belongs in a reference (the store URL may carry
+# no password at all, so it is not warned about).
+_INLINE_WARNED: Final = ("callback_secret", "metrics_token")
 
 _SERVER_KEYS: Final[Mapping[str, _Key]] = {
     "host": _Key("str", "a host name or address", bool),

@@ -106,3 +106,19 @@ def test_commands_that_only_read_the_store_run_without_the_webhook_secrets(
 async def _create_store(url: str) -> None:
     store = await open_store(url)
     await store.close()
+
+
+def test_a_secret_written_inline_is_warned_about_once(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        f'[listener]\nstore = "sqlite:///{tmp_path / "l.db"}"\n'
+        '[sources.nx]\nprovider = "nextmv"\nscheme = "nextmv"\n'
+        'secrets = ["an-inline-webhook-secret"]\n',
+    )
+    asyncio.run(_create_store(f"sqlite:///{tmp_path / 'l.db'}"))
+    result = invoke("--config", str(config), "runs")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "sources.nx.secrets[0]: a secret written inline" in warnings[0]
+    assert "an-inline-webhook-secret" not in result.output
