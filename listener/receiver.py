@@ -7,6 +7,7 @@ The hot path is receive, verify, store, answer; handlers run later, in the dispa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -26,6 +27,7 @@ from listener._checks import whole
 from listener.errors import BodyTooLarge
 from listener.events import RunEvent, check_time
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
+from listener.providers.native import NATIVE_PROVIDER
 from listener.recording import EventRecorder
 from listener.redaction import log_text, redact_headers
 from listener.signatures import SignatureError, Verified
@@ -323,6 +325,14 @@ class Receiver:
                 delivery_id = delivery_id_for(name, None, body)
                 event = await self._check_token_delivery(store, source, token, body, delivery_id)
             answer, outcome = await self._record(store, event)
+            if outcome == "foreign":
+                reason = (
+                    f"the run is recorded for another provider; source {name} reports runs"
+                    f" of {source.provider} only"
+                )
+                answer, outcome = await self._unroutable(
+                    store, source, delivery_id, reason, body, all_headers()
+                )
             return self._done(answer, label, outcome, delivery_id, event, started)
         except _Outcome as finished:
             return self._done(finished.answer, label, finished.outcome, delivery_id, event, started)
@@ -369,6 +379,10 @@ class Receiver:
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if not _text_ok(event.run_id, event.provider, event.application):
             return None, "the run id, provider or application is not valid text"
+        if event.provider != source.provider and source.provider != NATIVE_PROVIDER:
+            # A source speaks for its own provider only, whatever its payload claims. The
+            # listener's own format (another listener forwarding) names the run's provider.
+            event = dataclasses.replace(event, provider=source.provider)
         try:
             check_time(event.occurred_at, "occurred_at")
         except ValueError as exc:
@@ -428,6 +442,8 @@ class Receiver:
             result = await self.recorder.record(store, event)
         except StoreUnavailable:
             return self._unavailable("store_unavailable"), "unavailable"
+        if result.foreign:
+            return _DUPLICATE, "foreign"
         if result.duplicate:
             return _DUPLICATE, "duplicate"
         if result.transition is None:

@@ -933,3 +933,20 @@ async def test_thousands_of_bogus_signature_entries_are_refused_unexamined(rig: 
     assert "longer than 2048" in response.json()["detail"]
     # A valid delivery after it is taken as ever.
     assert (await rig.deliver("msg-after")).status_code == 202
+
+
+async def test_a_source_cannot_move_a_run_of_another_provider(rig: Rig) -> None:
+    await rig.store.register_run(NewRun("nx-run", "nextmv", "routing"))
+    # The std source reports for "local"; its payload claiming "nextmv" changes nothing.
+    for claimed in ("local", "nextmv"):
+        body = payload("nx-run", "failed", provider=claimed)
+        response = await rig.post("std", body, signed(rig.std, body, f"m-{claimed}"))
+        assert (response.status_code, response.json()["status"]) == (202, "unroutable")
+        assert "another provider" in response.json()["detail"]
+    run = await rig.store.get_run("nx-run")
+    assert run is not None
+    assert run.status.value == "queued"
+    assert (await rig.store.list_calls(run_id="nx-run")).items == []
+    assert len((await rig.store.list_unroutable()).items) == 2
+    # Runs of its own provider, and runs it creates, it reports as ever.
+    assert (await rig.deliver("m-own", run_id="fresh-run")).status_code == 202

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from listener.events import (
     LISTENER_WORDS,
@@ -40,7 +40,11 @@ def build_payload(event: RunEvent) -> dict[str, Any]:
     }
 
 
-def parse_event(payload: Any, *, delivery_id: str, provider: str = "listener") -> RunEvent:
+# The provider name that reads this format: a source of another listener's forwards.
+NATIVE_PROVIDER: Final = "listener"
+
+
+def parse_event(payload: Any, *, delivery_id: str, provider: str = NATIVE_PROVIDER) -> RunEvent:
     if not isinstance(payload, Mapping):
         raise PayloadNotUnderstood("payload is not a JSON object")
     data = payload.get("data", payload)

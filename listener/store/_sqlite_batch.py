@@ -39,13 +39,14 @@ from listener.store.base import (
 # Measured: recording 2,000 events through the plan alone takes 1.6x as long.
 
 # What the batch reads before writing, in one statement: which deliveries are stored,
-# the runs' status and grace (printed with 17 digits, so the float reads back exactly),
+# the runs' status, grace and provider (printed with 17 digits, so the float reads back exactly),
 # the transitions they already made, and the last handler call id AUTOINCREMENT handed
 # out (the new calls take the ids it would give them next).
 _LOOK_UP = (
     "SELECT (SELECT json_group_array(delivery_id) FROM events"
     " WHERE delivery_id IN (SELECT value FROM json_each(?1))),"
-    " (SELECT json_group_array(json_array(run_id, status, printf('%!.17g', grace_seconds)))"
+    " (SELECT json_group_array(json_array(run_id, status, printf('%!.17g', grace_seconds),"
+    " provider))"
     " FROM runs WHERE run_id IN (SELECT value FROM json_each(?2))),"
     " (SELECT json_group_array(json_array(run_id, status)) FROM transitions"
     " WHERE run_id IN (SELECT value FROM json_each(?2))),"
@@ -136,13 +137,14 @@ def batchable(event: RunEvent, handlers: Sequence[str]) -> bool:
 
 
 class _Run:
-    """A run's state as the batch moves it: status and grace."""
+    """A run's state as the batch moves it: status, grace and whose run it is."""
 
-    __slots__ = ("grace", "status")
+    __slots__ = ("grace", "provider", "status")
 
-    def __init__(self, status: RunStatus, grace: float) -> None:
+    def __init__(self, status: RunStatus, grace: float, provider: str) -> None:
         self.status = status
         self.grace = grace
+        self.provider = provider
 
 
 def _stamp(value: datetime | None) -> float | None:
@@ -159,8 +161,8 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
     known = conn.execute(_LOOK_UP, (_ROWS.encode(delivery_ids), _ROWS.encode(run_ids))).fetchone()
     seen = set(json.loads(known[0]))
     runs = {
-        run_id: _Run(RunStatus(status), float(grace))
-        for run_id, status, grace in json.loads(known[1])
+        run_id: _Run(RunStatus(status), float(grace), provider)
+        for run_id, status, grace, provider in json.loads(known[1])
     }
     reached = {(run_id, status) for run_id, status in json.loads(known[2])}
     last_call_id = int(known[3])
@@ -179,6 +181,9 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
         if event.delivery_id in seen:
             status = run.status if run is not None else reported
             results.append(RecordResult(True, False, None, status))
+            continue
+        if run is not None and run.provider != event.provider:
+            results.append(RecordResult(False, False, None, run.status, foreign=True))
             continue
         seen.add(event.delivery_id)
         occurred = c.as_utc(event.occurred_at)
@@ -208,7 +213,7 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
                     _stamp(c.next_poll_at(reported, now, grace)),
                 ]
             )
-            run = runs[run_id] = _Run(reported, grace)
+            run = runs[run_id] = _Run(reported, grace, event.provider)
             created = True
             current = None
         else:

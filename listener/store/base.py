@@ -95,6 +95,9 @@ class RecordResult:
     status: RunStatus
     # Ids of the handler calls enqueued for the new transition.
     call_ids: tuple[int, ...] = ()
+    # The run is recorded for another provider than the event's: nothing was stored, since
+    # one platform's sender may not move another's runs.
+    foreign: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -703,7 +703,7 @@ async def test_list_runs_filters_and_pages(store: AnyStore) -> None:
         run = NewRun(f"r{i:02d}", providers[i % 3], f"app{i % 2}", submitted_at=moment)
         await store.register_run(run)
     for i in range(0, 25, 4):
-        await store.record(ev(f"d{i}", f"r{i:02d}", S.RUNNING))
+        await store.record(ev(f"d{i}", f"r{i:02d}", S.RUNNING, provider=providers[i % 3]))
     everything = await all_pages(lambda cur: store.list_runs(limit=7, cursor=cur))
     keys = [(r.submitted_at, r.run_id) for r in everything]
     assert keys == sorted(keys, reverse=True)
@@ -731,7 +731,7 @@ async def test_list_events_filters_and_pages(store: AnyStore) -> None:
         await store.record(e)
     between = now()
     second = [
-        ev(f"b{i}", f"r{i % 4}", S.SUCCEEDED, provider="flow", origin=Origin.POLL) for i in range(9)
+        ev(f"b{i}", f"r{i % 4}", S.SUCCEEDED, app="flow", origin=Origin.POLL) for i in range(9)
     ]
     for e in second:
         await store.record(e)
@@ -1013,3 +1013,29 @@ async def test_two_stores_never_claim_the_same_call_or_run(store_factory: Factor
     assert set(calls_a) | set(calls_b) == all_calls
     assert not set(runs_a) & set(runs_b)
     assert sorted(runs_a + runs_b) == sorted(f"poll{i}" for i in range(80))
+
+
+async def test_an_event_from_another_provider_moves_nothing(store: AnyStore) -> None:
+    await store.register_run(NewRun("mine", "nextmv", "routing"))
+    await store.record(ev("own-1", "mine", S.RUNNING))
+    before = await store.counts()
+    # One alone, then several at once (which a backend may apply together).
+    alone = await store.record(ev("other-1", "mine", S.FAILED, provider="local"), ["h"])
+    together = await asyncio.gather(
+        *(store.record(ev(f"other-{i}", "mine", S.FAILED, provider="local"), ["h"])
+          for i in range(2, 6)),
+        store.record(ev("new-run", "theirs", S.FAILED, provider="local"), ["h"]),
+    )  # fmt: skip
+    for result in (alone, *together[:-1]):
+        assert (result.foreign, result.transition, result.status) == (True, None, S.RUNNING)
+        assert not result.duplicate
+    assert together[-1].run_created
+    assert not together[-1].foreign
+    after = await store.counts()
+    assert after.events == before.events + 1  # only the event of the run it created
+    run = await store.get_run("mine")
+    assert run is not None
+    assert run.status is S.RUNNING
+    assert await store.get_event("other-1") is None
+    # Its own provider still moves it.
+    assert (await store.record(ev("own-2", "mine", S.SUCCEEDED))).transition is not None

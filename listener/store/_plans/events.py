@@ -59,7 +59,7 @@ def record_plan(
         ],
     )
     select_run = (
-        f"SELECT status, grace_seconds FROM runs WHERE run_id = ?{d.for_update}",
+        f"SELECT status, grace_seconds, provider FROM runs WHERE run_id = ?{d.for_update}",
         [event.run_id],
     )
     if not stored:
@@ -99,6 +99,11 @@ def record_plan(
     if not created:
         current = RunStatus(rows[0]["status"])
         grace = float(rows[0]["grace_seconds"])
+        if rows[0]["provider"] != event.provider:
+            yield ("DELETE FROM events WHERE delivery_id = ?", [event.delivery_id])
+            return RecordResult(
+                duplicate=False, run_created=False, transition=None, status=current, foreign=True
+            )
 
     moved: RunStatus | None = None
     target = next_status(current, reported)
