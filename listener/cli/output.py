@@ -89,6 +89,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "deadline": iso(run.deadline),
         "next_poll_at": iso(run.next_poll_at),
         "poll_attempts": run.poll_attempts,
+        "status_calls": run.status_calls,
         "metadata": dict(run.metadata),
         "updated_at": iso(run.updated_at),
     }

@@ -104,7 +104,9 @@ async def _show_run(config: Config, run_id: str, as_json: bool) -> None:
         ["last event", when(run.last_event_at)],
         ["deadline", when(run.deadline)],
         ["next poll", when(run.next_poll_at)],
-        ["polls", str(run.poll_attempts)],
+        # Every status call made for the run; the poller's count since its last news
+        # restarts with each one, so it would read 0 for a run found by polling.
+        ["polls", f"{run.status_calls} ({run.poll_attempts} since the last news)"],
     ]
     click.echo("\n".join(f"{name:<12} {value}" for name, value in facts))
     click.echo("\nevents:")

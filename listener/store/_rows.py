@@ -44,6 +44,7 @@ def run_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder) -> RunRecord:
         callback=js(row["callback"]),
         metadata=js(row["metadata"]),
         updated_at=ts(row["updated_at"]),
+        status_calls=int(row["status_calls"]),
     )
 
 

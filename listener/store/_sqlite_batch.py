@@ -76,12 +76,13 @@ _INSERT_RUNS = (
 # after their grace. Each run appears once, with its state after the whole batch.
 _UPDATE_RUNS = (
     "UPDATE runs SET status = u.status, last_event_at = ?1, next_poll_at = u.next_poll_at,"
-    " poll_attempts = 0,"
+    " poll_attempts = 0, status_calls = runs.status_calls + u.polled,"
     " lease_owner = CASE WHEN u.terminal THEN NULL ELSE runs.lease_owner END,"
     " lease_expires_at = CASE WHEN u.terminal THEN NULL ELSE runs.lease_expires_at END,"
     " updated_at = ?1"
     " FROM (SELECT json_extract(value, '$[0]') AS run_id, json_extract(value, '$[1]') AS status,"
-    " json_extract(value, '$[2]') AS next_poll_at, json_extract(value, '$[3]') AS terminal"
+    " json_extract(value, '$[2]') AS next_poll_at, json_extract(value, '$[3]') AS terminal,"
+    " json_extract(value, '$[4]') AS polled"
     " FROM json_each(?2)) AS u WHERE runs.run_id = u.run_id"
 )
 _INSERT_TRANSITIONS = (
@@ -172,6 +173,7 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
     transition_rows: list[list[Any]] = []
     call_rows: list[list[Any]] = []
     moved_runs: dict[str, _Run] = {}  # runs to update, each once, with its final state
+    polled: dict[str, int] = {}  # status calls whose news each run heard in the batch
     results: list[RecordResult] = []
     for item in items:
         event = item.event
@@ -229,6 +231,8 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
         if not created:
             run.status = status
             moved_runs[run_id] = run
+            if Origin(event.origin) is Origin.POLL:
+                polled[run_id] = polled.get(run_id, 0) + 1
         call_ids: tuple[int, ...] = ()
         if moved is not None and item.handlers:
             names = c.unique_handlers(item.handlers)
@@ -250,6 +254,7 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
                 run.status.value,
                 _stamp(c.next_poll_at(run.status, now, run.grace)),
                 run.status.is_terminal,
+                polled.get(run_id, 0),
             ]
             for run_id, run in moved_runs.items()
         ]

@@ -80,4 +80,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at REAL NOT NULL
         )""",
     ),
+    # Status calls made for a run over its life (poll_attempts restarts with each news).
+    ("ALTER TABLE runs ADD COLUMN status_calls INTEGER NOT NULL DEFAULT 0",),
 )

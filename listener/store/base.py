@@ -73,12 +73,13 @@ class RunRecord:
     grace_seconds: float
     deadline: datetime | None
     next_poll_at: datetime | None  # None once terminal
-    poll_attempts: int
+    poll_attempts: int  # status calls since the run's last news
     lease_owner: str | None
     lease_expires_at: datetime | None
     callback: Mapping[str, Any]
     metadata: Mapping[str, Any]
     updated_at: datetime
+    status_calls: int = 0  # status calls made for the run over its life
 
 
 @dataclass(frozen=True, slots=True)

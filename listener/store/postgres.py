@@ -114,6 +114,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at timestamptz NOT NULL
         )""",
     ),
+    # Status calls made for a run over its life (poll_attempts restarts with each news).
+    ("ALTER TABLE runs ADD COLUMN status_calls integer NOT NULL DEFAULT 0",),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

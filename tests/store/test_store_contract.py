@@ -79,7 +79,7 @@ async def all_pages(fetch: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
 async def test_open_is_idempotent_and_reports_version(store: AnyStore) -> None:
     await store.open()
     await store.ping()
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == 2
 
 
 async def test_schema_too_new_is_refused(store_factory: Factory, store_url: str) -> None:
@@ -97,8 +97,8 @@ async def test_concurrent_opens_apply_the_schema_once(
 ) -> None:
     stores = [await store_factory(open_store=False) for _ in range(6)]
     await asyncio.gather(*(s.open() for s in stores))
-    assert [await s.schema_version() for s in stores] == [1] * 6
-    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(1,)]
+    assert [await s.schema_version() for s in stores] == [2] * 6
+    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(2,)]
     # All of them write to the same tables.
     await asyncio.gather(*(s.record(ev(f"d{i}", f"r{i}", S.RUNNING)) for i, s in enumerate(stores)))
     assert (await stores[0].counts()).events == 6
@@ -1039,3 +1039,24 @@ async def test_an_event_from_another_provider_moves_nothing(store: AnyStore) -> 
     assert await store.get_event("other-1") is None
     # Its own provider still moves it.
     assert (await store.record(ev("own-2", "mine", S.SUCCEEDED))).transition is not None
+
+
+async def test_status_calls_count_every_poll_over_the_runs_life(store: AnyStore) -> None:
+    long_ago = now() - timedelta(hours=1)
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=long_ago))
+    for _ in range(2):  # two polls that learned nothing
+        (_run,) = await store.claim_overdue_runs("p", limit=5, lease_seconds=60)
+        assert await store.reschedule_poll("r1", "p", next_poll_at=long_ago, attempts=1)
+    # A third that learned the run is running, and news by webhook (no status call).
+    await store.record(ev("p3", "r1", S.RUNNING, origin=Origin.POLL))
+    await store.record(ev("w1", "r1", S.RUNNING))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.status_calls, run.poll_attempts) == (3, 0)
+    # Polls recorded together (a backend may batch them) count one each.
+    await asyncio.gather(
+        *(store.record(ev(f"q{i}", "r1", S.RUNNING, origin=Origin.POLL)) for i in range(4))
+    )
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.status_calls == 7

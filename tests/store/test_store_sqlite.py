@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from listener.events import RunEvent, RunStatus
-from listener.store import StoreUnavailable, open_store
+from listener.store import NewRun, StoreUnavailable, open_store
 from listener.store._plans import claim_calls_plan, drive
 from listener.store._sqlite_conn import DIALECT
 from listener.store.sqlite import SQLiteStore, parse_sqlite_url
@@ -199,3 +199,25 @@ async def test_a_new_database_file_is_private_to_its_owner(tmp_path: Path) -> No
     await store.open()
     await store.close()
     assert shared.stat().st_mode & 0o777 == 0o640
+
+
+async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    await store.register_run(NewRun("old", "local", "a"))
+    await store.close()
+    conn = sqlite3.connect(path)
+    with conn:  # back to what version 1 wrote
+        conn.execute("ALTER TABLE runs DROP COLUMN status_calls")
+        conn.execute("DELETE FROM schema_version WHERE version = 2")
+    conn.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        assert await store.schema_version() == 2
+        run = await store.get_run("old")
+        assert run is not None
+        assert run.status_calls == 0
+    finally:
+        await store.close()

@@ -118,22 +118,26 @@ def record_plan(
     status = moved if moved is not None else (current if current is not None else reported)
 
     if not created:
+        # A poll's news was learned by a status call: it counts with the run's others.
+        polled = int(Origin(event.origin) is Origin.POLL)
         if status.is_terminal:
             # Terminal: never polled again, and any poll lease on it is moot.
             yield (
                 "UPDATE runs SET status = ?, last_event_at = ?, next_poll_at = NULL,"
-                " poll_attempts = 0, lease_owner = NULL, lease_expires_at = NULL,"
-                " updated_at = ? WHERE run_id = ?",
-                [status.value, at, at, event.run_id],
+                " poll_attempts = 0, status_calls = status_calls + ?, lease_owner = NULL,"
+                " lease_expires_at = NULL, updated_at = ? WHERE run_id = ?",
+                [status.value, at, polled, at, event.run_id],
             )
         else:
             yield (
                 "UPDATE runs SET status = ?, last_event_at = ?, next_poll_at = ?,"
-                " poll_attempts = 0, updated_at = ? WHERE run_id = ?",
+                " poll_attempts = 0, status_calls = status_calls + ?, updated_at = ?"
+                " WHERE run_id = ?",
                 [
                     status.value,
                     at,
                     d.opt_t(next_poll_at(status, now, grace)),
+                    polled,
                     at,
                     event.run_id,
                 ],

@@ -75,7 +75,8 @@ def reschedule_poll_plan(
     d: Dialect, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
 ) -> Plan[bool]:
     rows = yield (
-        "UPDATE runs SET next_poll_at = ?, poll_attempts = ?, lease_owner = NULL,"
+        "UPDATE runs SET next_poll_at = ?, poll_attempts = ?, status_calls = status_calls + 1,"
+        " lease_owner = NULL,"
         " lease_expires_at = NULL, updated_at = ? WHERE run_id = ? AND lease_owner = ?"
         " RETURNING run_id",
         [d.t(next_poll_at), int(attempts), d.t(utcnow()), run_id, owner],
