@@ -69,8 +69,10 @@ def test_runs_show(history: History) -> None:
     assert "events:" in shown.stdout
     assert "app.alert" in shown.stdout
     assert "dead" in shown.stdout
+    assert "polls        1 (0 since the last news)" in shown.stdout  # its end came by a poll
     document = json.loads(invoke(*base, "runs", "show", "run-ok", "--json").stdout)
     assert document["run"]["status"] == "succeeded"
+    assert document["run"]["status_calls"] == 0
     assert [call["state"] for call in document["handler_calls"]] == ["done"]
     missing = invoke(*base, "runs", "show", "nope")
     assert missing.exit_code == 4
