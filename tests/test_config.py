@@ -127,6 +127,10 @@ host = "10.0.0.5"
 port = 9000
 workers = 3
 log_level = "debug"
+max_header_bytes = 16384
+read_timeout = 2.5
+keep_alive_timeout = 3
+limit_concurrency = 50
 
 [sources.nextmv]
 scheme = "nextmv"
@@ -193,7 +197,16 @@ def test_every_section_is_read(tmp_path: Path) -> None:
     assert config.plugins == ("handlers.log", "handlers.save", str(tmp_path / "more_handlers"))
     assert config.entry_points is True
     assert config.retention_days == 45.5
-    assert config.server == ServerConfig("10.0.0.5", 9000, 3, "debug")
+    assert config.server == ServerConfig(
+        "10.0.0.5",
+        9000,
+        3,
+        "debug",
+        max_header_bytes=16384,
+        read_timeout=2.5,
+        keep_alive_timeout=3.0,
+        limit_concurrency=50,
+    )
 
     nextmv, flows = config.sources
     assert (nextmv.name, nextmv.provider, nextmv.scheme, nextmv.tolerance) == (
@@ -259,6 +272,8 @@ def test_environment_overrides_single_values(tmp_path: Path) -> None:
             "LISTENER_ENTRY_POINTS": "yes",
             "LISTENER_SERVER_PORT": "9100",
             "LISTENER_SERVER_HOST": "::1",
+            "LISTENER_SERVER_READ_TIMEOUT": "0.5",
+            "LISTENER_SERVER_MAX_HEADER_BYTES": "8192",
             "LISTENER_DISPATCH_MAX_ATTEMPTS": "9",
             "LISTENER_DISPATCH_HANDLER_TIMEOUT": "2.5",
             "LISTENER_DISPATCH_LEASE_MARGIN": "0",
@@ -275,6 +290,8 @@ def test_environment_overrides_single_values(tmp_path: Path) -> None:
     assert config.entry_points is True
     assert config.server.port == 9100
     assert config.server.host == "::1"
+    assert config.server.read_timeout == 0.5
+    assert config.server.max_header_bytes == 8192
     assert config.dispatch.max_attempts == 9
     assert config.dispatch.handler_timeout == 2.5
     assert config.dispatch.lease_margin == 0.0
@@ -315,6 +332,8 @@ def test_a_bad_override_names_the_variable_and_the_key() -> None:
     ("variable", "value", "expected"),
     [
         ("LISTENER_SERVER_PORT", "80.5", "expected a port number"),
+        ("LISTENER_SERVER_KEEP_ALIVE_TIMEOUT", "soon", "expected a number of seconds > 0"),
+        ("LISTENER_SERVER_LIMIT_CONCURRENCY", "many", "expected a whole number >= 1"),
         ("LISTENER_POLLER_ENABLED", "maybe", "expected true or false"),
         ("LISTENER_DISPATCH_CONCURRENCY", "0", "expected a whole number >= 1"),
         ("LISTENER_POLLER_SCHEDULE_JITTER", "nan", "expected a number >= 0 and < 1"),
@@ -452,6 +471,23 @@ def test_a_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.M
         ('[server]\nport = "80"', 'server.port: expected a port number from 0 to 65535, got "80"'),
         ('[server]\nlog_level = "loud"', "server.log_level: expected one of critical, error"),
         ("[server]\nworkers = 0", "server.workers: expected a whole number >= 1, got 0"),
+        (
+            "[server]\nmax_header_bytes = 100",
+            "server.max_header_bytes: expected a whole number of bytes >= 1024, got 100",
+        ),
+        (
+            '[server]\nmax_header_bytes = "64k"',
+            'server.max_header_bytes: expected a whole number of bytes >= 1024, got "64k"',
+        ),
+        ("[server]\nread_timeout = 0", "server.read_timeout: expected a number of seconds > 0"),
+        (
+            "[server]\nkeep_alive_timeout = -1",
+            "server.keep_alive_timeout: expected a number of seconds > 0, got -1",
+        ),
+        (
+            "[server]\nlimit_concurrency = 0",
+            "server.limit_concurrency: expected a whole number >= 1, got 0",
+        ),
         ("[dispatch]\nconcurrency = 1.5", "dispatch.concurrency: expected a whole number >= 1"),
         ("[dispatch]\nhandler_timeout = 0", "dispatch.handler_timeout: expected a number of"),
         (

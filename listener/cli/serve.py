@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -128,12 +129,9 @@ def serve(
 ) -> None:
     """Run the webhook service (receiver, dispatcher and fallback poller)."""
     config = state.config()
-    default = config.server
-    server = ServerConfig(
-        host=default.host if host is None else host,
-        port=default.port if port is None else port,
-        workers=default.workers if workers is None else workers,
-        log_level=default.log_level if log_level is None else log_level,
+    given: dict[str, Any] = {"host": host, "port": port, "workers": workers, "log_level": log_level}
+    server = replace(
+        config.server, **{name: value for name, value in given.items() if value is not None}
     )
     _setup_logging(server.log_level)
     if server.workers > 1 and config.store.startswith("sqlite:"):

@@ -13,7 +13,8 @@ Every section is optional; with no file at all the listener runs on the defaults
     entry_points = false
     retention_days = 30                      # prune what is finished and older; 0: keep
 
-    [server]            host, port, workers, log_level
+    [server]            host, port, workers, log_level, max_header_bytes, read_timeout,
+                        keep_alive_timeout, limit_concurrency
     [sources.<name>]    provider (default <name>), scheme, secrets, tolerance, options
     [providers.<name>]  kind (default <name>) and that kind's constructor settings
     [dispatch]          concurrency, handler_timeout, max_attempts, backoff_base,

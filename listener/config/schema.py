@@ -31,10 +31,23 @@ _DAY: Final = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """`[server]`: where and how the HTTP service listens, and its connection limits.
+
+    `max_header_bytes` bounds a request's line and headers (431 above it); `read_timeout`
+    is the time a connection has, from being opened or from the first byte of its next
+    request, to send that whole request (408, or a silent close if it sent nothing);
+    `keep_alive_timeout` how long an idle connection stays open after a response;
+    `limit_concurrency` the connections and requests at once before new requests get 503.
+    """
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
+    max_header_bytes: int = 65536
+    read_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    limit_concurrency: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +205,11 @@ _SERVER_KEYS: Final[Mapping[str, _Key]] = {
     "port": _Key("int", "a port number from 0 to 65535", lambda port: 0 <= port <= 65535),
     "workers": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
     "log_level": _Key("str", f"one of {', '.join(LOG_LEVELS)}", lambda level: level in LOG_LEVELS),
+    # Below about a kilobyte ordinary request heads would be refused.
+    "max_header_bytes": _Key("int", "a whole number of bytes >= 1024", _at_least(1024)),
+    "read_timeout": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "keep_alive_timeout": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "limit_concurrency": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
 }
 
 # [dispatch] keys are `DispatchSettings` fields and [poller] keys `PollSettings` fields,
