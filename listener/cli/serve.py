@@ -50,6 +50,26 @@ def create_app() -> Starlette:
     return build_listener(config).asgi()
 
 
+def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
+    """uvicorn's settings for `server`, the same for one process and for workers."""
+    from listener.http_limits import protocol
+
+    return {
+        "host": server.host,
+        "port": server.port,
+        "log_level": server.log_level,
+        # The header size limit and the request read timeout (see `listener.http_limits`).
+        "http": protocol(
+            max_header_bytes=server.max_header_bytes, read_timeout=server.read_timeout
+        ),
+        # The service takes no WebSocket; an upgrade request is served as plain HTTP,
+        # under the same limits.
+        "ws": "none",
+        "timeout_keep_alive": server.keep_alive_timeout,
+        "limit_concurrency": server.limit_concurrency,
+    }
+
+
 def _do_nothing(signum: int, frame: FrameType | None) -> None:
     """Stands in for the default handler once uvicorn has shut down gracefully."""
 
@@ -84,9 +104,7 @@ def _serve_one(app: Starlette, server: ServerConfig) -> None:
                 host = f"[{server.host}]" if ":" in server.host else server.host
                 click.echo(f"listening on http://{host}:{port}", err=True)
 
-    uv_config = uvicorn.Config(
-        app, host=server.host, port=server.port, log_level=server.log_level, lifespan="on"
-    )
+    uv_config = uvicorn.Config(app, lifespan="on", **uvicorn_options(server))
     instance = Server(uv_config)
     with _exit_cleanly_on_signals():
         instance.run()
@@ -104,11 +122,9 @@ def _serve_workers(config: Config, server: ServerConfig, reload: bool) -> None:
         uvicorn.run(
             "listener.cli:create_app",
             factory=True,
-            host=server.host,
-            port=server.port,
             workers=None if reload else server.workers,
             reload=reload,
-            log_level=server.log_level,
+            **uvicorn_options(server),
         )
 
 
