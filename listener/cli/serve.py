@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from listener import access_log
 from listener.cli.access import running
 from listener.cli.root import State, pass_state
 from listener.config import (
@@ -47,6 +48,7 @@ def create_app() -> Starlette:
     the configuration comes from `$LISTENER_CONFIG` or `./listener.toml`."""
     config = load_config(find_config(None))
     _setup_logging(config.server.log_level)
+    access_log.install()
     return build_listener(config).asgi()
 
 
@@ -105,6 +107,7 @@ def _serve_one(app: Starlette, server: ServerConfig) -> None:
                 click.echo(f"listening on http://{host}:{port}", err=True)
 
     uv_config = uvicorn.Config(app, lifespan="on", **uvicorn_options(server))
+    access_log.install()
     instance = Server(uv_config)
     with _exit_cleanly_on_signals():
         instance.run()

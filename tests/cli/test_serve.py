@@ -25,6 +25,7 @@ from listener.cli import create_app
 from listener.errors import EXIT_FAILED
 from listener.events import RunStatus
 from listener.providers.base import Submission
+from listener.sources import callback_token
 from listener.store import NewRun, open_store
 from listener.testing import FakePlatform
 
@@ -94,6 +95,39 @@ def test_serve_with_workers_uses_the_app_factory(tmp_path: Path) -> None:
         answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=PROCESS_LIMIT)
         assert answer.json() == {"status": "ready"}
         assert server.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_masks_callback_tokens_in_the_access_log(tmp_path: Path, workers: int) -> None:
+    config = write_config(
+        tmp_path,
+        f"""
+[listener]
+store = "{store_url(tmp_path)}"
+callback_secret = "env:CALLBACK_SECRET"
+[server]
+log_level = "info"
+[sources.cb]
+provider = "local"
+scheme = "none"
+""",
+    )
+    secret = "a-callback-secret"
+    token = callback_token(secret, "run-nonce")
+    port = free_port()
+    args = ["--config", str(config), "serve", "--port", str(port), "--workers", str(workers)]
+    with long_running(args, cwd=tmp_path, env={"CALLBACK_SECRET": secret}) as server:
+        server.wait_for_line("Application startup complete")
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/hooks/cb/{token}", json={}, timeout=PROCESS_LIMIT
+        )
+        assert server.stop(signal.SIGTERM) == 0
+        assert server.process.stdout is not None
+        access = server.process.stdout.read()  # uvicorn writes access lines to stdout
+    assert f'"POST /hooks/cb/*** HTTP/1.1" {answer.status_code}' in access
+    log = access + "".join(server.stderr)
+    assert token not in log
+    assert token.partition(".")[2] not in log  # nor its MAC alone
 
 
 async def test_poll_learns_a_run_end_and_stops_cleanly(
