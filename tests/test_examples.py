@@ -376,6 +376,7 @@ def test_the_systemd_unit_is_hardened() -> None:
     assert service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict"
     assert service["Restart"] == "on-failure"
+    assert service["LimitNOFILE"] == "65536"  # above [server] limit_concurrency
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     # The store the example config names lives in the unit's state directory.
     store = tomllib.loads(CONFIG.read_text())["listener"]["store"]
