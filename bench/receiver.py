@@ -3,8 +3,9 @@
     python bench/receiver.py
 
 Two servers, each run alone under uvicorn in a process of its own on loopback, started
-the way `listener serve` starts one (`uvicorn.Server.run`, so the same event loop and HTTP
-parser choice: uvloop and httptools when installed):
+the way `listener serve` starts one (`uvicorn.Server.run` with the options `serve` builds,
+so the same event loop choice, uvloop when installed, and the same h11 protocol with the
+service's connection limits):
 
 * bare: a Starlette endpoint that reads the body and answers 202, the floor for any
   receiver on this stack;
@@ -191,17 +192,20 @@ def serve(kind: str, secret: str, db: str) -> None:
                 port = self.servers[0].sockets[0].getsockname()[1]
                 print(f"PORT {port}", flush=True)
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    from listener.cli.serve import uvicorn_options
+    from listener.config import ServerConfig
+
+    server = ServerConfig(port=0, log_level="warning")
+    config = uvicorn.Config(app, access_log=False, **uvicorn_options(server))
     # run() picks the event loop from the config ("auto": uvloop when installed), as the
     # listener's own `serve` command does; asyncio.run() here would always use asyncio's.
     PortServer(config).run()
 
 
 def server_stack() -> str:
-    """The event loop and HTTP parser uvicorn's "auto" settings pick here."""
+    """The event loop uvicorn's "auto" setting picks here, and the HTTP protocol."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return f"uvicorn, {loop} loop, {http}"
+    return f"uvicorn, {loop} loop, h11 with the listener's limits"
 
 
 @dataclass
