@@ -265,10 +265,8 @@ async def test_verified_but_not_understood_is_kept_as_unroutable(
         assert (await listener.store.counts()).events == 0
 
 
-async def test_a_crashing_parser_is_unroutable_not_an_error(tmp_path: Path) -> None:
-    def parser(payload: Any, *, delivery_id: str) -> Any:
-        raise KeyError("surprise")
-
+async def _deliver_through(tmp_path: Path, parser: Any) -> tuple[httpx.Response, int]:
+    """One signed delivery to a source read by `parser`: the answer, and events stored."""
     listener = Listener(
         store_url=f"sqlite:///{tmp_path / 'p.db'}",
         sources=[Source("odd", "local", StandardWebhooks([SECRET]), parser=parser)],
@@ -277,6 +275,14 @@ async def test_a_crashing_parser_is_unroutable_not_an_error(tmp_path: Path) -> N
         body = b'{"any": "thing"}'
         headers = signed(StandardWebhooks([SECRET]), body, "m")
         response = await client.post("/hooks/odd", content=body, headers=headers)
+        return response, (await listener.store.counts()).events
+
+
+async def test_a_crashing_parser_is_unroutable_not_an_error(tmp_path: Path) -> None:
+    def parser(payload: Any, *, delivery_id: str) -> Any:
+        raise KeyError("surprise")
+
+    response, _ = await _deliver_through(tmp_path, parser)
     assert response.status_code == 202
     assert "KeyError" in response.json()["detail"]
 
@@ -287,17 +293,10 @@ async def test_a_parser_giving_a_time_no_store_can_hold_is_unroutable(tmp_path: 
     def parser(payload: Any, *, delivery_id: str) -> RunEvent:
         return RunEvent(delivery_id, "local", "", "r", RunStatus.SUCCEEDED, occurred_at=far)
 
-    listener = Listener(
-        store_url=f"sqlite:///{tmp_path / 'p.db'}",
-        sources=[Source("odd", "local", StandardWebhooks([SECRET]), parser=parser)],
-    )
-    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
-        body = b'{"any": "thing"}'
-        headers = signed(StandardWebhooks([SECRET]), body, "m")
-        response = await client.post("/hooks/odd", content=body, headers=headers)
-        assert (response.status_code, response.json()["status"]) == (202, "unroutable")
-        assert "occurred_at" in response.json()["detail"]
-        assert (await listener.store.counts()).events == 0
+    response, events = await _deliver_through(tmp_path, parser)
+    assert (response.status_code, response.json()["status"]) == (202, "unroutable")
+    assert "occurred_at" in response.json()["detail"]
+    assert events == 0
 
 
 # -- missing or malformed signature headers: 400; bad signature or time: 401 --------------
