@@ -16,11 +16,14 @@ from listener.store._common import (
     T,
     TimeDecoder,
     as_utc,
+    decode_cursor,
+    encode_cursor,
 )
 from listener.store._rows import (
     CALL_COLUMNS,
     EVENT_COLUMNS_FOR_CALL,
 )
+from listener.store.base import Page
 
 Stmt = tuple[str, list[Any]]
 Plan = Generator[Stmt, list[Row], T]
@@ -94,6 +97,41 @@ class Query:
     def stmt(self, tail: str, limit: int) -> Stmt:
         where = f" WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
         return f"{self.head}{where} {tail} LIMIT ?", [*self.params, limit + 1]
+
+
+def resume_newest_first(
+    d: Dialect,
+    q: Query,
+    cursor: str | None,
+    *,
+    kind: str,
+    time_column: str,
+    id_column: str,
+    id_type: type,
+) -> None:
+    """Narrow `q` to the rows after `cursor` (from `newest_first_page`), if there is one."""
+    if cursor is not None:
+        key, row_id = decode_cursor(kind, cursor, (d.cursor_time_type, id_type))
+        q.where(f"({time_column}, {id_column}) < (?, ?)", d.cursor_to_key(key), row_id)
+
+
+def newest_first_page(
+    d: Dialect,
+    rows: list[Row],
+    limit: int,
+    *,
+    kind: str,
+    time_column: str,
+    id_column: str,
+    item: Callable[[Row], T],
+) -> Page[T]:
+    """A page of `limit` rows fetched newest first with one extra row (`Query.stmt`): the
+    cursor, when there is more, holds the last row's time and id."""
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(kind, d.key_to_cursor(last[time_column]), last[id_column])
+    return Page(items=[item(row) for row in rows[:limit]], next_cursor=next_cursor)
 
 
 def _marks(values: Sequence[Any]) -> str:

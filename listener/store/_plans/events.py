@@ -21,6 +21,8 @@ from listener.store._plans.core import (
     Dialect,
     Plan,
     Query,
+    newest_first_page,
+    resume_newest_first,
 )
 from listener.store._rows import (
     event_from_row,
@@ -211,16 +213,12 @@ def list_events_plan(
     if origin is not None:
         q.where("origin = ?", Origin(origin).value)
     q.window("received_at", d.opt_t(since), d.opt_t(until))
-    if cursor is not None:
-        key, event_id = decode_cursor("events", cursor, (d.cursor_time_type, int))
-        q.where("(received_at, id) < (?, ?)", d.cursor_to_key(key), event_id)
+    order = {"kind": "events", "time_column": "received_at", "id_column": "id"}
+    resume_newest_first(d, q, cursor, id_type=int, **order)
     rows = yield q.stmt("ORDER BY received_at DESC, id DESC", limit)
-    items = [event_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor("events", d.key_to_cursor(last["received_at"]), int(last["id"]))
-    return Page(items=items, next_cursor=next_cursor)
+    return newest_first_page(
+        d, rows, limit, item=lambda row: event_from_row(row, d.time_value, d.json_value), **order
+    )
 
 
 def list_unroutable_plan(

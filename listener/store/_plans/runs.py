@@ -9,8 +9,6 @@ from listener.events import RunStatus
 from listener.store._common import (
     as_utc,
     check_limit,
-    decode_cursor,
-    encode_cursor,
     next_poll_at,
     utcnow,
 )
@@ -18,6 +16,8 @@ from listener.store._plans.core import (
     Dialect,
     Plan,
     Query,
+    newest_first_page,
+    resume_newest_first,
 )
 from listener.store._rows import (
     run_from_row,
@@ -107,13 +107,9 @@ def list_runs_plan(
     q = Query("SELECT * FROM runs")
     q.run_filters(status, provider, application)
     q.window("submitted_at", d.opt_t(since), d.opt_t(until))
-    if cursor is not None:
-        key, run_id = decode_cursor("runs", cursor, (d.cursor_time_type, str))
-        q.where("(submitted_at, run_id) < (?, ?)", d.cursor_to_key(key), run_id)
+    order = {"kind": "runs", "time_column": "submitted_at", "id_column": "run_id"}
+    resume_newest_first(d, q, cursor, id_type=str, **order)
     rows = yield q.stmt("ORDER BY submitted_at DESC, run_id DESC", limit)
-    items = [run_from_row(r, d.time_value, d.json_value) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor("runs", d.key_to_cursor(last["submitted_at"]), last["run_id"])
-    return Page(items=items, next_cursor=next_cursor)
+    return newest_first_page(
+        d, rows, limit, item=lambda row: run_from_row(row, d.time_value, d.json_value), **order
+    )
