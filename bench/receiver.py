@@ -4,8 +4,8 @@
 
 Two servers, each run alone under uvicorn in a process of its own on loopback, started
 the way `listener serve` starts one (`uvicorn.Server.run` with the options `serve` builds,
-so the same event loop choice, uvloop when installed, and the same h11 protocol with the
-service's connection limits):
+so the same event loop choice, uvloop when installed, and the same httptools protocol with
+the service's connection limits):
 
 * bare: a Starlette endpoint that reads the body and answers 202, the floor for any
   receiver on this stack;
@@ -205,7 +205,7 @@ def serve(kind: str, secret: str, db: str) -> None:
 def server_stack() -> str:
     """The event loop uvicorn's "auto" setting picks here, and the HTTP protocol."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    return f"uvicorn, {loop} loop, h11 with the listener's limits"
+    return f"uvicorn, {loop} loop, httptools with the listener's limits"
 
 
 @dataclass

@@ -20,16 +20,21 @@ from starlette.types import Receive, Scope, Send
 from listener.cli.serve import uvicorn_options
 from listener.config import ServerConfig
 
+READ_TIMEOUT = 0.3
+MAX_HEADER_BYTES = 4096
 REQUEST = b"GET /read HTTP/1.1\r\nHost: listener\r\n\r\n"
 STALLED_BODY = b"POST /read HTTP/1.1\r\nHost: listener\r\nContent-Length: 10\r\n\r\n12345"
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """`/read` reads the whole body before answering 200; any other path answers at once."""
+    """`/read` reads the whole body before answering 200, `/slow` answers 200 after longer
+    than the read timeout; any other path answers at once."""
     if scope["type"] != "http":
         return
     status = 200
-    if scope["path"] == "/read":
+    if scope["path"] == "/slow":
+        await asyncio.sleep(READ_TIMEOUT * 2)
+    elif scope["path"] == "/read":
         message = await receive()
         while message["type"] == "http.request" and message.get("more_body"):
             message = await receive()
@@ -46,7 +51,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 @contextlib.asynccontextmanager
 async def limited_server() -> AsyncIterator[tuple[str, int]]:
     settings = ServerConfig(
-        port=0, log_level="warning", read_timeout=0.3, keep_alive_timeout=0.3, max_header_bytes=4096
+        port=0,
+        log_level="warning",
+        read_timeout=READ_TIMEOUT,
+        keep_alive_timeout=0.3,
+        max_header_bytes=MAX_HEADER_BYTES,
     )
     config = uvicorn.Config(app, lifespan="off", access_log=False, **uvicorn_options(settings))
     server = uvicorn.Server(config)
@@ -93,6 +102,27 @@ async def test_a_head_over_the_limit_is_answered_431(address: tuple[str, int]) -
     assert received.endswith(b"Request Header Fields Too Large\n")
 
 
+def head_of(size: int) -> bytes:
+    """A GET request whose head, as written, is `size` bytes."""
+    start = b"GET /read HTTP/1.1\r\nHost: listener\r\nX-Padding: "
+    return start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+
+
+async def test_a_head_at_the_limit_is_served_and_one_byte_more_is_not(
+    address: tuple[str, int],
+) -> None:
+    assert len(head_of(MAX_HEADER_BYTES)) == MAX_HEADER_BYTES
+    assert statuses(await exchange(address, head_of(MAX_HEADER_BYTES))) == [200]
+    assert statuses(await exchange(address, head_of(MAX_HEADER_BYTES + 1))) == [431]
+
+
+async def test_a_head_over_the_limit_after_a_served_request_is_answered_431(
+    address: tuple[str, int],
+) -> None:
+    received = await exchange(address, REQUEST, head_of(MAX_HEADER_BYTES + 1))
+    assert statuses(received) == [200, 431]
+
+
 async def test_a_head_over_the_limit_in_pieces_is_answered_431(address: tuple[str, int]) -> None:
     pieces = [b"GET /read HTTP/1.1\r\nHost: listener\r\n"] + [
         b"X-Pad: " + b"a" * 500 + b"\r\n"
@@ -127,6 +157,15 @@ async def test_pipelined_requests_are_each_served_then_the_rest_times_out(
     # from when the second is answered.
     received = await exchange(address, REQUEST + REQUEST + STALLED_BODY)
     assert statuses(received) == [200, 200, 408]
+
+
+async def test_a_pipelined_request_waiting_behind_a_slow_answer_gets_its_own_time(
+    address: tuple[str, int],
+) -> None:
+    # The stalled request's reading is paused while /slow takes longer than the read
+    # timeout: it times out only after /slow is answered, not before.
+    slow = b"GET /slow HTTP/1.1\r\nHost: listener\r\n\r\n"
+    assert statuses(await exchange(address, slow + STALLED_BODY)) == [200, 408]
 
 
 async def test_kept_alive_requests_each_get_their_own_deadline(address: tuple[str, int]) -> None:
