@@ -34,6 +34,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/delivery_costs.py
 	$(BIN)/python bench/receiver.py
 	$(BIN)/python bench/poller.py
 	$(BIN)/python bench/reliability.py

@@ -36,6 +36,11 @@ processes, each holding keep-alive connections and writing pre-rendered HTTP/1.1
 Latency: an open-loop sender at a fixed 1,000 deliveries/s, measuring from each request's
 scheduled send time to its 2xx (so a stall is not hidden by the sender waiting on it).
 
+Footprint: `listener serve` itself, from its own command with a SQLite store, one source
+and one handler: its start-up time (spawn to the first 200 from /readyz, median of
+FOOTPRINT_STARTS), and its resident memory (RSS) idle and after FOOTPRINT_DELIVERIES
+deliveries, once its dispatcher has run their handler calls.
+
 Targets: receiver throughput at least 0.5x the bare endpoint's and 3x the peer's; p99
 under 10 ms at 1,000/s. The script reports; it always exits 0.
 """
@@ -78,6 +83,8 @@ TARGET_P99_MS = 10.0
 # Servers measured for throughput, from the floor up; the targets compare the last with
 # the first and with the peer.
 KINDS = ("bare", "verify", "peer", "no-handlers", "receiver")
+FOOTPRINT_STARTS = 5
+FOOTPRINT_DELIVERIES = 100_000
 # Enough unique requests that wrk never wraps around at several times the expected rate.
 WRK_REQUESTS = 160_000
 
@@ -343,6 +350,32 @@ def client_worker(url: str, secret: str, prefix: str, seconds: float) -> tuple[i
     return asyncio.run(run())
 
 
+def client_count(url: str, secret: str, prefix: str, count: int) -> int:
+    """One load process: `count` unique signed deliveries over keep-alive connections;
+    returns how many were answered 2xx."""
+
+    async def run() -> int:
+        scheme = StandardWebhooks([secret])
+        numbers = iter(range(count))
+        ok = 0
+
+        async def loop() -> None:
+            nonlocal ok
+            connection = await RawConnection.open(url)
+            try:
+                for n in numbers:
+                    request = raw_request(*signed_request(scheme, prefix, n))
+                    if 200 <= await connection.send(request) < 300:
+                        ok += 1
+            finally:
+                connection.close()
+
+        await asyncio.gather(*(loop() for _ in range(CLIENT_CONCURRENCY)))
+        return ok
+
+    return asyncio.run(run())
+
+
 def client_throughput(url: str, secret: str) -> tuple[float, int]:
     processes = max(2, min(4, os.cpu_count() or 2))
     prefix = uuid.uuid4().hex[:8]
@@ -458,6 +491,141 @@ def accepted_count(url: str) -> dict[str, float]:
     return found
 
 
+# -- footprint -----------------------------------------------------------------------------
+
+HANDLER_PLUGIN = """
+from listener import Handlers, RunEvent
+
+handlers = Handlers()
+
+
+@handlers.on_any(name="bench.handler")
+async def handler(event: RunEvent) -> None:
+    pass
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """Resident memory now and at its peak (VmRSS, VmHWM), in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()[0] if value.split() else "0"
+    return int(fields.get("VmRSS", 0)), int(fields.get("VmHWM", 0))
+
+
+class ServeProcess:
+    """`listener serve` from its own command, on a config in `workdir`."""
+
+    def __init__(self, workdir: Path, secret: str, name: str) -> None:
+        plugin = workdir / "bench_handlers.py"
+        plugin.write_text(HANDLER_PLUGIN)
+        config = workdir / f"{name}.toml"
+        config.write_text(
+            "[listener]\n"
+            f'store = "sqlite:///{workdir / name}.db"\n'
+            f'plugins = ["{plugin}"]\n'
+            "[sources.std]\n"
+            'provider = "local"\n'
+            'scheme = "standard-webhooks"\n'
+            'secrets = ["env:BENCH_WEBHOOK_SECRET"]\n'
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BENCH_WEBHOOK_SECRET": secret}
+        command = [sys.executable, "-m", "listener", "--config", str(config), "serve"]
+        self.log = workdir / f"{name}.log"
+        self.started = time.perf_counter()
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "--port", str(self.port), "--log-level", "warning"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> float:
+        """Seconds from spawn to the first 200 from /readyz (polled every 10 ms, 30 s at most)."""
+        with httpx.Client(base_url=self.url, timeout=1.0) as client:
+            for _ in range(3000):
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        return time.perf_counter() - self.started
+                except httpx.TransportError:
+                    pass
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.01)
+        tail = self.log.read_text(errors="replace")[-500:]
+        raise RuntimeError(f"listener serve did not become ready: {tail}")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def wait_handled(url: str, count: int) -> float:
+    """Handler calls that ran, once `count` have or after 120 s at most."""
+    handled = 0.0
+    for _ in range(1200):
+        handled = accepted_count(url).get("handled", 0.0)
+        if handled >= count:
+            break
+        time.sleep(0.1)
+    return handled
+
+
+def footprint(workdir: Path, secret: str) -> dict[str, Any]:
+    starts = []
+    for n in range(FOOTPRINT_STARTS):
+        serve = ServeProcess(workdir, secret, f"start-{n}")
+        try:
+            starts.append(serve.wait_ready())
+        finally:
+            serve.stop()
+    serve = ServeProcess(workdir, secret, "footprint")
+    try:
+        serve.wait_ready()
+        warm_up(serve.url, secret)
+        time.sleep(1.0)
+        idle, _ = rss_kib(serve.process.pid)
+        processes = max(2, min(4, os.cpu_count() or 2))
+        share = FOOTPRINT_DELIVERIES // processes
+        prefix = uuid.uuid4().hex[:8]
+        started = time.monotonic()
+        with ProcessPoolExecutor(processes) as pool:
+            futures = [
+                pool.submit(client_count, serve.url, secret, f"fp{prefix}{n}", share)
+                for n in range(processes)
+            ]
+            accepted = sum(future.result() for future in futures)
+        sent_seconds = time.monotonic() - started
+        handled = wait_handled(serve.url, accepted + 300)
+        after, peak = rss_kib(serve.process.pid)
+    finally:
+        serve.stop()
+    return {
+        "start_median": statistics.median(starts),
+        "starts": starts,
+        "idle_kib": idle,
+        "after_kib": after,
+        "peak_kib": peak,
+        "deliveries": accepted,
+        "handled": handled,
+        "sent_seconds": sent_seconds,
+    }
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -523,6 +691,7 @@ def main(*, allow_wrk: bool = True) -> int:
                 duplicate=middle.get("duplicate", 0),
                 handled=middle.get("handled", 0),
             )
+        fp = footprint(workdir, secret)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -548,6 +717,13 @@ def main(*, allow_wrk: bool = True) -> int:
         f"receiver, median round: stored {receiver['accepted']:.0f} new deliveries and "
         f"{receiver['duplicate']:.0f} duplicates; its dispatcher ran {receiver['handled']:.0f}"
         " handler calls meanwhile"
+    )
+    starts = ", ".join(f"{start:.2f}" for start in fp["starts"])
+    print(
+        f"listener serve: start-up {fp['start_median']:.2f} s (spawn to ready; {starts});"
+        f" RSS idle {fp['idle_kib'] / 1024:.0f} MiB, after {fp['deliveries']:,} deliveries"
+        f" ({fp['sent_seconds']:.0f} s, {fp['handled']:.0f} handler calls run)"
+        f" {fp['after_kib'] / 1024:.0f} MiB, peak {fp['peak_kib'] / 1024:.0f} MiB"
     )
     print()
     ratio = receiver["rate"] / bare["rate"] if bare["rate"] else 0.0
