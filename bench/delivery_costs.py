@@ -7,9 +7,9 @@ store (header map, signature check, strict JSON decode, the source's parser), th
 SQLite store's batched record (the fast path the writer thread runs) statement by
 statement and its commit, on a file in a temporary directory with the store's own
 `synchronous=FULL` and WAL checkpoint size, in batches of BATCH new runs reaching a
-terminal status with one handler each. Shares are of the sum of the parts; what the server adds on top (HTTP, the
-hand-offs between the event loop and the writer thread, the dispatcher) is what
-`bench/receiver.py` measures. The script reports; it always exits 0.
+terminal status with one handler each. Shares are of the sum of the parts; what the
+server adds on top (HTTP, the hand-offs between the event loop and the writer thread,
+the dispatcher) is what `bench/receiver.py` measures. The script reports; it always exits 0.
 """
 
 from __future__ import annotations
