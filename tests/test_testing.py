@@ -296,7 +296,7 @@ async def test_the_api_needs_the_key(platform: FakePlatform) -> None:
         response = await http.get("/v1/applications/a/runs")
         assert response.status_code == 401
         response = await http.get("/v1/applications/a/runs", headers=auth(platform))
-        assert response.json() == []
+        assert response.json() == {"runs": []}
 
 
 async def test_new_run_requests_are_validated(platform: FakePlatform) -> None:

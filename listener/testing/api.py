@@ -13,7 +13,6 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -22,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from listener.sending import compact_json
-from listener.testing.payloads import iso
-from listener.testing.records import ApiFailure, FakeRun, RunPlan, WebhookEndpoint
+from listener.testing import documents
+from listener.testing.records import ApiFailure, FakeRun, RunPlan, TrackedResult, WebhookEndpoint
 
 if TYPE_CHECKING:
     from listener.testing.platform import FakePlatform
@@ -40,7 +39,8 @@ class PlatformApi:
         self.platform = platform
         self._status_in_flight: Counter[str] = Counter()
         self._upload_tokens: dict[str, str] = {}
-        self._downloads: dict[str, str] = {}
+        # Pre-signed download URLs: token -> (content, media type), fixed when issued.
+        self._downloads: dict[str, tuple[bytes, str]] = {}
         self.app = self._build_app()
 
     def _build_app(self) -> Starlette:
@@ -54,10 +54,14 @@ class PlatformApi:
             Route(app + "/runs", api("runs.create", self._create_run), methods=["POST"]),
             Route(app + "/runs", api("runs.list", self._list_runs), methods=["GET"]),
             Route(run + "/metadata", api("runs.metadata", self._metadata), methods=["GET"]),
-            Route(run + "/output", api("runs.output", self._output_url), methods=["GET"]),
+            Route(run + "/input", api("runs.input", self._input), methods=["GET"]),
+            Route(run + "/output", api("runs.output", self._output), methods=["GET"]),
             Route(run + "/cancel", api("runs.cancel", self._cancel), methods=["PATCH"]),
             Route(run + "/logs", api("runs.logs", self._logs), methods=["GET"]),
+            Route(run + "/logs/live", api("runs.logs.live", self._live_logs), methods=["GET"]),
             Route(run, api("runs.get", self._get_run), methods=["GET"]),
+            Route(run, api("runs.delete", self._delete_run), methods=["DELETE"]),
+            Route(app, api("applications.get", self._application), methods=["GET"]),
             Route("/v1/webhooks", api("webhooks.create", self._create_webhook), methods=["POST"]),
             Route("/v1/webhooks", api("webhooks.list", self._list_webhooks), methods=["GET"]),
             Route(
@@ -206,14 +210,52 @@ class PlatformApi:
             upload_id=body.get("upload_id"),
             input_size=size,
         )
-        self.platform._admit(run)
+        if "result" not in body:
+            self.platform._admit(run)
+            return JSONResponse({"run_id": run.id})
+        tracked = self._tracked_result(body["result"])
+        if isinstance(tracked, Response):
+            return tracked
+        self.platform._admit_tracked(run, tracked)
         return JSONResponse({"run_id": run.id})
+
+    def _tracked_result(self, result: Any) -> TrackedResult | Response:
+        """The ``result`` of an external run, its pieces read from their uploads."""
+        if not isinstance(result, dict):
+            return _error(400, "result is not an object")
+        status = result.get("status")
+        if status not in ("succeeded", "failed"):
+            return _error(400, "an external run's status is succeeded or failed")
+        pieces: dict[str, bytes] = {}
+        for key in ("output_upload_id", "error_upload_id"):
+            upload_id = result.get(key)
+            if upload_id is None:
+                continue
+            data = self.platform.uploads.get(str(upload_id))
+            if data is None:
+                return _error(400, f"unknown {key} (nothing was uploaded)")
+            pieces[key] = data
+        output: Any = None
+        if "output_upload_id" in pieces:
+            text = pieces["output_upload_id"].decode("utf-8", errors="replace")
+            try:
+                output = json.loads(text)
+            except ValueError:
+                output = text
+        duration = result.get("execution_duration")
+        return TrackedResult(
+            status=status,
+            output=output,
+            error=str(result.get("error_message") or ""),
+            logs=pieces.get("error_upload_id", b"").decode("utf-8", errors="replace"),
+            duration_ms=duration if isinstance(duration, int) else None,
+        )
 
     async def _list_runs(self, request: Request) -> Response:
         application = request.path_params["application_id"]
         runs = [r for r in reversed(self.platform.runs.values()) if r.application == application]
         if request.query_params.get("pagereturn") != "true":
-            return JSONResponse([self._info(r, with_output=False) for r in runs])
+            return JSONResponse({"runs": [documents.listed_run(r) for r in runs]})
         token = request.query_params.get("pagetoken")
         start = 0
         if token:
@@ -226,22 +268,49 @@ class PlatformApi:
             base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(runs) else None
         )
         # Only the page is described: a long listing must not cost every run's document.
-        items = [self._info(r, with_output=False) for r in runs[start:end]]
+        items = [documents.listed_run(r) for r in runs[start:end]]
         return JSONResponse({"runs": items, "next_page_token": next_token})
 
     async def _metadata(self, request: Request) -> Response:
         run = self._find_run(request)
         if run is None:
             return _error(404, "run not found")
-        return JSONResponse(self._info(run, with_output=False))
+        return JSONResponse(documents.run_information(run))
 
     async def _get_run(self, request: Request) -> Response:
         run = self._find_run(request)
         if run is None:
             return _error(404, "run not found")
-        return JSONResponse(self._info(run, with_output=True))
+        limit = self.platform.inline_output_limit
+        return JSONResponse(documents.run_result(run, inline_output_limit=limit))
 
-    async def _output_url(self, request: Request) -> Response:
+    async def _delete_run(self, request: Request) -> Response:
+        run = self._find_run(request)
+        if run is None:
+            return _error(404, "run not found")
+        self.platform._forget(run.id)
+        return Response(status_code=204)
+
+    async def _application(self, request: Request) -> Response:
+        application = request.path_params["application_id"]
+        created_at = self.platform.applications.get(application)
+        if created_at is None:
+            return _error(404, "application not found")
+        return JSONResponse(documents.application_document(application, created_at))
+
+    async def _input(self, request: Request) -> Response:
+        run = self._find_run(request)
+        if run is None:
+            return _error(404, "run not found")
+        if isinstance(run.input, str):
+            data, media_type = run.input.encode(), "text/plain; charset=utf-8"
+        else:
+            data, media_type = compact_json(run.input), "application/json"
+        if request.query_params.get("format") == "url":
+            return JSONResponse({"url": self._download_url(data, media_type)})
+        return Response(data, media_type=media_type)
+
+    async def _output(self, request: Request) -> Response:
         run = self._find_run(request)
         if run is None:
             return _error(404, "run not found")
@@ -249,17 +318,19 @@ class PlatformApi:
             return JSONResponse(run.output)
         if run.status != "succeeded":
             return _error(404, "the run has no output")
+        return JSONResponse({"url": self._download_url(compact_json(run.output))})
+
+    def _download_url(self, data: bytes, media_type: str = "application/json") -> str:
         token = uuid.UUID(int=self.platform.rng.getrandbits(128)).hex
-        self._downloads[token] = run.id
-        return JSONResponse({"url": f"{self.platform.base_url}/downloads/{token}"})
+        self._downloads[token] = (data, media_type)
+        return f"{self.platform.base_url}/downloads/{token}"
 
     async def _download(self, request: Request) -> Response:
-        run_id = self._downloads.get(request.path_params["token"])
-        if run_id is None:
+        found = self._downloads.get(request.path_params["token"])
+        if found is None:
             return _error(404, "no such object")
-        return Response(
-            compact_json(self.platform.runs[run_id].output), media_type="application/json"
-        )
+        data, media_type = found
+        return Response(data, media_type=media_type)
 
     async def _cancel(self, request: Request) -> Response:
         run = self._find_run(request)
@@ -274,6 +345,16 @@ class PlatformApi:
         if run is None:
             return _error(404, "run not found")
         return JSONResponse({"log": run.stderr})
+
+    async def _live_logs(self, request: Request) -> Response:
+        run = self._find_run(request)
+        if run is None:
+            return _error(404, "run not found")
+        try:
+            since = int(request.query_params.get("since") or 0)
+        except ValueError:
+            return _error(400, "bad since token")
+        return JSONResponse(documents.live_logs(run, since))
 
     async def _upload_url(self, request: Request) -> Response:
         upload_id = self.platform._next_id("upload")
@@ -330,41 +411,6 @@ class PlatformApi:
         if endpoint is None:
             return _error(404, "endpoint not found")
         return Response(status_code=204)
-
-    def _info(self, run: FakeRun, *, with_output: bool) -> dict[str, Any]:
-        output_size = len(compact_json(run.output)) if run.output is not None else 0
-        duration = 0
-        if run.started_at is not None:
-            end = run.finished_at or datetime.now(UTC)
-            duration = int((end - run.started_at).total_seconds() * 1000)
-        run_format = run.configuration.get("format")
-        if not isinstance(run_format, Mapping) or "output" not in run_format:
-            run_format = {"input": {"type": "json"}, "output": {"type": "json"}}
-        info: dict[str, Any] = {
-            "id": run.id,
-            "name": run.name,
-            "description": run.description,
-            "user_email": "someone@example.com",
-            "metadata": {
-                "application_id": run.application,
-                "application_instance_id": run.instance_id or "",
-                "application_version_id": "",
-                "created_at": iso(run.created_at),
-                "duration": duration,
-                "error": run.error,
-                "input_size": run.input_size,
-                "output_size": output_size,
-                "format": run_format,
-                "run_type": {"type": "standard"},
-                "status_v2": run.status,
-            },
-        }
-        if with_output:
-            if run.status == "succeeded" and output_size <= self.platform.inline_output_limit:
-                info["output"] = run.output
-            if run.status == "failed":
-                info["error_log"] = {"error": run.error, "stdout": run.stdout, "stderr": run.stderr}
-        return info
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -33,6 +33,7 @@ from listener.testing.records import (
     FakeRun,
     PlanSource,
     RunPlan,
+    TrackedResult,
     WebhookEndpoint,
 )
 
@@ -56,7 +57,11 @@ class FakePlatform:
     Runs: every new run follows ``plan`` (a :class:`RunPlan`, or a callable taking the
     :class:`FakeRun` and returning one): ``queued_for``, then ``running`` for ``runs_for``,
     then its final status. ``time_scale`` multiplies every platform time (run durations,
-    delivery delays, webhook retry backoff, reorder hold) so tests run fast.
+    delivery delays, webhook retry backoff, reorder hold) so tests run fast. A new run
+    carrying a ``result`` (an external run, as the SDK's ``track_run`` sends) ends at once
+    with the tracked status, output, error and logs. ``applications`` are the ids
+    ``GET /v1/applications/{id}`` knows from the start; a first run creates any other.
+    ``host`` and ``port`` (0: any free one) say where to serve.
 
     Webhooks: each status change (the final one; also ``running`` with
     ``notify_running=True``) is POSTed as ``{"type": "run.status", "data": {...}}`` to every
@@ -103,6 +108,9 @@ class FakePlatform:
         inline_output_limit: int = INLINE_OUTPUT_LIMIT,
         webhook_transport: httpx.AsyncBaseTransport | None = None,
         status_latency: float = 0.0,
+        applications: Iterable[str] = ("routing",),
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         scheme_from_name(webhook_scheme, [generate_hmac_secret()])  # fail early on a bad name
         self.api_key = api_key
@@ -137,6 +145,9 @@ class FakePlatform:
         self.status_calls: Counter[str] = Counter()
         self.status_overlaps: Counter[str] = Counter()
         self.injected: Counter[int] = Counter()
+        # Applications by id, with when each was created; a run's first submission to an
+        # application not declared here creates it.
+        self.applications: dict[str, datetime] = dict.fromkeys(applications, datetime.now(UTC))
         self.failures: list[ApiFailure] = []
         self._endpoints: dict[str, WebhookEndpoint] = {}
         self._lifecycles: dict[str, asyncio.Task[None]] = {}
@@ -145,7 +156,7 @@ class FakePlatform:
         self._senders: list[WebhookSender] = []
         self._counter = 0
         self._api = PlatformApi(self)
-        self._server = LoopbackServer(self._api.app)
+        self._server = LoopbackServer(self._api.app, host=host, port=port)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -268,8 +279,30 @@ class FakePlatform:
     def _admit(self, run: FakeRun) -> None:
         """Give a run just created through the API its plan, and start its lifecycle."""
         run.plan = self.plan(run) if callable(self.plan) else self.plan
-        self.runs[run.id] = run
+        self._keep(run)
         self._lifecycles[run.id] = self._spawn(self._lifecycle(run))
+
+    def _admit_tracked(self, run: FakeRun, result: TrackedResult) -> None:
+        """Keep an external run: it ran elsewhere, so it ends at once as it was tracked."""
+        run.plan = RunPlan(status=result.status, queued_for=None, runs_for=None)
+        run.external = True
+        run.output = result.output
+        run.stderr = result.logs
+        run.duration_ms = result.duration_ms
+        self._keep(run)
+        run.started_at = run.updated_at = datetime.now(UTC)
+        self._complete(run, result.status, output=result.output, error=result.error)
+
+    def _keep(self, run: FakeRun) -> None:
+        self.runs[run.id] = run
+        self.applications.setdefault(run.application, run.created_at)
+
+    def _forget(self, run_id: str) -> None:
+        """Delete a run: it stops where it is and is no longer served."""
+        task = self._lifecycles.pop(run_id, None)
+        if task is not None:
+            task.cancel()
+        del self.runs[run_id]
 
     def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -314,8 +347,11 @@ class FakePlatform:
                 run.output = output
             elif run.plan.output is not None:
                 run.output = run.plan.output
-            else:
+            elif not run.external:
                 run.output = {"echo": run.input}
+        elif status == "failed" and run.external:
+            # A tracked failure keeps what was reported, even an empty error.
+            run.error = error or ""
         elif status == "failed":
             run.error = error or run.plan.error
             run.stdout, run.stderr = run.plan.stdout, run.plan.stderr

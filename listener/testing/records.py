@@ -21,6 +21,7 @@ __all__ = [
     "FakeRun",
     "PlanSource",
     "RunPlan",
+    "TrackedResult",
     "WebhookEndpoint",
 ]
 
@@ -77,10 +78,24 @@ class FakeRun:
     error: str = ""
     stdout: str = ""
     stderr: str = ""
+    # A tracked run: one that ran elsewhere and was reported with its result.
+    external: bool = False
+    duration_ms: int | None = None
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedResult:
+    """What an external (tracked) run reported: it ran elsewhere and ended so."""
+
+    status: str
+    output: Any = None
+    error: str = ""
+    logs: str = ""
+    duration_ms: int | None = None
 
 
 @dataclass
