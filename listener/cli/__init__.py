@@ -16,7 +16,18 @@ A new command is written in its module and attached to `main` below.
 
 from __future__ import annotations
 
-from listener.cli import calls, control, demo, keys, prune, runs, send_test, serve, webhooks
+from listener.cli import (
+    calls,
+    control,
+    demo,
+    fake_platform,
+    keys,
+    prune,
+    runs,
+    send_test,
+    serve,
+    webhooks,
+)
 from listener.cli.root import main, version
 from listener.cli.serve import create_app
 from listener.errors import CommandError
@@ -38,6 +49,7 @@ for _command in (
     send_test.send_test,
     keys.keys,
     demo.demo,
+    fake_platform.fake_platform,
     version,
 ):
     main.add_command(_command)
