@@ -1,6 +1,11 @@
 """Poll-only mode: no public URL, no receiver, no webhooks; the poller finds every end.
 
-    NEXTMV_API_KEY=... python examples/poll_only.py [input.json ...]
+    NEXTMV_API_KEY=... python examples/poll_only.py [input.json ...] [--debug]
+
+Offline, serve the fake platform in another terminal and use what it prints:
+
+    listener fake-platform nextmv --json
+    NEXTMV_BASE_URL=http://127.0.0.1:PORT NEXTMV_API_KEY=fake-... python examples/poll_only.py
 
 Where nothing can reach this machine (a laptop, a batch job behind a firewall) the
 listener still gives one way to submit, wait and route runs to handlers: with no
@@ -29,6 +34,7 @@ from typing import Any
 
 from listener import Listener, PollSchedule, PollSettings, RunEvent, RunStatus
 from listener.providers.nextmv import DEFAULT_BASE_URL, NextmvProvider
+from listener.script import run_script
 
 EXAMPLE_INPUTS: list[Any] = [{"stops": n, "vehicles": 2} for n in (5, 10, 20)]
 
@@ -89,9 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Submit Nextmv runs and poll for their ends.")
     parser.add_argument("inputs", nargs="*", type=Path, help="JSON input files, one per run")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     inputs = [json.loads(path.read_text()) for path in args.inputs] or EXAMPLE_INPUTS
-    return asyncio.run(run_all(inputs, timeout=args.timeout))
+    # The platform is asked once first: offline, the script says so at once, in one line.
+    return run_script(
+        lambda: asyncio.run(run_all(inputs, timeout=args.timeout)),
+        platform_url=os.environ.get("NEXTMV_BASE_URL", DEFAULT_BASE_URL),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":

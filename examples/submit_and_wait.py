@@ -1,11 +1,16 @@
 """Submit one run to Nextmv and wait for it to end.
 
-    NEXTMV_API_KEY=... python examples/submit_and_wait.py [input.json] [--timeout 3600]
+    NEXTMV_API_KEY=... python examples/submit_and_wait.py [input.json] [--timeout 3600] [--debug]
 
 Run it next to a `listener serve` that receives the account's webhooks and shares its
 store (`LISTENER_STORE`): the script learns the end as soon as the service records the
 webhook. Should the webhook never come, the script's own poller asks the platform after
 `LISTENER_POLLER_GRACE` seconds of silence, so the wait ends either way.
+
+Offline, in three terminals: `listener serve` with a `[sources.nextmv]` whose secret is
+the one `listener fake-platform nextmv --json --webhook http://127.0.0.1:8000/hooks/nextmv`
+prints, then this script with `NEXTMV_BASE_URL` and `NEXTMV_API_KEY` from that line.
+Without a network or a fake platform, it stops at once with one line saying so.
 
 Environment:
 
@@ -31,6 +36,7 @@ from typing import Any
 from listener import DispatchSettings, Listener, PollSettings, RunStatus
 from listener.client import WaitTimeout
 from listener.providers.nextmv import DEFAULT_BASE_URL, NextmvProvider
+from listener.script import run_script
 
 EXAMPLE_INPUT: dict[str, Any] = {
     "vehicles": [{"id": "van-1", "capacity": 10}],
@@ -72,9 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Submit one Nextmv run and wait for its end.")
     parser.add_argument("input", nargs="?", type=Path, help="a JSON input file")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     run_input = json.loads(args.input.read_text()) if args.input else EXAMPLE_INPUT
-    return asyncio.run(submit_and_wait(run_input, timeout=args.timeout))
+    # The platform is asked once first: offline, the script says so at once, in one line.
+    return run_script(
+        lambda: asyncio.run(submit_and_wait(run_input, timeout=args.timeout)),
+        platform_url=os.environ.get("NEXTMV_BASE_URL", DEFAULT_BASE_URL),
+        debug=args.debug,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -116,10 +116,13 @@ async def test_the_handlers_example_saves_outputs_and_reports_failures(
 # -- submit_and_wait.py ------------------------------------------------------------------
 
 
-async def run_script(path: Path, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+async def run_script(
+    path: Path, env: dict[str, str], cwd: Path, args: Sequence[str] = ()
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(path),
+        *args,
         cwd=cwd,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
@@ -393,3 +396,50 @@ def test_the_reverse_proxy_guide_covers_what_deliveries_need() -> None:
     ]
     assert timeouts
     assert all(limit < 15 for limit in timeouts)
+
+
+# -- offline: against `listener fake-platform nextmv`, and with nothing to reach -----------
+
+SCRIPTS = ["submit_and_wait.py", "poll_only.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+async def test_an_example_without_a_platform_says_so_in_one_line(
+    script: str, tmp_path: Path
+) -> None:
+    env = {"NEXTMV_API_KEY": "k", "NEXTMV_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+    code, stdout, stderr = await run_script(EXAMPLES / script, env, tmp_path)
+    assert (code, stdout) == (1, "")
+    [line] = stderr.splitlines()
+    assert line.startswith("error: the platform cannot be reached: nothing answers at")
+    assert "listener fake-platform nextmv" in line
+    code, _, stderr = await run_script(EXAMPLES / script, env, tmp_path, ["--debug"])
+    assert code == 1
+    assert "Traceback" in stderr
+
+
+async def test_poll_only_runs_against_the_fake_platform_command(tmp_path: Path) -> None:
+    """Two terminals: `listener fake-platform nextmv --json`, then the example."""
+    serving = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "listener",
+        "fake-platform",
+        "nextmv",
+        "--json",
+        "--runs-for",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert serving.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            found = json.loads(await serving.stdout.readline())
+        env = {"NEXTMV_BASE_URL": found["base_url"], "NEXTMV_API_KEY": found["api_key"]}
+        code, stdout, stderr = await run_script(EXAMPLES / "poll_only.py", env, tmp_path)
+    finally:
+        serving.terminate()
+        assert await serving.wait() == 0
+    assert code == 0, stderr
+    ends = re.findall(r"^run \S+ (\w+) \(learned by (\w+)\)$", stdout, re.MULTILINE)
+    assert ends == [("succeeded", "poll")] * 3

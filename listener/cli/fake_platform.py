@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import secrets
 import signal
@@ -97,6 +98,8 @@ def nextmv(
     as_json: bool,
 ) -> None:
     """Serve the fake Nextmv API (runs, uploads, webhooks) until Ctrl-C or SIGTERM."""
+    # A bind failure is reported once, as this command's own error line.
+    logging.getLogger("uvicorn.error").addHandler(logging.NullHandler())
     platform = FakePlatform(
         api_key=api_key or f"fake-{secrets.token_urlsafe(18)}",
         plan=_Outcomes(runs_for, fail, random.Random(seed)),
