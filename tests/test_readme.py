@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -15,7 +17,6 @@ from helpers import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text()
-PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.DOTALL)
 
 
 def block_after(marker: str, language: str) -> str:
@@ -24,6 +25,16 @@ def block_after(marker: str, language: str) -> str:
     found = re.search(rf"```{language}\n(.*?)```", TEXT[start:], flags=re.DOTALL)
     assert found is not None, f"no {language} block after {marker!r}"
     return found.group(1)
+
+
+# The SDK snippet needs the fake platform the README starts first; it runs on its own below.
+SDK_MARKER = "Point the official SDK at it"
+SDK_BLOCK = block_after(SDK_MARKER, "python")
+PYTHON_BLOCKS = [
+    block
+    for block in re.findall(r"```python\n(.*?)```", TEXT, flags=re.DOTALL)
+    if block != SDK_BLOCK
+]
 
 
 def test_readme_has_python_examples() -> None:
@@ -141,3 +152,25 @@ def test_configuration_reference_loads(tmp_path: Path) -> None:
     assert listener.retention == 30 * 86400
     assert sorted(listener.sources) == ["nextmv"]
     assert sorted(listener.providers) == ["nextmv"]
+
+
+def test_the_sdk_snippet_runs_against_the_fake_platform_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [command] = [
+        line for line in block_after("## The fake platform", "sh").splitlines() if line[:1] != "#"
+    ]
+    args = shlex.split(command.replace("8765", str(free_port())))
+    assert args[:3] == ["listener", "fake-platform", "nextmv"]
+    binary = str(Path(sys.executable).parent / "listener")
+    with subprocess.Popen([binary, *args[1:]], stdout=subprocess.PIPE, text=True) as serving:
+        try:
+            assert serving.stdout is not None
+            found = json.loads(serving.stdout.readline())
+            monkeypatch.setenv("NEXTMV_BASE_URL", found["base_url"])
+            monkeypatch.setenv("NEXTMV_API_KEY", found["api_key"])
+            exec(compile(SDK_BLOCK, str(README), "exec"), {"__name__": "readme_sdk"})  # noqa: S102
+        finally:
+            serving.terminate()
+        assert serving.wait(timeout=60) == 0
+    assert capsys.readouterr().out == "succeeded {'echo': {'stops': 3}}\n"
