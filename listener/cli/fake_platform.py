@@ -12,11 +12,11 @@ import json
 import logging
 import random
 import secrets
-import signal
 from dataclasses import dataclass
 
 import click
 
+from listener.cli.stopping import stop_requested
 from listener.errors import CommandError
 from listener.testing import FakePlatform, FakeRun, RunPlan
 
@@ -117,24 +117,18 @@ def nextmv(
 async def _serve(
     platform: FakePlatform, address: str, webhook_url: str | None, as_json: bool
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in stop_signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_requested() as stop:
         try:
-            await platform.start()
-        except (OSError, SystemExit):
-            # uvicorn exits when the address cannot be bound.
-            raise CommandError(f"error: cannot serve on {address}") from None
-        secret = platform.register_webhook(webhook_url) if webhook_url else None
-        _announce(platform, secret, as_json)
-        await stop.wait()
-    finally:
-        await platform.stop()
-        for sig in stop_signals:
-            loop.remove_signal_handler(sig)
+            try:
+                await platform.start()
+            except (OSError, SystemExit):
+                # uvicorn exits when the address cannot be bound.
+                raise CommandError(f"error: cannot serve on {address}") from None
+            secret = platform.register_webhook(webhook_url) if webhook_url else None
+            _announce(platform, secret, as_json)
+            await stop.wait()
+        finally:
+            await platform.stop()
 
 
 def _announce(platform: FakePlatform, secret: str | None, as_json: bool) -> None:

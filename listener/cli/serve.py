@@ -18,6 +18,7 @@ import click
 from listener import access_log
 from listener.cli.access import running
 from listener.cli.root import State, pass_state
+from listener.cli.stopping import stop_requested
 from listener.config import (
     CONFIG_ENV,
     LOG_LEVELS,
@@ -173,12 +174,7 @@ def serve(
 
 
 async def _poll_until_stopped(config: Config) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in stop_signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_requested() as stop:
         async with running(config, dispatch=True, poll=True, retention=True) as listener:
             if not listener.providers:
                 click.echo("warning: no providers configured; nothing can be polled", err=True)
@@ -186,9 +182,6 @@ async def _poll_until_stopped(config: Config) -> None:
             click.echo(f"polling (providers: {names}); stop with Ctrl-C or SIGTERM", err=True)
             await stop.wait()
             click.echo("stopping", err=True)
-    finally:
-        for sig in stop_signals:
-            loop.remove_signal_handler(sig)
 
 
 @click.command()
