@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import httpx
 
-from listener.errors import ListenerError
+from listener.errors import ListenerError, ProviderError
 from listener.redaction import redact_url
 
-__all__ = ["OFFLINE_HINT", "PlatformUnreachable", "require_reachable", "run_script"]
+__all__ = ["OFFLINE_HINT", "require_reachable", "run_script"]
 
 OFFLINE_HINT = (
     "this needs the network; to try it offline, start `listener fake-platform nextmv --json` "
@@ -24,21 +24,13 @@ OFFLINE_HINT = (
 )
 
 
-class PlatformUnreachable(ListenerError):
-    """Nothing answered at the platform's base URL."""
-
-    summary = "the platform cannot be reached"
-
-
 def require_reachable(base_url: str, *, timeout: float = 5.0, hint: str = OFFLINE_HINT) -> None:
-    """Raise `PlatformUnreachable` unless something answers HTTP at `base_url`."""
+    """Raise `ProviderError` unless something answers HTTP at `base_url`."""
     try:
         httpx.get(base_url, timeout=timeout)
     except httpx.TransportError as exc:
         where = redact_url(base_url)
-        raise PlatformUnreachable(
-            f"nothing answers at {where} ({type(exc).__name__}); {hint}"
-        ) from None
+        raise ProviderError(f"nothing answers at {where} ({type(exc).__name__}); {hint}") from None
 
 
 def run_script(

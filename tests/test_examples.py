@@ -411,7 +411,7 @@ async def test_an_example_without_a_platform_says_so_in_one_line(
     code, stdout, stderr = await run_script(EXAMPLES / script, env, tmp_path)
     assert (code, stdout) == (1, "")
     [line] = stderr.splitlines()
-    assert line.startswith("error: the platform cannot be reached: nothing answers at")
+    assert line.startswith("error: the platform call failed: nothing answers at")
     assert "listener fake-platform nextmv" in line
     code, _, stderr = await run_script(EXAMPLES / script, env, tmp_path, ["--debug"])
     assert code == 1
