@@ -3,8 +3,12 @@
 psycopg 3. `record` and `record_unroutable` go through one group writer: a thread with a
 connection of its own that takes the writes queued meanwhile (up to `MAX_BATCH`), applies
 them in one transaction, commits once and only then wakes the callers (a write that fails
-is rolled back alone: the batch is run again with a savepoint per write). Everything else
-runs in its own short transaction on an async connection pool. Claims pick rows with
+is rolled back alone: the batch is run again with a savepoint per write). The records of
+a batch run in step: each round sends the next statement of every record in one pipeline
+(one round trip for them all), so a batch costs as many round trips as the longest record
+plan has statements rather than several per record; records of one run, or of one
+delivery, go in later rounds, in their order. Everything else runs in its own short
+transaction on an async connection pool. Claims pick rows with
 `FOR UPDATE SKIP LOCKED`, so replicas never get the same call or run. The schema is
 created in the connection's current schema (the first in `search_path`), under an
 advisory lock so that concurrent openers migrate once.
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -24,12 +29,14 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from listener.events import RunEvent
 from listener.redaction import redact_url, scrub, url_secrets
 from listener.store import _common as c
 from listener.store import _plans as plans
 from listener.store._group_commit import MAX_BATCH, GroupWriter, Job, Outcome
 from listener.store._planned import PlannedStore
 from listener.store.base import (
+    RecordResult,
     StoreUnavailable,
 )
 
@@ -185,6 +192,31 @@ def _execute_sync(conn: SyncConn) -> Callable[[str, list[Any]], list[c.Row]]:
     return run
 
 
+def _execute_pipelined(conn: SyncConn) -> Callable[[list[plans.Stmt]], list[list[c.Row]]]:
+    """Several statements in one round trip (psycopg's pipeline mode), each one's rows."""
+
+    def run_all(stmts: list[plans.Stmt]) -> list[list[c.Row]]:
+        cursors = []
+        with conn.pipeline():
+            for sql, params in stmts:
+                cur = conn.cursor()
+                cur.execute(_pg_sql(sql), params)
+                cursors.append(cur)
+        return [list(cur.fetchall()) if cur.description is not None else [] for cur in cursors]
+
+    return run_all
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordJob:
+    """A queued `record`: its plan, and the run and delivery it touches (records of other
+    runs and deliveries do not touch each other's rows, so a batch runs them in step)."""
+
+    run_id: str
+    delivery_id: str
+    make: Callable[[], plans.Plan[RecordResult]]
+
+
 class PostgresStore(PlannedStore):
     """The `Store` on PostgreSQL. See the module docstring. Every operation is one plan
     (see `PlannedStore`): reads and most writes in a transaction of their own on the pool,
@@ -230,6 +262,8 @@ class PostgresStore(PlannedStore):
         )
         self._writer_pool: ConnectionPool[SyncConn] | None = None
         self._closing = False
+        # Statistics: batches run again with a savepoint per write after one failed.
+        self.isolated_batches = 0
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -258,7 +292,7 @@ class PostgresStore(PlannedStore):
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from exc
 
-    async def _submit(self, make: Callable[[], plans.Plan[T]]) -> T:
+    async def _submit(self, make: Callable[[], plans.Plan[T]], args: Any = None) -> T:
         """A plan for the group writer, committed with whatever else is queued."""
         if not self.group_commit:
             return await self._run(make)
@@ -267,7 +301,15 @@ class PostgresStore(PlannedStore):
         def job(conn: SyncConn) -> T:
             return plans.drive(make(), _execute_sync(conn))
 
-        return await self._writer.submit(job)
+        return await self._writer.submit(job, args)
+
+    async def record(self, event: RunEvent, handlers: Sequence[str] = ()) -> RecordResult:
+        names = tuple(handlers)
+
+        def make() -> plans.Plan[RecordResult]:
+            return plans.record_plan(self.dialect, event, names, self.default_grace_seconds)
+
+        return await self._submit(make, _RecordJob(event.run_id, event.delivery_id, make))
 
     _read_plan = _run
     _write_plan = _run
@@ -300,6 +342,7 @@ class PostgresStore(PlannedStore):
                 if len(batch) == 1:
                     return [(False, failed.error)]
                 isolate = True
+                self.isolated_batches += 1
             except psycopg.errors.TransactionRollback as exc:
                 tries += 1
                 if tries >= _BATCH_TRIES:
@@ -313,15 +356,9 @@ class PostgresStore(PlannedStore):
             raise StoreUnavailable("the store is not open")
         outcomes: list[Outcome] = []
         with pool.connection() as conn, conn.transaction():
+            if not isolate:
+                return self._apply_in_step(conn, batch)
             for job in batch:
-                if not isolate:
-                    try:
-                        outcomes.append((True, job.fn(conn)))
-                    except psycopg.OperationalError:
-                        raise  # the connection or transaction is gone: the whole batch fails
-                    except Exception as exc:
-                        raise _JobFailed(exc) from exc  # rolls the transaction back
-                    continue
                 try:
                     with conn.transaction():  # a savepoint
                         value = job.fn(conn)
@@ -332,6 +369,37 @@ class PostgresStore(PlannedStore):
                 else:
                     outcomes.append((True, value))
         return outcomes
+
+    @staticmethod
+    def _apply_in_step(conn: SyncConn, batch: list[Job]) -> list[Outcome]:
+        """The batch without savepoints, inside the caller's transaction; the first
+        failure rolls it all back (`_JobFailed`). Its records run at the place of the
+        first of them, in waves that each run in step: a few round trips for the wave
+        instead of several per record (a record of a run, or a delivery, already in the
+        wave waits for the next one)."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        records = [i for i, job in enumerate(batch) if isinstance(job.args, _RecordJob)]
+        first = records[0] if len(records) > 1 else None
+        try:
+            for index, job in enumerate(batch):
+                if outcomes[index] is not None:
+                    continue
+                if index != first:
+                    outcomes[index] = (True, job.fn(conn))
+                    continue
+                jobs: list[_RecordJob] = [batch[i].args for i in records]
+                keys = [(f"run:{job.run_id}", f"delivery:{job.delivery_id}") for job in jobs]
+                for wave in plans.in_step_waves(keys):
+                    values = plans.drive_together(
+                        [jobs[i].make() for i in wave], _execute_pipelined(conn)
+                    )
+                    for i, value in zip(wave, values, strict=True):
+                        outcomes[records[i]] = (True, value)
+        except psycopg.OperationalError:
+            raise  # the connection or transaction is gone: the whole batch fails
+        except Exception as exc:
+            raise _JobFailed(exc) from exc  # rolls the transaction back
+        return cast(list[Outcome], outcomes)
 
     async def _migrate(self, conn: Conn) -> None:
         async with conn.transaction():

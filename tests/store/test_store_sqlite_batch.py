@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from store_workloads import mixed_events
 
 from listener.events import RunEvent, RunStatus
 from listener.store import NewRun
@@ -46,35 +47,10 @@ _SNAPSHOT = {
 }
 
 
-def _mixed_events(rng: random.Random, count: int) -> list[tuple[RunEvent, tuple[str, ...]]]:
-    """Deliveries as they come: several per run in any order, repeats of a delivery (also
-    within one batch), runs known beforehand, text that JSON must escape."""
-    statuses = list(RunStatus)
-    picked: list[tuple[RunEvent, tuple[str, ...]]] = []
-    for i in range(count):
-        if picked and rng.random() < 0.15:
-            picked.append(rng.choice(picked))  # the same delivery again
-            continue
-        run = f"run-{rng.randrange(12)}"
-        handlers = rng.choice([(), ("h",), ("h", "g"), ("g", "h", "g")])
-        payload = {"n": i, "text": rng.choice(["plain", 'é\n"quoted"', "\u2603", ""])}
-        event = RunEvent(
-            f"d{i}",
-            rng.choice(["nextmv", "local"]),
-            "routing",
-            run,
-            rng.choice(statuses),
-            occurred_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.random()),
-            payload=payload,
-        )
-        picked.append((event, handlers))
-    return picked
-
-
 @pytest.mark.parametrize("seed", range(6))
 async def test_records_applied_together_match_records_one_by_one(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    deliveries = _mixed_events(rng, 120)
+    deliveries = mixed_events(rng, 120)
     paths = {name: tmp_path / f"{name}.db" for name in ("together", "alone")}
     stores = {name: SQLiteStore(f"sqlite:///{path}") for name, path in paths.items()}
     results: dict[str, list[object]] = {}

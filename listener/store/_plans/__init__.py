@@ -29,6 +29,8 @@ from listener.store._plans.core import (
     Query,
     Stmt,
     drive,
+    drive_together,
+    in_step_waves,
 )
 from listener.store._plans.events import (
     get_event_plan,
@@ -70,10 +72,12 @@ __all__ = [
     "complete_call_plan",
     "counts_plan",
     "drive",
+    "drive_together",
     "fail_call_plan",
     "get_call_plan",
     "get_event_plan",
     "get_run_plan",
+    "in_step_waves",
     "list_calls_plan",
     "list_events_plan",
     "list_runs_plan",

@@ -156,6 +156,49 @@ _RUN_DUE = (
 )
 
 
+def in_step_waves(keys: Sequence[tuple[str, ...]]) -> list[list[int]]:
+    """The indexes of `keys` in waves that may each run in step: an item goes in the wave
+    after the last one holding any of its keys, so items sharing a key keep their order
+    and never share a wave."""
+    waves: list[list[int]] = []
+    last: dict[str, int] = {}
+    for index, item_keys in enumerate(keys):
+        wave = max((last.get(key, -1) for key in item_keys), default=-1) + 1
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(index)
+        for key in item_keys:
+            last[key] = wave
+    return waves
+
+
+def drive_together(
+    plans: Sequence[Plan[Any]], run_all: Callable[[list[Stmt]], list[list[Row]]]
+) -> list[Any]:
+    """Run several plans to their ends in step: each round, the next statement of every
+    plan still going goes to `run_all` together (one round trip for them all where the
+    backend can pipeline), and each plan gets its own rows back. Returns each plan's
+    value, in order. The plans must not depend on each other's writes: inside one
+    transaction they see them at once, in an order no single plan expects."""
+    values: list[Any] = [None] * len(plans)
+    going: list[tuple[int, Plan[Any], Stmt]] = []
+    for index, plan in enumerate(plans):
+        try:
+            going.append((index, plan, next(plan)))
+        except StopIteration as done:
+            values[index] = done.value
+    while going:
+        answers = run_all([stmt for _, _, stmt in going])
+        still: list[tuple[int, Plan[Any], Stmt]] = []
+        for (index, plan, _), rows in zip(going, answers, strict=True):
+            try:
+                still.append((index, plan, plan.send(rows)))
+            except StopIteration as done:
+                values[index] = done.value
+        going = still
+    return values
+
+
 def drive(plan: Plan[T], run: Callable[[str, list[Any]], list[Row]]) -> T:
     """Run a plan to its end with `run` executing each statement (synchronous backends)."""
     try:
