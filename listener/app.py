@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from listener.client import CallbackPlan, RunClient, RunHandle
 from listener.dispatch import Dispatcher, DispatchSettings
 from listener.events import RunEvent, RunStatus
+from listener.following import ChangeFollower
 from listener.metrics import Metrics
 from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
@@ -40,7 +41,14 @@ from listener.registry import (
 )
 from listener.retention import DEFAULT_INTERVAL, Pruner, check_age, cutoff, prune_store
 from listener.sources import Source, callback_url
-from listener.store import DEFAULT_STORE_URL, PruneCounts, RecordResult, Store, open_store
+from listener.store import (
+    DEFAULT_STORE_URL,
+    Change,
+    PruneCounts,
+    RecordResult,
+    Store,
+    open_store,
+)
 
 __all__ = ["Listener"]
 
@@ -324,6 +332,9 @@ class Listener:
                 self._poller = await _start(
                     parts, Poller(store, self.providers, self.record, self.poll, owner=self.owner)
                 )
+            # Other replicas' commits, where the store announces them: claims and waits
+            # at once rather than at the next sweep or read.
+            await _start(parts, ChangeFollower(store, self._on_change))
             if self.retention is not None:
                 self._pruner = await _start(
                     parts, Pruner(store, self.retention, interval=self.retention_interval)
@@ -404,6 +415,12 @@ class Listener:
         if result.call_ids and self._dispatcher is not None:
             self._dispatcher.wake()
         self.client.notify(event, result)
+
+    def _on_change(self, change: Change) -> None:
+        if change.calls and self._dispatcher is not None:
+            self._dispatcher.wake()
+        for run_id in change.ended:
+            self.client.notify_ended(run_id)
 
     def _prepare(self, event: RunEvent) -> RunEvent:
         provider = self.providers.get(event.provider)

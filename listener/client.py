@@ -2,8 +2,9 @@
 
 `RunClient` is what `Listener.submit`, `wait`, `run`, `cancel` and `track` delegate to.
 Waiting is resolved the moment a terminal transition is recorded: at once for events
-recorded in this process, and within `poll_interval` for those recorded by another
-process sharing the store.
+recorded in this process or announced by the store (PostgreSQL tells a started
+`Listener` of other replicas' commits), and within `poll_interval` for those recorded by
+another process otherwise.
 """
 
 from __future__ import annotations
@@ -102,8 +103,13 @@ class RunClient:
     def notify(self, event: RunEvent, result: RecordResult) -> None:
         """Told of every event recorded in this process; wakes waiters on a final status."""
         if result.status.is_terminal:
-            for waiter in self._waiters.pop(event.run_id, ()):
-                waiter.set()
+            self.notify_ended(event.run_id)
+
+    def notify_ended(self, run_id: str) -> None:
+        """Told that `run_id` ended (here, or in another process sharing the store): its
+        waiters read it again at once."""
+        for waiter in self._waiters.pop(run_id, ()):
+            waiter.set()
 
     # -- submit, wait, run ---------------------------------------------------------------
 

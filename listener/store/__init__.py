@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from listener.store.base import (
     CallState,
+    Change,
     HandlerCall,
     NewRun,
     Page,
@@ -21,6 +22,7 @@ from listener.store.base import (
 __all__ = [
     "DEFAULT_STORE_URL",
     "CallState",
+    "Change",
     "HandlerCall",
     "NewRun",
     "Page",

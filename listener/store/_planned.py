@@ -16,6 +16,7 @@ from listener.events import Origin, RunEvent, RunStatus
 from listener.store import _plans as plans
 from listener.store.base import (
     CallState,
+    Change,
     HandlerCall,
     NewRun,
     Page,
@@ -45,6 +46,9 @@ class PlannedStore:
 
     async def _delivery_plan(self, make: Callable[[], plans.Plan[T]]) -> T:
         raise NotImplementedError
+
+    async def follow_changes(self, on_change: Callable[[Change], None]) -> None:
+        """No feed of other processes' commits: readers find them by sweeps and reads."""
 
     async def ping(self) -> None:
         await self._read_plan(plans.ping_plan)

@@ -7,7 +7,7 @@ timezone-aware UTC datetimes at this boundary, whatever a backend keeps on disk.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -17,6 +17,7 @@ from listener.events import Origin, RunEvent, RunStatus, Transition
 
 __all__ = [
     "CallState",
+    "Change",
     "HandlerCall",
     "NewRun",
     "Page",
@@ -162,6 +163,15 @@ class PruneCounts:
     more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What another process committed to a shared store: whether it enqueued handler
+    calls, and the runs it ended."""
+
+    calls: bool
+    ended: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable runs, events, transitions and handler calls.
@@ -180,6 +190,11 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers a trivial query."""
+
+    async def follow_changes(self, on_change: Callable[[Change], None]) -> None:
+        """Report what other processes commit (`Change`) to `on_change`, until cancelled;
+        a store with no such feed returns at once, and its readers find those commits by
+        their own sweeps and reads."""
 
     async def schema_version(self) -> int: ...
 

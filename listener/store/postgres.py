@@ -32,10 +32,12 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from listener.events import RunEvent
 from listener.redaction import redact_url, scrub, url_secrets
 from listener.store import _common as c
+from listener.store import _pg_changes as changes
 from listener.store import _plans as plans
 from listener.store._group_commit import MAX_BATCH, GroupWriter, Job, Outcome
 from listener.store._planned import PlannedStore
 from listener.store.base import (
+    Change,
     RecordResult,
     StoreUnavailable,
 )
@@ -207,6 +209,9 @@ def _execute_pipelined(conn: SyncConn) -> Callable[[list[plans.Stmt]], list[list
     return run_all
 
 
+_NOTIFY = "SELECT pg_notify(%s, %s)"
+
+
 @dataclass(frozen=True, slots=True)
 class _RecordJob:
     """A queued `record`: its plan, and the run and delivery it touches (records of other
@@ -264,6 +269,8 @@ class PostgresStore(PlannedStore):
         self._closing = False
         # Statistics: batches run again with a savepoint per write after one failed.
         self.isolated_batches = 0
+        # The channel of this store's schema (set on open), for `follow_changes`.
+        self._channel = changes.channel_for("")
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -283,19 +290,23 @@ class PostgresStore(PlannedStore):
             raise StoreUnavailable("the store is not open")
         return self._pool
 
-    async def _run(self, make: Callable[[], plans.Plan[T]]) -> T:
-        """One plan in its own transaction on a pooled connection."""
+    async def _run(self, make: Callable[[], plans.Plan[T]], *, notify: bool = False) -> T:
+        """One plan in its own transaction on a pooled connection; with `notify`, what it
+        did is announced to the other replicas in the same transaction."""
         pool = self._ready_pool()
         try:
             async with pool.connection() as conn, conn.transaction():
-                return await _drive(conn, make())
+                value = await _drive(conn, make())
+                for payload in changes.notices_for([value]) if notify else ():
+                    await conn.execute(_NOTIFY, [self._channel, payload])
+                return value
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from exc
 
     async def _submit(self, make: Callable[[], plans.Plan[T]], args: Any = None) -> T:
         """A plan for the group writer, committed with whatever else is queued."""
         if not self.group_commit:
-            return await self._run(make)
+            return await self._run(make, notify=True)
         self._ready_pool()
 
         def job(conn: SyncConn) -> T:
@@ -310,6 +321,14 @@ class PostgresStore(PlannedStore):
             return plans.record_plan(self.dialect, event, names, self.default_grace_seconds)
 
         return await self._submit(make, _RecordJob(event.run_id, event.delivery_id, make))
+
+    async def follow_changes(self, on_change: Callable[[Change], None]) -> None:
+        """Other replicas' new handler calls and ended runs, as their commits announce
+        them on this schema's channel (see `listener.store._pg_changes`), until cancelled."""
+        self._ready_pool()
+        await changes.follow(
+            self._conninfo, self._channel, on_change, connect_timeout=self.open_timeout
+        )
 
     _read_plan = _run
     _write_plan = _run
@@ -357,17 +376,28 @@ class PostgresStore(PlannedStore):
         outcomes: list[Outcome] = []
         with pool.connection() as conn, conn.transaction():
             if not isolate:
-                return self._apply_in_step(conn, batch)
-            for job in batch:
-                try:
-                    with conn.transaction():  # a savepoint
-                        value = job.fn(conn)
-                except psycopg.OperationalError:
-                    raise
-                except Exception as exc:
-                    outcomes.append((False, exc))
-                else:
-                    outcomes.append((True, value))
+                outcomes = self._apply_in_step(conn, batch)
+            else:
+                outcomes = self._apply_isolated(conn, batch)
+            # Delivered to the other replicas only if the batch commits.
+            for payload in changes.notices_for(value for ok, value in outcomes if ok):
+                conn.execute(_NOTIFY, [self._channel, payload])
+        return outcomes
+
+    @staticmethod
+    def _apply_isolated(conn: SyncConn, batch: list[Job]) -> list[Outcome]:
+        """The batch with a savepoint per write: a failing write is rolled back alone."""
+        outcomes: list[Outcome] = []
+        for job in batch:
+            try:
+                with conn.transaction():  # a savepoint
+                    value = job.fn(conn)
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:
+                outcomes.append((False, exc))
+            else:
+                outcomes.append((True, value))
         return outcomes
 
     @staticmethod
@@ -442,6 +472,9 @@ class PostgresStore(PlannedStore):
             await pool.open(wait=True, timeout=self.open_timeout)
             async with pool.connection() as conn:
                 await self._migrate(conn)
+                cur = await conn.execute("SELECT current_schema() AS schema")
+                row = await cur.fetchone()
+                self._channel = changes.channel_for(str(row["schema"]) if row else "")
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, psycopg.OperationalError):
