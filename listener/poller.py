@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,11 +20,12 @@ from datetime import UTC, datetime, timedelta
 
 from listener import backoff
 from listener._checks import at_least, flag, positive, whole
+from listener.budget import SharedRateLimiter
 from listener.events import RunEvent, next_status
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
 
-__all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller", "RateLimiter"]
+__all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller"]
 
 logger = logging.getLogger("listener.poller")
 
@@ -77,7 +77,8 @@ class PollSettings:
     `grace` seconds; a run still unfinished `deadline` seconds after submission (None: no
     deadline) becomes `expired`. The poller looks for due runs every `interval` seconds,
     claims at most `batch_size` at a time for `lease` seconds each, and makes at most
-    `rate_limit` status calls a second per provider.
+    `rate_limit` status calls a second per provider, counted across every process on
+    the store (`listener.budget`).
     """
 
     enabled: bool = True
@@ -103,40 +104,6 @@ class PollSettings:
         positive("rate_limit", self.rate_limit)
         whole("batch_size", self.batch_size)
         positive("lease", self.lease)
-
-
-class RateLimiter:
-    """A token bucket: at most `rate` calls a second on average, bursts up to `burst`."""
-
-    def __init__(
-        self, rate: float, *, burst: int = 1, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        if burst < 1:
-            raise ValueError("burst must be at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    def wait_time(self) -> float:
-        """Seconds until a token is free; takes it when that is zero."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            # Sleeping for the computed gap is the point of a token bucket.
-            while (wait := self.wait_time()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
 
 
 @dataclass(slots=True)
@@ -207,7 +174,7 @@ class Poller:
         default_window = min(self.schedule.cap / 4, self.lease_seconds / 4)
         self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
-        self._limiters: dict[str, RateLimiter] = {}
+        self._limiters: dict[str, SharedRateLimiter] = {}
         # Runs a listing showed finished, so each is looked up in the store only once.
         self._seen_final: dict[str, None] = {}
         self._paused_until: dict[str, datetime] = {}
@@ -498,9 +465,16 @@ class Poller:
             run.provider, run.application, run.run_id, deadline=run.deadline, occurred_at=now
         )
 
-    def _limiter(self, provider_name: str) -> RateLimiter:
+    def _limiter(self, provider_name: str) -> SharedRateLimiter:
         limiter = self._limiters.get(provider_name)
         if limiter is None:
-            limiter = RateLimiter(self.rate_limit, burst=max(1, int(self.rate_limit)))
+            # One budget per provider for every process on the store, so replicas
+            # together keep to the provider's rate.
+            limiter = SharedRateLimiter(
+                self.store,
+                f"poll:{provider_name}",
+                self.rate_limit,
+                burst=max(1, int(self.rate_limit)),
+            )
             self._limiters[provider_name] = limiter
         return limiter

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from listener import poller as poller_module
+from listener.budget import SharedRateLimiter
 from listener.events import Origin, RunEvent, RunStatus
-from listener.poller import Poller, PollSchedule, PollSettings, RateLimiter
+from listener.poller import Poller, PollSchedule, PollSettings
 from listener.providers.base import Provider, Submission
 from listener.providers.nextmv import NextmvProvider
 from listener.store import NewRun, Store, open_store
@@ -285,13 +286,19 @@ async def test_runs_the_listing_misses_are_asked_one_by_one(
     assert [platform.status_calls[r] for r in old] == [1, 1]
 
 
-class CountingLimiter(RateLimiter):
-    """The real token bucket, counting the tokens taken; `on_acquire` runs after each."""
+class CountingLimiter(SharedRateLimiter):
+    """The real shared budget, counting the tokens taken; `on_acquire` runs after each."""
 
     def __init__(
-        self, rate: float, *, burst: int, on_acquire: Callable[[int], None] | None
+        self,
+        store: Store,
+        name: str,
+        rate: float,
+        *,
+        burst: int,
+        on_acquire: Callable[[int], None] | None,
     ) -> None:
-        super().__init__(rate, burst=burst)
+        super().__init__(store, name, rate, burst=burst)
         self.acquired = 0
         self.on_acquire = on_acquire
 
@@ -303,14 +310,14 @@ class CountingLimiter(RateLimiter):
 
 
 class Limiters:
-    """Stands in for `RateLimiter` where the poller builds one per provider."""
+    """Stands in for `SharedRateLimiter` where the poller builds one per provider."""
 
     def __init__(self) -> None:
         self.built: list[CountingLimiter] = []
         self.on_acquire: Callable[[int], None] | None = None
 
-    def __call__(self, rate: float, *, burst: int = 1) -> CountingLimiter:
-        limiter = CountingLimiter(rate, burst=burst, on_acquire=self.on_acquire)
+    def __call__(self, store: Store, name: str, rate: float, *, burst: int = 1) -> CountingLimiter:
+        limiter = CountingLimiter(store, name, rate, burst=burst, on_acquire=self.on_acquire)
         self.built.append(limiter)
         return limiter
 
@@ -318,7 +325,7 @@ class Limiters:
 @pytest.fixture
 def limiters(monkeypatch: pytest.MonkeyPatch) -> Limiters:
     limiters = Limiters()
-    monkeypatch.setattr(poller_module, "RateLimiter", limiters)
+    monkeypatch.setattr(poller_module, "SharedRateLimiter", limiters)
     return limiters
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from listener.poller import PollSchedule, RateLimiter
+from listener.poller import PollSchedule
 
 
 def test_schedule_grows_exponentially_to_the_cap() -> None:
@@ -57,41 +57,3 @@ def test_schedule_rejects_nonsense(kwargs: dict[str, float]) -> None:
 def test_schedule_attempts_count_from_one() -> None:
     with pytest.raises(ValueError, match="from 1"):
         PollSchedule().ceiling(0)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_rate_limiter_allows_a_burst_then_spaces_calls() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(4.0, burst=2, clock=clock)
-    assert limiter.wait_time() == 0.0
-    assert limiter.wait_time() == 0.0
-    # The bucket is empty: the next token comes after 1 / rate seconds.
-    assert limiter.wait_time() == pytest.approx(0.25)
-    clock.now += 0.25
-    assert limiter.wait_time() == 0.0
-    # A long quiet spell refills the bucket only up to the burst.
-    clock.now += 100
-    assert [limiter.wait_time() for _ in range(3)] == [0.0, 0.0, pytest.approx(0.25)]
-
-
-async def test_rate_limiter_acquire_waits_for_a_token() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(1000.0, burst=1, clock=clock)
-    await limiter.acquire()
-    # With a frozen clock no token would ever come; advancing it lets acquire return.
-    clock.now += 0.001
-    await limiter.acquire()
-    assert limiter.wait_time() > 0
-
-
-@pytest.mark.parametrize(("rate", "burst"), [(0.0, 1), (-1.0, 1), (1.0, 0)])
-def test_rate_limiter_rejects_nonsense(rate: float, burst: int) -> None:
-    with pytest.raises(ValueError, match="must"):
-        RateLimiter(rate, burst=burst)

@@ -47,6 +47,11 @@ class PlannedStore:
     async def _delivery_plan(self, make: Callable[[], plans.Plan[T]]) -> T:
         raise NotImplementedError
 
+    async def take_budget(self, name: str, *, rate: float, burst: int, want: int) -> int:
+        return await self._write_plan(
+            lambda: plans.take_budget_plan(self.dialect, name, rate=rate, burst=burst, want=want)
+        )
+
     async def follow_changes(self, on_change: Callable[[Change], None]) -> None:
         """No feed of other processes' commits: readers find them by sweeps and reads."""
 

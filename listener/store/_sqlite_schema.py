@@ -82,4 +82,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Status calls made for a run over its life (poll_attempts restarts with each news).
     ("ALTER TABLE runs ADD COLUMN status_calls INTEGER NOT NULL DEFAULT 0",),
+    # Request budgets shared by every process on the store (`listener.budget`).
+    (
+        """CREATE TABLE rate_budgets (
+            name TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+    ),
 )

@@ -191,6 +191,12 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers a trivial query."""
 
+    async def take_budget(self, name: str, *, rate: float, burst: int, want: int) -> int:
+        """Up to `want` tokens of the request budget `name`, shared by every process on
+        this store: a bucket of `rate` tokens a second holding at most `burst`. Returns
+        how many were granted, 0 when it is empty."""
+        ...
+
     async def follow_changes(self, on_change: Callable[[Change], None]) -> None:
         """Report what other processes commit (`Change`) to `on_change`, until cancelled;
         a store with no such feed returns at once, and its readers find those commits by

@@ -125,6 +125,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Status calls made for a run over its life (poll_attempts restarts with each news).
     ("ALTER TABLE runs ADD COLUMN status_calls integer NOT NULL DEFAULT 0",),
+    # Request budgets shared by every replica (`listener.budget`).
+    (
+        """CREATE TABLE rate_budgets (
+            name text PRIMARY KEY,
+            tokens double precision NOT NULL,
+            updated_at timestamptz NOT NULL
+        )""",
+    ),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

@@ -6,6 +6,8 @@ Modes:
            after its `record` returned; the test kills it at a random moment.
   claim    after a "go" line on stdin, claim due handler calls and then overdue runs until
            none are left, and print what it got as JSON.
+  budget   python _store_worker.py budget URL RATE BURST SECONDS: take tokens of one
+           shared budget as fast as it grants them for SECONDS, and print how many.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 
+from listener.budget import SharedRateLimiter
 from listener.events import RunEvent, RunStatus
 from listener.store import Store, open_store
 
@@ -56,7 +60,17 @@ async def claim_all(store: Store, owner: str) -> None:
     print(json.dumps({"calls": calls, "runs": runs}), flush=True)
 
 
-async def main(mode: str, url: str) -> None:
+async def take_budget_for(store: Store, rate: float, burst: int, seconds: float) -> None:
+    limiter = SharedRateLimiter(store, "poll:shared", rate, burst=burst)
+    taken = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await limiter.acquire()
+        taken += 1
+    print(json.dumps({"taken": taken}), flush=True)
+
+
+async def main(mode: str, url: str, *args: str) -> None:
     store = await open_store(url)
     try:
         if mode == "open":
@@ -64,6 +78,9 @@ async def main(mode: str, url: str) -> None:
         elif mode == "record":
             print("ready", flush=True)
             await record_forever(store)
+        elif mode == "budget":
+            rate, burst, seconds = float(args[0]), int(args[1]), float(args[2])
+            await take_budget_for(store, rate, burst, seconds)
         elif mode == "claim":
             print("ready", flush=True)
             await claim_all(store, f"worker-{os.getpid()}")
@@ -74,4 +91,4 @@ async def main(mode: str, url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], *sys.argv[3:]))

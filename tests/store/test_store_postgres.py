@@ -39,6 +39,7 @@ async def test_tables_land_in_the_schema_named_by_the_url(
         "transitions",
         "handler_calls",
         "unroutable",
+        "rate_budgets",
     }
 
 

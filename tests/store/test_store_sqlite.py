@@ -210,12 +210,13 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
     conn = sqlite3.connect(path)
     with conn:  # back to what version 1 wrote
         conn.execute("ALTER TABLE runs DROP COLUMN status_calls")
-        conn.execute("DELETE FROM schema_version WHERE version = 2")
+        conn.execute("DROP TABLE rate_budgets")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
     conn.close()
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == 3
         run = await store.get_run("old")
         assert run is not None
         assert run.status_calls == 0

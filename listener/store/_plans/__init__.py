@@ -48,6 +48,7 @@ from listener.store._plans.maintenance import (
     release_run_plan,
     reschedule_poll_plan,
     schema_version_plan,
+    take_budget_plan,
 )
 from listener.store._plans.runs import (
     get_run_plan,
@@ -92,4 +93,5 @@ __all__ = [
     "replay_call_plan",
     "reschedule_poll_plan",
     "schema_version_plan",
+    "take_budget_plan",
 ]

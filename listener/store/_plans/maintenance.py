@@ -7,6 +7,7 @@ from collections.abc import Generator, Sequence
 from datetime import datetime
 from typing import Any
 
+from listener.budget import take_from_bucket
 from listener.store._common import (
     Row,
     after,
@@ -82,6 +83,37 @@ def reschedule_poll_plan(
         [d.t(next_poll_at), int(attempts), d.t(utcnow()), run_id, owner],
     )
     return bool(rows)
+
+
+def take_budget_plan(
+    d: Dialect, name: str, *, rate: float, burst: int, want: int, now: datetime | None = None
+) -> Plan[int]:
+    """Up to `want` tokens of the shared budget `name` (a bucket of `rate` a second, at
+    most `burst` saved), created full on first use; the row is locked while it is read
+    and written back, so replicas taking at once each get their own tokens."""
+    at = as_utc(now) if now is not None else utcnow()
+    yield (
+        "INSERT INTO rate_budgets (name, tokens, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO NOTHING",
+        [name, float(burst), d.t(at)],
+    )
+    rows = yield (
+        f"SELECT tokens, updated_at FROM rate_budgets WHERE name = ?{d.for_update}",
+        [name],
+    )
+    updated = d.time_value(rows[0]["updated_at"])
+    granted, left = take_from_bucket(
+        float(rows[0]["tokens"]),
+        (at - updated).total_seconds(),
+        rate=rate,
+        burst=burst,
+        want=want,
+    )
+    yield (
+        "UPDATE rate_budgets SET tokens = ?, updated_at = ? WHERE name = ?",
+        [left, d.t(max(at, updated)), name],
+    )
+    return granted
 
 
 def release_run_plan(d: Dialect, run_id: str, owner: str) -> Plan[bool]:
