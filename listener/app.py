@@ -262,9 +262,15 @@ class Listener:
         return await self.client.cancel(run_id)
 
     async def track(
-        self, provider: str, application: str, run_id: str, status: RunStatus | str, **details: Any
+        self,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus | str | None = None,
+        **details: Any,
     ) -> RecordResult:
-        """Record a run that happened elsewhere and route it to handlers."""
+        """Record a run that happened elsewhere and route it to handlers; with no `status`,
+        its provider is asked (see `RunClient.track`)."""
         return await self.client.track(provider, application, run_id, status, **details)
 
     def run_sync(

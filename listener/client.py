@@ -243,7 +243,7 @@ class RunClient:
         provider: str,
         application: str,
         run_id: str,
-        status: RunStatus | str,
+        status: RunStatus | str | None = None,
         *,
         output: Any = None,
         error: str | None = None,
@@ -251,7 +251,17 @@ class RunClient:
         occurred_at: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> RecordResult:
-        """Record a run that happened elsewhere and route it to handlers (origin `track`)."""
+        """Record a run that happened elsewhere and route it to handlers (origin `track`).
+
+        With no `status`, the configured `provider` is asked for the run's state (and, for
+        a finished run, its error): a run still going is recorded as it is and watched
+        like a submitted one, so its handlers hear of its end.
+        """
+        if status is None:
+            state = await self.provider(provider).status(application, run_id)
+            status, application = state.status, application or state.application
+            if error is None and isinstance(state.raw.get("error"), str):
+                error = state.raw["error"]
         status = RunStatus(status)
         payload: dict[str, Any] = {"status": status.value}
         if output is not None:

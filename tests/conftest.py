@@ -130,3 +130,40 @@ import sys  # noqa: E402
 for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+
+# ======================================================================================
+# Metaflow: real flows, offline, with the local metadata and datastore in a temporary
+# directory. Metaflow reads its configuration once, when first imported, so the directory
+# is the session's and the variables are set before any test imports it; the flows the
+# tests start inherit them.
+# ======================================================================================
+
+METAFLOW_FLOWS = Path(__file__).resolve().parent / "flows"
+
+
+@pytest.fixture(scope="session")
+def metaflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("metaflow")
+    settings = {
+        "METAFLOW_HOME": str(root / "home"),
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(root / "datastore"),
+        "USERNAME": "listener-tests",
+    }
+    config = sys.modules.get("metaflow.metaflow_config")
+    if config is not None and getattr(config, "DATASTORE_SYSROOT_LOCAL", None) != str(
+        root / "datastore"
+    ):
+        pytest.fail("metaflow was imported before its test configuration was set")
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield root
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

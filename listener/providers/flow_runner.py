@@ -1,7 +1,7 @@
 """The status words a flow runner (a Metaflow-style `Runner`) reports for its runs.
 
-No provider kind reads flows yet; the vocabulary lives here, beside the providers, so the
-flow provider that does can declare it as its kind's status words.
+The `metaflow` provider kind declares it as its status words; it lives here, beside the
+providers, for any other flow runner with the same vocabulary.
 """
 
 from __future__ import annotations

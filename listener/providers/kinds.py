@@ -44,6 +44,7 @@ ENTRY_POINT_GROUP: Final = "listener.providers"
 _BUILT_IN: Final = (
     "listener.providers.http",
     "listener.providers.local",
+    "listener.providers.metaflow",
     "listener.providers.nextmv",
     "listener.providers.workflow",
 )
