@@ -141,11 +141,25 @@ async def _submit(
             return EXIT_OK
         click.echo(f"submitted run {handle.run_id}; waiting for it to finish", err=True)
         event = await _wait_with_progress(listener, handle.run_id, timeout)
+        result = await _result(listener, event) if as_json else None
     if as_json:
-        print_json(event.to_dict())
+        print_json({**event.to_dict(), "result": result})
     else:
         click.echo(f"run {event.run_id} {event.status.value} (learned by {event.origin.value})")
     return EXIT_OK if event.status is RunStatus.SUCCEEDED else EXIT_FAILED
+
+
+async def _result(listener: Listener, event: RunEvent) -> dict[str, Any] | None:
+    """The finished run's output and error as its provider tells them; None (with a note)
+    when the provider cannot say."""
+    from listener.errors import ProviderError
+
+    try:
+        result = await listener.providers[event.provider].result(event.application, event.run_id)
+    except ProviderError as exc:
+        click.echo(f"warning: the run's result could not be read: {exc}", err=True)
+        return None
+    return {"output": result.output, "error": result.error}
 
 
 @click.command()
@@ -222,11 +236,13 @@ async def _track(
     provider: str,
     application: str,
     run_id: str,
-    status: str,
+    status: str | None,
     details: Mapping[str, Any],
     as_json: bool,
 ) -> None:
     async with running(config) as listener:
+        if status is None:
+            require_provider(listener, config, provider)
         result = await listener.track(provider, application, run_id, status, **details)
     if as_json:
         print_json(
@@ -245,11 +261,26 @@ async def _track(
         click.echo(f"recorded run {run_id} {result.status.value}; {calls} handler call(s) queued")
 
 
+def _track_arguments(words: Sequence[str]) -> tuple[str, str, str | None]:
+    """(application, run id, status) from `[APPLICATION] RUN_ID [STATUS]`: one word is a
+    run id, two an application and a run id (both asked of the provider), three all."""
+    if len(words) == 1:
+        return "", words[0], None
+    if len(words) == 2:
+        return words[0], words[1], None
+    if len(words) == 3:
+        status = words[2].lower()
+        if status not in STATUS_WORDS:
+            raise click.BadParameter(
+                f"{words[2]!r} is not one of {', '.join(STATUS_WORDS)}", param_hint="STATUS"
+            )
+        return words[0], words[1], status
+    raise click.UsageError("expected [APPLICATION] RUN_ID [STATUS]")
+
+
 @click.command()
 @click.argument("provider")
-@click.argument("application")
-@click.argument("run_id")
-@click.argument("status", type=click.Choice(STATUS_WORDS, case_sensitive=False))
+@click.argument("words", nargs=-1, required=True, metavar="[APPLICATION] RUN_ID [STATUS]")
 @click.option(
     "--output-file",
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
@@ -262,18 +293,19 @@ async def _track(
 def track(
     state: State,
     provider: str,
-    application: str,
-    run_id: str,
-    status: str,
+    words: tuple[str, ...],
     output_file: str | None,
     error_text: str | None,
     duration: float | None,
     as_json: bool,
 ) -> None:
-    """Record a run that happened elsewhere; its handlers are called as for any run."""
+    """Record a run that happened elsewhere; its handlers are called as for any run.
+
+    With STATUS the run is recorded as told; without it the configured PROVIDER is asked
+    (`listener track metaflow HelloFlow/1796410078633618`), and a run still going is
+    watched until its end."""
+    application, run_id, status = _track_arguments(words)
     details: dict[str, Any] = {"error": error_text, "duration": duration}
     if output_file is not None:
         details["output"] = _read_data(output_file)
-    run_async(
-        _track(state.config(), provider, application, run_id, status.lower(), details, as_json)
-    )
+    run_async(_track(state.config(), provider, application, run_id, status, details, as_json))

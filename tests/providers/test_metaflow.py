@@ -244,3 +244,21 @@ async def test_a_failed_run_resumes_as_a_new_run(tmp_path: Path) -> None:
         stored = await setup.listener.store.get_run(second.run_id)
         assert stored is not None
         assert stored.metadata == {"resumed_from": first.run_id}
+
+
+def test_the_kind_is_configured_like_any_other() -> None:
+    from listener.providers import parser_for, provider_from_config
+    from listener.providers.kinds import provider_kind
+
+    provider = provider_from_config("metaflow", {"webhook_secret": "whsec_c2VjcmV0", "cwd": "/srv"})
+    assert isinstance(provider, MetaflowProvider)
+    assert "c2VjcmV0" not in repr(provider)
+    kind = provider_kind("metaflow")
+    assert kind.status("successful") is RunStatus.SUCCEEDED
+    assert kind.status("timeout") is RunStatus.FAILED
+    with pytest.raises(ValueError, match="termination_timeout"):
+        provider_from_config("metaflow", {"termination_timeout": 0})
+    event = parser_for("metaflow")(
+        {"type": "run.status", "data": {"run_id": "F/1", "status": "failed"}}, delivery_id="d"
+    )
+    assert (event.provider, event.status) == ("metaflow", RunStatus.FAILED)
