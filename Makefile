@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/poller.py
 	$(BIN)/python bench/reliability.py
+	$(BIN)/python bench/flow_end.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache
