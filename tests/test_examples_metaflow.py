@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port
-from test_readme import block_after
+from test_readme import block_after, run_bash
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "metaflow"
@@ -42,14 +42,7 @@ def test_the_metaflow_example_learns_the_end_by_the_exit_hook(tmp_path: Path) ->
     script = f". {Path(sys.executable).parent / 'activate'}\n{script[len(activate) :]}"
     env = {name: value for name, value in os.environ.items() if not name.startswith("LISTENER_")}
     try:
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_bash(script, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr
         event = json.loads(done.stdout)
         assert (event["status"], event["origin"]) == ("succeeded", "webhook")

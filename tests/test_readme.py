@@ -37,6 +37,18 @@ PYTHON_BLOCKS = [
 ]
 
 
+def run_bash(script: str, *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A README's shell steps, run strictly (any failing command fails the script)."""
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_readme_has_python_examples() -> None:
     assert len(PYTHON_BLOCKS) >= 3
 
@@ -72,14 +84,7 @@ def test_tutorial_end_to_end(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.pop("LISTENER_CONFIG", None)
     try:
-        sent = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        sent = run_bash(script, cwd=tmp_path, env=env)
         assert sent.returncode == 0, sent.stderr
         assert "HTTP 202 Accepted" in sent.stdout
         log = tmp_path / "serve.log"
