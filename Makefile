@@ -16,6 +16,10 @@ $(BIN)/python:
 # Reinstall when the declared dependencies change.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	# The official Noxus client, which the tests drive against the fake engine. Its declared
+	# requirements pin ruff 0.6.3, which would replace the project's linter; what it
+	# imports is in the dev extra, so it comes without them.
+	$(BIN)/python -m pip install --quiet --no-deps 'noxus-sdk==0.6.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

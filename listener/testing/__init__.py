@@ -20,10 +20,15 @@ reorder deliveries and to fail API calls, all driven by one seeded ``random.Rand
 
 :func:`signed_delivery` and :func:`nextmv_run_status_payload` build single deliveries for
 receiver tests without a platform. :class:`LoopbackServer` serves any ASGI app the same way.
+:class:`FakeNoxusEngine` does for the Noxus workflow engine what :class:`FakePlatform` does
+for Nextmv, speaking the official `noxus-sdk` client's API (see
+:mod:`listener.testing.noxus_engine`).
 """
 
 from listener.sending import signed_delivery
 from listener.testing.loopback import LoopbackServer
+from listener.testing.noxus_engine import FakeNoxusEngine
+from listener.testing.noxus_runs import NoxusPlan, NoxusRun
 from listener.testing.payloads import nextmv_run_status_payload
 from listener.testing.platform import FakePlatform
 from listener.testing.records import ApiFailure, DeliveryRecord, DeliveryStats, FakeRun, RunPlan
@@ -32,9 +37,12 @@ __all__ = [
     "ApiFailure",
     "DeliveryRecord",
     "DeliveryStats",
+    "FakeNoxusEngine",
     "FakePlatform",
     "FakeRun",
     "LoopbackServer",
+    "NoxusPlan",
+    "NoxusRun",
     "RunPlan",
     "nextmv_run_status_payload",
     "signed_delivery",
