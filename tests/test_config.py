@@ -560,7 +560,7 @@ def test_a_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.M
         ),
         (
             '[providers.acme]\napi_key = "k"',
-            "providers.acme.kind: expected one of http, local, metaflow, nextmv, workflow, "
+            "providers.acme.kind: expected one of http, local, metaflow, nextmv, noxus, workflow, "
             'got "acme"',
         ),
         ("[providers.nextmv]\nbase_url = 'http://x'", "providers.nextmv.api_key: missing"),

@@ -46,6 +46,7 @@ _BUILT_IN: Final = (
     "listener.providers.local",
     "listener.providers.metaflow",
     "listener.providers.nextmv",
+    "listener.providers.noxus",
     "listener.providers.workflow",
 )
 # Constructor parameters a file cannot express (objects) or that the table's name sets.

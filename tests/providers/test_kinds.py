@@ -111,7 +111,7 @@ def test_status_from_platform() -> None:
 
 def test_built_in_kinds_are_declared_by_their_modules() -> None:
     kinds = provider_kinds()
-    assert {"http", "local", "nextmv", "workflow"} <= set(kinds)
+    assert {"http", "local", "nextmv", "noxus", "workflow"} <= set(kinds)
     assert kinds["nextmv"].factory is NextmvProvider
     assert kinds["http"].factory is HttpProvider
     assert kinds["http"].parse_event is None  # each configured API reads its own bodies
