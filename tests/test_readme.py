@@ -179,3 +179,17 @@ def test_the_sdk_snippet_runs_against_the_fake_platform_command(
             serving.terminate()
         assert serving.wait(timeout=60) == 0
     assert capsys.readouterr().out == "succeeded {'echo': {'stops': 3}}\n"
+
+
+def test_noxus_configuration_loads(tmp_path: Path) -> None:
+    from listener.config import build_listener, load_config
+    from listener.providers.noxus import NoxusProvider
+
+    path = tmp_path / "listener.toml"
+    path.write_text(block_after("## Noxus workflows", "toml"))
+    env = {"LISTENER_CALLBACK_SECRET": "a-callback-secret", "NOXUS_API_KEY": "a-noxus-key"}
+    listener = build_listener(load_config(path, env=env))
+    source = listener.sources["noxus"]
+    assert (source.provider, source.uses_token) == ("noxus", True)
+    assert isinstance(listener.providers["noxus"], NoxusProvider)
+    assert "a-noxus-key" not in repr(listener.providers["noxus"])
