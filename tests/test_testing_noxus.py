@@ -67,6 +67,14 @@ async def client(engine: FakeNoxusEngine) -> AsyncIterator[Client]:
     sdk.close()
 
 
+async def running(engine: FakeNoxusEngine, client: Client, callback_url: str | None = None) -> Run:
+    """A run started through the client and moved on to `running`."""
+    workflow = await client.workflows.aget(engine.workflow_id)
+    run = await workflow.arun({"doc": "a"}, callback_url=callback_url)
+    engine.start_run(run.id)
+    return run
+
+
 async def test_the_client_connects_and_reads_a_workflow(
     engine: FakeNoxusEngine, client: Client
 ) -> None:
@@ -118,9 +126,7 @@ async def test_run_and_wait_by_stream_then_the_callback(
 async def test_arun_and_a_wait_by_stream_for_a_failure(
     engine: FakeNoxusEngine, client: Client, callbacks: Callbacks
 ) -> None:
-    workflow = await client.workflows.aget(engine.workflow_id)
-    run = await workflow.arun({"doc": "b"}, callback_url=callbacks.url("b"))
-    engine.start_run(run.id)
+    run = await running(engine, client, callbacks.url("b"))
     waiting = asyncio.ensure_future(run.a_wait(interval=0))
     await wait_for(lambda: engine.stream_connections[run.id] == 1, "the client's stream")
     engine.finish(run.id, "failed", error="OCR crashed")
@@ -137,15 +143,14 @@ async def test_arun_and_a_wait_by_stream_for_a_failure(
 async def test_stop_ends_the_run_and_its_stream(
     engine: FakeNoxusEngine, client: Client, callbacks: Callbacks
 ) -> None:
-    workflow = await client.workflows.aget(engine.workflow_id)
-    run = await workflow.arun({"doc": "c"}, callback_url=callbacks.url("c"))
-    engine.start_run(run.id)
+    run = await running(engine, client, callbacks.url("c"))
     stopped = await run.astop()
     assert stopped.status == "stopped"
     assert (await run.astop()).status == "stopped"  # stopping twice changes nothing
     # The stream of a stopped run ends after its last event, so waiting returns.
     assert await run.a_wait(interval=0) is run
     assert run.status == "stopped"
+    workflow = await client.workflows.aget(engine.workflow_id)
     sync_run = await asyncio.to_thread(workflow.run, {"doc": "d"})
     assert (await asyncio.to_thread(sync_run.stop)).status == "stopped"
     await engine.drain()
@@ -172,9 +177,7 @@ async def test_waiting_falls_back_to_polling_without_streams(
 
 
 async def test_refresh_sees_each_status(engine: FakeNoxusEngine, client: Client) -> None:
-    workflow = await client.workflows.aget(engine.workflow_id)
-    run = await workflow.arun({"doc": "f"})
-    engine.start_run(run.id)
+    run = await running(engine, client)
     assert (await run.arefresh()).status == "running"
     engine.await_feedback(run.id)
     assert (await asyncio.to_thread(run.refresh)).status == "awaiting_human_feedback"
@@ -188,9 +191,7 @@ async def test_refresh_sees_each_status(engine: FakeNoxusEngine, client: Client)
 
 async def test_a_stream_resumes_after_an_event_id(engine: FakeNoxusEngine, client: Client) -> None:
     engine.stream_event_limit = 1  # each connection drops after one event
-    workflow = await client.workflows.aget(engine.workflow_id)
-    run = await workflow.arun({"doc": "g"})
-    engine.start_run(run.id)
+    run = await running(engine, client)
     engine.finish(run.id)
     seen = []
     etag = None
