@@ -41,6 +41,10 @@ and one handler: its start-up time (spawn to the first 200 from /readyz, median 
 FOOTPRINT_STARTS), and its resident memory (RSS) idle and after FOOTPRINT_DELIVERIES
 deliveries, once its dispatcher has run their handler calls.
 
+Workers: `listener serve --workers N` on PostgreSQL (a fresh schema each time, the same
+source and handler), N = 1, 2 and 4 in WORKER_ROUNDS alternating rounds, with the same
+load; left out when PostgreSQL is unreachable.
+
 Targets: receiver throughput at least 0.5x the bare endpoint's and 3x the peer's; p99
 under 10 ms at 1,000/s. The script reports; it always exits 0.
 """
@@ -61,6 +65,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -523,13 +528,22 @@ def rss_kib(pid: int) -> tuple[int, int]:
 class ServeProcess:
     """`listener serve` from its own command, on a config in `workdir`."""
 
-    def __init__(self, workdir: Path, secret: str, name: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        secret: str,
+        name: str,
+        *,
+        store_url: str | None = None,
+        workers: int = 1,
+    ) -> None:
         plugin = workdir / "bench_handlers.py"
         plugin.write_text(HANDLER_PLUGIN)
         config = workdir / f"{name}.toml"
+        store = store_url or f"sqlite:///{workdir / name}.db"
         config.write_text(
             "[listener]\n"
-            f'store = "sqlite:///{workdir / name}.db"\n'
+            f"store = {json.dumps(store)}\n"
             f'plugins = ["{plugin}"]\n'
             "[sources.std]\n"
             'provider = "local"\n'
@@ -544,7 +558,11 @@ class ServeProcess:
         self.started = time.perf_counter()
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port), "--log-level", "warning"],
+                [
+                    *command,
+                    *("--port", str(self.port), "--log-level", "warning"),
+                    *("--workers", str(workers)),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -626,6 +644,51 @@ def footprint(workdir: Path, secret: str) -> dict[str, Any]:
     }
 
 
+# -- workers on PostgreSQL ----------------------------------------------------------------
+
+WORKER_COUNTS = (1, 2, 4)
+WORKER_ROUNDS = 2
+
+
+def workers_phase(
+    workdir: Path, secret: str, load: Callable[[str], tuple[float, int]]
+) -> dict[int, list[float]] | str:
+    """Deliveries a second through `listener serve --workers N` on PostgreSQL (a fresh
+    schema each time), N from WORKER_COUNTS in alternating rounds; or why not measured."""
+    import psycopg
+    from store import DEFAULT_POSTGRES_URL, with_search_path
+
+    base = os.environ.get("LISTENER_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    try:
+        with psycopg.connect(base, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"PostgreSQL unreachable ({type(exc).__name__})"
+    rates: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
+    for round_number in range(WORKER_ROUNDS):
+        for workers in WORKER_COUNTS:
+            schema = f"bench_{uuid.uuid4().hex}"
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{schema}"')
+            serve = ServeProcess(
+                workdir,
+                secret,
+                f"workers-{workers}-{round_number}",
+                store_url=with_search_path(base, schema),
+                workers=workers,
+            )
+            try:
+                serve.wait_ready()
+                warm_up(serve.url, secret)
+                rate, _ = load(serve.url)
+                rates[workers].append(rate)
+            finally:
+                serve.stop()
+                with psycopg.connect(base, autocommit=True) as conn:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return rates
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -692,6 +755,13 @@ def main(*, allow_wrk: bool = True) -> int:
                 handled=middle.get("handled", 0),
             )
         fp = footprint(workdir, secret)
+
+        def load(url: str) -> tuple[float, int]:
+            if use_wrk:
+                return wrk_throughput(url, requests_file, script)
+            return client_throughput(url, secret)
+
+        by_workers = workers_phase(workdir, secret, load)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -725,6 +795,18 @@ def main(*, allow_wrk: bool = True) -> int:
         f" ({fp['sent_seconds']:.0f} s, {fp['handled']:.0f} handler calls run)"
         f" {fp['after_kib'] / 1024:.0f} MiB, peak {fp['peak_kib'] / 1024:.0f} MiB"
     )
+    if isinstance(by_workers, str):
+        print(f"listener serve --workers N on PostgreSQL: not measured: {by_workers}")
+    else:
+        single = statistics.median(by_workers[1]) if by_workers[1] else 0.0
+        for workers, rates in by_workers.items():
+            rate = statistics.median(rates)
+            shown = ", ".join(f"{r:.0f}" for r in rates)
+            share = rate / single if single else 0.0
+            print(
+                f"listener serve --workers {workers} on PostgreSQL: {rate:.0f} deliveries/s"
+                f" ({share:.2f}x one worker; rounds {shown})"
+            )
     print()
     ratio = receiver["rate"] / bare["rate"] if bare["rate"] else 0.0
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"

@@ -28,6 +28,7 @@ from listener.client import CallbackPlan, RunClient, RunHandle
 from listener.dispatch import Dispatcher, DispatchSettings
 from listener.events import RunEvent, RunStatus
 from listener.following import ChangeFollower
+from listener.health import end_of, lag_seconds, learned_by
 from listener.metrics import Metrics
 from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
@@ -421,6 +422,10 @@ class Listener:
         if result.call_ids and self._dispatcher is not None:
             self._dispatcher.wake()
         self.client.notify(event, result)
+        if result.transition is not None and result.transition.status.is_terminal:
+            end = end_of(event, result.transition.status)
+            way = learned_by(end)
+            self.metrics.run_end(event.provider, way, None if way == "expiry" else lag_seconds(end))
 
     def _on_change(self, change: Change) -> None:
         if change.calls and self._dispatcher is not None:

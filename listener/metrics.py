@@ -25,6 +25,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN_SOURCE = "(unknown)"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# From seconds (a webhook) to the better part of an hour (a poll backing off).
+_END_LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _RECEIVE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
@@ -107,6 +109,21 @@ class Metrics:
             ["handler"],
             registry=self.registry,
         )
+        self.run_ends = Counter(
+            "listener_run_ends",
+            "Runs that reached a final status, by provider and how the end was learned"
+            " (webhook, stream, poll, expiry, track, replay).",
+            ["provider", "learned_by"],
+            registry=self.registry,
+        )
+        self.run_end_lag = Histogram(
+            "listener_run_end_lag_seconds",
+            "Time from the platform's end of a run to its record, by provider and how the"
+            " end was learned.",
+            ["provider", "learned_by"],
+            buckets=_END_LAG_BUCKETS,
+            registry=self.registry,
+        )
         # Labelled children by label values: looking one up takes a lock and builds tuples,
         # and these run for every request and every handler call.
         self._delivery_children: dict[tuple[str, str], Any] = {}
@@ -138,6 +155,13 @@ class Metrics:
             if timer is None:
                 timer = self._latency_children[handler] = self.handler_seconds.labels(handler)
             timer.observe(seconds)
+
+    def run_end(self, provider: str, learned_by: str, lag: float | None) -> None:
+        """A run's end recorded, learned `learned_by`, `lag` seconds after the platform's
+        end time (None: no platform end, as for an expiry)."""
+        self.run_ends.labels(provider, learned_by).inc()
+        if lag is not None:
+            self.run_end_lag.labels(provider, learned_by).observe(lag)
 
     def dead_letter(self, handler: str) -> None:
         self.dead_letters.labels(handler).inc()

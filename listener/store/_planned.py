@@ -22,6 +22,7 @@ from listener.store.base import (
     Page,
     PruneCounts,
     RecordResult,
+    RunEnd,
     RunRecord,
     StoreCounts,
     UnroutableRecord,
@@ -46,6 +47,11 @@ class PlannedStore:
 
     async def _delivery_plan(self, make: Callable[[], plans.Plan[T]]) -> T:
         raise NotImplementedError
+
+    async def list_run_ends(self, *, since: datetime, limit: int = 10_000) -> list[RunEnd]:
+        return await self._read_plan(
+            lambda: plans.list_run_ends_plan(self.dialect, since=since, limit=limit)
+        )
 
     async def take_budget(self, name: str, *, rate: float, burst: int, want: int) -> int:
         return await self._write_plan(

@@ -82,12 +82,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Status calls made for a run over its life (poll_attempts restarts with each news).
     ("ALTER TABLE runs ADD COLUMN status_calls INTEGER NOT NULL DEFAULT 0",),
-    # Request budgets shared by every process on the store (`listener.budget`).
+    # Request budgets shared by every process on the store (`listener.budget`), and run
+    # ends by time, for the health report (`listener.health`).
     (
         """CREATE TABLE rate_budgets (
             name TEXT PRIMARY KEY,
             tokens REAL NOT NULL,
             updated_at REAL NOT NULL
         )""",
+        "CREATE INDEX transitions_by_created ON transitions (created_at)",
     ),
 )

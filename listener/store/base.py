@@ -23,6 +23,7 @@ __all__ = [
     "Page",
     "PruneCounts",
     "RecordResult",
+    "RunEnd",
     "RunRecord",
     "SchemaTooNew",
     "Store",
@@ -164,6 +165,20 @@ class PruneCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A run's end as the store learned it: the event that moved it to its final status,
+    how that event came (`origin`), when the platform says it happened and when it was
+    recorded."""
+
+    provider: str
+    application: str
+    status: RunStatus
+    origin: Origin
+    occurred_at: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """What another process committed to a shared store: whether it enqueued handler
     calls, and the runs it ended."""
@@ -190,6 +205,10 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers a trivial query."""
+
+    async def list_run_ends(self, *, since: datetime, limit: int = 10_000) -> list[RunEnd]:
+        """Runs that ended since `since`, newest first, at most `limit`."""
+        ...
 
     async def take_budget(self, name: str, *, rate: float, burst: int, want: int) -> int:
         """Up to `want` tokens of the request budget `name`, shared by every process on

@@ -125,13 +125,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Status calls made for a run over its life (poll_attempts restarts with each news).
     ("ALTER TABLE runs ADD COLUMN status_calls integer NOT NULL DEFAULT 0",),
-    # Request budgets shared by every replica (`listener.budget`).
+    # Request budgets shared by every replica (`listener.budget`), and run ends by time,
+    # for the health report (`listener.health`).
     (
         """CREATE TABLE rate_budgets (
             name text PRIMARY KEY,
             tokens double precision NOT NULL,
             updated_at timestamptz NOT NULL
         )""",
+        "CREATE INDEX transitions_by_created ON transitions (created_at)",
     ),
 )
 

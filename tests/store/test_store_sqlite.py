@@ -211,6 +211,7 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
     with conn:  # back to what version 1 wrote
         conn.execute("ALTER TABLE runs DROP COLUMN status_calls")
         conn.execute("DROP TABLE rate_budgets")
+        conn.execute("DROP INDEX transitions_by_created")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     conn.close()
     store = SQLiteStore(f"sqlite:///{path}")

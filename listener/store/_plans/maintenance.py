@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from listener.budget import take_from_bucket
+from listener.events import Origin, RunStatus
 from listener.store._common import (
     Row,
     after,
@@ -19,6 +20,7 @@ from listener.store._plans.core import (
     _OPEN,
     _RUN_DUE,
     _TERMINAL,
+    TERMINAL_STATUSES,
     Dialect,
     Plan,
     Stmt,
@@ -30,6 +32,7 @@ from listener.store._rows import (
 )
 from listener.store.base import (
     PruneCounts,
+    RunEnd,
     RunRecord,
     StoreCounts,
 )
@@ -126,6 +129,28 @@ def release_run_plan(d: Dialect, run_id: str, owner: str) -> Plan[bool]:
 
 
 # -- reporting --
+
+
+def list_run_ends_plan(d: Dialect, *, since: datetime, limit: int) -> Plan[list[RunEnd]]:
+    check_limit(limit)
+    rows = yield (
+        "SELECT e.provider, e.application, t.status, e.origin, e.occurred_at, e.received_at"
+        " FROM transitions t JOIN events e ON e.delivery_id = t.delivery_id"
+        f" WHERE t.created_at >= ? AND t.status IN ({_marks(TERMINAL_STATUSES)})"
+        " ORDER BY t.created_at DESC LIMIT ?",
+        [d.t(since), *TERMINAL_STATUSES, limit],
+    )
+    return [
+        RunEnd(
+            provider=r["provider"],
+            application=r["application"],
+            status=RunStatus(r["status"]),
+            origin=Origin(r["origin"]),
+            occurred_at=d.time_value(r["occurred_at"]),
+            received_at=d.time_value(r["received_at"]),
+        )
+        for r in rows
+    ]
 
 
 def counts_plan() -> Plan[StoreCounts]:
