@@ -297,6 +297,16 @@ def start(kind: str, secret: str, db: str) -> Server:
 # -- load ----------------------------------------------------------------------------------
 
 
+def write_requests(path: Path, secret: str) -> None:
+    """WRK_REQUESTS signed deliveries for wrk, signed now: the receiver refuses a
+    signature more than five minutes old, so a phase long after the first gets new ones."""
+    scheme = StandardWebhooks([secret])
+    prefix = uuid.uuid4().hex[:8]
+    with path.open("wb") as out:
+        for n in range(WRK_REQUESTS):
+            out.write(raw_request(*signed_request(scheme, prefix, n)) + b"\x1e\x1e")
+
+
 def wrk_throughput(url: str, requests_file: Path, script: Path) -> tuple[float, int]:
     """Requests per second and the count of non-2xx answers, as wrk reports them."""
     result = subprocess.run(
@@ -652,9 +662,10 @@ WORKER_ROUNDS = 2
 
 def workers_phase(
     workdir: Path, secret: str, load: Callable[[str], tuple[float, int]]
-) -> dict[int, list[float]] | str:
+) -> dict[int, list[tuple[float, int]]] | str:
     """Deliveries a second through `listener serve --workers N` on PostgreSQL (a fresh
-    schema each time), N from WORKER_COUNTS in alternating rounds; or why not measured."""
+    schema each time), N from WORKER_COUNTS in alternating rounds, with the count of
+    answers that were not 2xx; or why not measured."""
     import psycopg
     from store import DEFAULT_POSTGRES_URL, with_search_path
 
@@ -664,7 +675,7 @@ def workers_phase(
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         return f"PostgreSQL unreachable ({type(exc).__name__})"
-    rates: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
+    rates: dict[int, list[tuple[float, int]]] = {n: [] for n in WORKER_COUNTS}
     for round_number in range(WORKER_ROUNDS):
         for workers in WORKER_COUNTS:
             schema = f"bench_{uuid.uuid4().hex}"
@@ -680,8 +691,7 @@ def workers_phase(
             try:
                 serve.wait_ready()
                 warm_up(serve.url, secret)
-                rate, _ = load(serve.url)
-                rates[workers].append(rate)
+                rates[workers].append(load(serve.url))
             finally:
                 serve.stop()
                 with psycopg.connect(base, autocommit=True) as conn:
@@ -702,11 +712,7 @@ def main(*, allow_wrk: bool = True) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         if use_wrk:
-            scheme = StandardWebhooks([secret])
-            prefix = uuid.uuid4().hex[:8]
-            with requests_file.open("wb") as out:
-                for n in range(WRK_REQUESTS):
-                    out.write(raw_request(*signed_request(scheme, prefix, n)) + b"\x1e\x1e")
+            write_requests(requests_file, secret)
             script.write_text(WRK_SCRIPT)
         loader = (
             f"wrk ({WRK_THREADS} threads, {WRK_CONNECTIONS} connections)"
@@ -728,6 +734,8 @@ def main(*, allow_wrk: bool = True) -> int:
             results[kind] = {"p50": p50, "p99": p99, "latency_failures": failures}
         rounds: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
         for n in range(THROUGHPUT_ROUNDS):
+            if use_wrk and n > 0:
+                write_requests(requests_file, secret)  # signatures younger than five minutes
             for kind in KINDS:
                 server = start(kind, secret, str(workdir / f"{kind}-throughput-{n}.db"))
                 stored = kind in ("no-handlers", "receiver")
@@ -755,6 +763,9 @@ def main(*, allow_wrk: bool = True) -> int:
                 handled=middle.get("handled", 0),
             )
         fp = footprint(workdir, secret)
+
+        if use_wrk:
+            write_requests(requests_file, secret)
 
         def load(url: str) -> tuple[float, int]:
             if use_wrk:
@@ -798,14 +809,15 @@ def main(*, allow_wrk: bool = True) -> int:
     if isinstance(by_workers, str):
         print(f"listener serve --workers N on PostgreSQL: not measured: {by_workers}")
     else:
-        single = statistics.median(by_workers[1]) if by_workers[1] else 0.0
-        for workers, rates in by_workers.items():
-            rate = statistics.median(rates)
-            shown = ", ".join(f"{r:.0f}" for r in rates)
+        single = statistics.median(r for r, _ in by_workers[1]) if by_workers[1] else 0.0
+        for workers, measured in by_workers.items():
+            rate = statistics.median(r for r, _ in measured)
+            shown = ", ".join(f"{r:.0f}" for r, _ in measured)
+            refused = sum(e for _, e in measured)
             share = rate / single if single else 0.0
             print(
                 f"listener serve --workers {workers} on PostgreSQL: {rate:.0f} deliveries/s"
-                f" ({share:.2f}x one worker; rounds {shown})"
+                f" ({share:.2f}x one worker; rounds {shown}; {refused} not 2xx)"
             )
     print()
     ratio = receiver["rate"] / bare["rate"] if bare["rate"] else 0.0

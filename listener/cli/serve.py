@@ -21,6 +21,7 @@ from listener.cli.root import State, pass_state
 from listener.cli.stopping import stop_requested
 from listener.config import (
     CONFIG_ENV,
+    LOG_FORMATS,
     LOG_LEVELS,
     Config,
     ServerConfig,
@@ -37,8 +38,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("listener.cli")
 
 
-def _setup_logging(level: str) -> None:
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="text, or json: one object a line (default: [server] log_format).",
+)
+
+
+# Whether the command's own lines go out as JSON log lines (see `_setup_logging`).
+_json_lines = False
+
+
+def announce(message: str) -> None:
+    """A line the command always shows on stderr (where it listens, that it stops): as
+    text, or in JSON mode as a log line whatever the log level, so stderr stays JSON."""
+    if not _json_lines:
+        click.echo(message, err=True)
+        return
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
+    log.handle(record)  # past the level check, through the handlers
+
+
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    global _json_lines
     numeric = logging.DEBUG if level == "trace" else logging.getLevelName(level.upper())
+    _json_lines = log_format == "json"
+    if log_format == "json":
+        from listener.json_logs import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=numeric, handlers=[handler], force=True)
+        return
     logging.basicConfig(
         level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -48,7 +79,7 @@ def create_app() -> Starlette:
     """The ASGI app for `uvicorn --factory listener.cli:create_app` (one per worker);
     the configuration comes from `$LISTENER_CONFIG` or `./listener.toml`."""
     config = load_config(find_config(None))
-    _setup_logging(config.server.log_level)
+    _setup_logging(config.server.log_level, config.server.log_format)
     access_log.install()
     return build_listener(config).asgi()
 
@@ -61,6 +92,9 @@ def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
         "host": server.host,
         "port": server.port,
         "log_level": server.log_level,
+        # JSON: uvicorn's own loggers (startup, access) go to the root handler as well,
+        # so every line is an object; text keeps uvicorn's own formats.
+        **({"log_config": None} if server.log_format == "json" else {}),
         # The header size limit and the request read timeout (see `listener.http_limits`).
         "http": protocol(
             max_header_bytes=server.max_header_bytes, read_timeout=server.read_timeout
@@ -105,7 +139,7 @@ def _serve_one(app: Starlette, server: ServerConfig) -> None:
             if self.started and self.servers:
                 port = self.servers[0].sockets[0].getsockname()[1]
                 host = f"[{server.host}]" if ":" in server.host else server.host
-                click.echo(f"listening on http://{host}:{port}", err=True)
+                announce(f"listening on http://{host}:{port}")
 
     uv_config = uvicorn.Config(app, lifespan="on", **uvicorn_options(server))
     access_log.install()
@@ -137,6 +171,7 @@ def _serve_workers(config: Config, server: ServerConfig, reload: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Log level.")
+@log_format_option
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 @pass_state
 def serve(
@@ -145,15 +180,25 @@ def serve(
     port: int | None,
     workers: int | None,
     log_level: str | None,
+    log_format: str | None,
     reload: bool,
 ) -> None:
     """Run the webhook service (receiver, dispatcher and fallback poller)."""
     config = state.config()
-    given: dict[str, Any] = {"host": host, "port": port, "workers": workers, "log_level": log_level}
+    given: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": log_level,
+        "log_format": log_format,
+    }
     server = replace(
         config.server, **{name: value for name, value in given.items() if value is not None}
     )
-    _setup_logging(server.log_level)
+    if log_format is not None:
+        # Worker processes read the configuration themselves: the override goes with it.
+        os.environ["LISTENER_SERVER_LOG_FORMAT"] = log_format
+    _setup_logging(server.log_level, server.log_format)
     if server.workers > 1 and config.store.startswith("sqlite:"):
         # Each worker has its own writer; on one SQLite file they take turns at its one
         # write lock, so more workers mean fewer deliveries a second and long stalls.
@@ -177,17 +222,18 @@ async def _poll_until_stopped(config: Config) -> None:
     with stop_requested() as stop:
         async with running(config, dispatch=True, poll=True, retention=True) as listener:
             if not listener.providers:
-                click.echo("warning: no providers configured; nothing can be polled", err=True)
+                announce("warning: no providers configured; nothing can be polled")
             names = ", ".join(sorted(listener.providers)) or "none"
-            click.echo(f"polling (providers: {names}); stop with Ctrl-C or SIGTERM", err=True)
+            announce(f"polling (providers: {names}); stop with Ctrl-C or SIGTERM")
             await stop.wait()
-            click.echo("stopping", err=True)
+            announce("stopping")
 
 
 @click.command()
+@log_format_option
 @pass_state
-def poll(state: State) -> None:
+def poll(state: State, log_format: str | None) -> None:
     """Poll-only mode: learn run ends by polling and run handlers; no HTTP receiver."""
     config = state.config()
-    _setup_logging(config.server.log_level)
+    _setup_logging(config.server.log_level, log_format or config.server.log_format)
     asyncio.run(_poll_until_stopped(config))

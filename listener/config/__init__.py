@@ -13,7 +13,7 @@ Every section is optional; with no file at all the listener runs on the defaults
     entry_points = false
     retention_days = 30                      # prune what is finished and older; 0: keep
 
-    [server]            host, port, workers, log_level, max_header_bytes, read_timeout,
+    [server]            host, port, workers, log_level, log_format, max_header_bytes, read_timeout,
                         keep_alive_timeout, limit_concurrency
     [sources.<name>]    provider (default <name>), scheme, secrets, tolerance, options
     [providers.<name>]  kind (default <name>) and that kind's constructor settings
@@ -54,6 +54,7 @@ from listener.config.schema import (
     CONFIG_ENV,
     DEFAULT_CONFIG_NAME,
     DEFAULT_STORE_URL,
+    LOG_FORMATS,
     LOG_LEVELS,
     SCHEMES,
     SIGNED_SCHEMES,
@@ -68,6 +69,7 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_STORE_URL",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "SCHEMES",
     "SIGNED_SCHEMES",

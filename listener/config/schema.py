@@ -25,6 +25,7 @@ DEFAULT_STORE_URL: Final = "sqlite:///listener.db"
 SIGNED_SCHEMES: Final = SCHEME_NAMES
 SCHEMES: Final = tuple(sorted((*SCHEME_NAMES, "none")))
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS: Final = ("text", "json")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DAY: Final = 86400.0
 
@@ -38,12 +39,14 @@ class ServerConfig:
     request, to send that whole request (408, or a silent close if it sent nothing);
     `keep_alive_timeout` how long an idle connection stays open after a response;
     `limit_concurrency` the connections and requests at once before new requests get 503.
+    `log_format` "json" writes each log line, access lines included, as one JSON object.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
+    log_format: str = "text"
     max_header_bytes: int = 65536
     read_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
@@ -205,6 +208,7 @@ _SERVER_KEYS: Final[Mapping[str, _Key]] = {
     "port": _Key("int", "a port number from 0 to 65535", lambda port: 0 <= port <= 65535),
     "workers": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
     "log_level": _Key("str", f"one of {', '.join(LOG_LEVELS)}", lambda level: level in LOG_LEVELS),
+    "log_format": _Key("str", f"one of {', '.join(LOG_FORMATS)}", lambda fmt: fmt in LOG_FORMATS),
     # Below about a kilobyte ordinary request heads would be refused.
     "max_header_bytes": _Key("int", "a whole number of bytes >= 1024", _at_least(1024)),
     "read_timeout": _Key("float", _SECONDS_POSITIVE, _above(0)),

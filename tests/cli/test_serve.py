@@ -98,6 +98,47 @@ def test_serve_with_workers_uses_the_app_factory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+def test_serve_logs_json_lines_with_tokens_masked(tmp_path: Path, workers: int) -> None:
+    config = write_config(
+        tmp_path,
+        f"""
+[listener]
+store = "{store_url(tmp_path)}"
+callback_secret = "env:CALLBACK_SECRET"
+[server]
+log_level = "info"
+[sources.cb]
+provider = "local"
+scheme = "none"
+""",
+    )
+    secret = "a-callback-secret"
+    token = callback_token(secret, "run-nonce")
+    port = free_port()
+    args = ["--config", str(config), "serve", "--port", str(port), "--workers", str(workers)]
+    args.append("--log-format=json")
+    with long_running(args, cwd=tmp_path, env={"CALLBACK_SECRET": secret}) as server:
+        server.wait_for_line("Application startup complete")
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/hooks/cb/{token}", json={}, timeout=PROCESS_LIMIT
+        )
+        assert server.stop(signal.SIGTERM) == 0
+        assert server.process.stdout is not None
+        out = server.process.stdout.read()
+    lines = [line for line in (out + "".join(server.stderr)).splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    access = [e["message"] for e in entries if e["logger"] == "uvicorn.access"]
+    assert len(access) == 1
+    assert f'"POST /hooks/cb/*** HTTP/1.1" {answer.status_code}' in access[0]
+    deliveries = [e for e in entries if e["logger"] == "listener.receiver"]
+    assert [e["http_status"] for e in deliveries] == [answer.status_code]
+    if workers == 1:
+        assert any(e["message"].startswith("listening on http://") for e in entries)
+    assert token.partition(".")[2] not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_serve_masks_callback_tokens_in_the_access_log(tmp_path: Path, workers: int) -> None:
     config = write_config(
         tmp_path,
