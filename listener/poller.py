@@ -116,6 +116,7 @@ class PollReport:
     expired: int = 0
     errors: int = 0
     rescheduled: int = 0
+    put_off: int = 0  # claimed runs left alone because this process streams them
     providers_paused: set[str] = field(default_factory=set)
 
 
@@ -139,6 +140,12 @@ class Poller:
     - any other run this listener watches that the pages show finished is recorded at
       once, so a lost final webhook of a run trusted to report is caught by the next
       listing read for any reason, not only when its grace runs out.
+
+    `streaming(run_id)`, when given, says which runs this process follows by a healthy
+    event stream (`listener.streaming`): claimed, such a run is put off on its schedule
+    without a status call (its deadline still applies), so the poller asks only about
+    runs nothing else here is following, and about a streamed run again as soon as its
+    stream fails.
     """
 
     def __init__(
@@ -153,6 +160,7 @@ class Poller:
         max_pause: float = 300.0,
         ride_window: float | None = None,
         rng: random.Random | None = None,
+        streaming: Callable[[str], bool] | None = None,
     ) -> None:
         if ride_window is not None and ride_window < 0:
             raise ValueError("ride_window must not be negative")
@@ -174,6 +182,7 @@ class Poller:
         default_window = min(self.schedule.cap / 4, self.lease_seconds / 4)
         self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
+        self.streaming = streaming
         self._limiters: dict[str, SharedRateLimiter] = {}
         # Runs a listing showed finished, so each is looked up in the store only once.
         self._seen_final: dict[str, None] = {}
@@ -215,6 +224,8 @@ class Poller:
             if report.claimed >= self.batch_size:
                 continue
             self._wakeup.clear()
+            if self._stopping.is_set():  # stopped during the pass: its wake-up is cleared
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.interval)
 
@@ -228,6 +239,11 @@ class Poller:
             self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds, now=now
         )
         report.claimed = len(runs)
+        if self.streaming is not None:
+            streamed = [run for run in runs if self.streaming(run.run_id)]
+            runs = [run for run in runs if not self.streaming(run.run_id)]
+            report.put_off = len(streamed)
+            await asyncio.gather(*(self._settle(run, None, now, report) for run in streamed))
         groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for run in runs:
             groups[(run.provider, run.application)].append(run)
