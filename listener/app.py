@@ -50,12 +50,14 @@ from listener.store import (
     Store,
     open_store,
 )
+from listener.streaming import Streamer, StreamSettings
 
 __all__ = ["Listener"]
 
 
 class _Part(Protocol):
-    """A background part of a started listener: the dispatcher, the poller, the pruner."""
+    """A background part of a started listener: the dispatcher, the poller, the streamer,
+    the pruner."""
 
     async def start(self) -> None: ...
 
@@ -79,8 +81,11 @@ class Listener:
     `first_poll` seconds after submission, or from the poll schedule's first step if
     sooner and no source here reads its provider's payloads, since no webhook can reach
     this listener; a script submitting for a service that shares its store and receives
-    the webhooks passes `first_poll=` to `submit`), and `receiver` how the webhook
-    endpoints answer (`ReceiverSettings`). Each is checked when it is made, so a bad
+    the webhooks passes `first_poll=` to `submit`), `streams` when the event streams of
+    open runs are followed (`StreamSettings`: by default, for a provider offering them,
+    when no callback can reach this listener; the poller leaves a run alone while its
+    stream is healthy), and `receiver` how the webhook endpoints answer
+    (`ReceiverSettings`). Each is checked when it is made, so a bad
     value is a `ValueError` naming it.
 
     Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
@@ -105,6 +110,7 @@ class Listener:
         owner: str | None = None,
         dispatch: DispatchSettings = DispatchSettings(),
         poll: PollSettings = PollSettings(),
+        streams: StreamSettings = StreamSettings(),
         receiver: ReceiverSettings = ReceiverSettings(),
         retention: float | None = None,
         retention_interval: float = DEFAULT_INTERVAL,
@@ -113,6 +119,7 @@ class Listener:
             raise ValueError("give store_url or store, not both")
         _check_settings("dispatch", dispatch, DispatchSettings)
         _check_settings("poll", poll, PollSettings)
+        _check_settings("streams", streams, StreamSettings)
         _check_settings("receiver", receiver, ReceiverSettings)
         if retention:
             check_age(retention, "retention")
@@ -127,6 +134,8 @@ class Listener:
         self.dispatch = dispatch
         self.poll = poll
         self._poller: Poller | None = None
+        self.streams = streams
+        self._streamer: Streamer | None = None
         self.retention = retention or None
         self.retention_interval = retention_interval
         self._pruner: Pruner | None = None
@@ -154,6 +163,7 @@ class Listener:
             grace=poll.grace,
             first_poll=poll.first_poll,
             deadline=poll.deadline,
+            submitted=self._on_submitted,
         )
         self._dispatcher: Dispatcher | None = None
         self._app: Starlette | None = None
@@ -335,9 +345,25 @@ class Listener:
                         prepare=self._prepare,
                     ),
                 )
+            if self.streams.enabled != "off":
+                self._streamer = await _start(
+                    parts,
+                    Streamer(
+                        store, self.providers, self.record, self.streams, wanted=self._streamed
+                    ),
+                )
             if self.poll.enabled:
+                streaming = self._streamer.streaming if self._streamer is not None else None
                 self._poller = await _start(
-                    parts, Poller(store, self.providers, self.record, self.poll, owner=self.owner)
+                    parts,
+                    Poller(
+                        store,
+                        self.providers,
+                        self.record,
+                        self.poll,
+                        owner=self.owner,
+                        streaming=streaming,
+                    ),
                 )
             # Other replicas' commits, where the store announces them: claims and waits
             # at once rather than at the next sweep or read.
@@ -365,6 +391,7 @@ class Listener:
     def _forget_parts(self) -> None:
         self._pruner = None
         self._poller = None
+        self._streamer = None
         self._dispatcher = None
 
     async def __aenter__(self) -> Self:
@@ -414,6 +441,11 @@ class Listener:
         return self._poller
 
     @property
+    def streamer(self) -> Streamer | None:
+        """The part following run streams, in a started listener with streams not off."""
+        return self._streamer
+
+    @property
     def pruner(self) -> Pruner | None:
         """The background pruner of a started listener with `retention`."""
         return self._pruner
@@ -426,6 +458,17 @@ class Listener:
             end = end_of(event, result.transition.status)
             way = learned_by(end)
             self.metrics.run_end(event.provider, way, None if way == "expiry" else lag_seconds(end))
+
+    def _streamed(self, provider: str) -> bool:
+        """Whether `provider`'s runs are followed by stream: always with streams "on"; with
+        "auto", when no callback can reach this listener for it (see `_callback_plan`)."""
+        if self.streams.enabled == "on":
+            return True
+        return self._callback_plan(provider, "probe").url is None
+
+    def _on_submitted(self, handle: RunHandle) -> None:
+        if self._streamer is not None:
+            self._streamer.watch(handle.run_id, handle.provider, handle.application)
 
     def _on_change(self, change: Change) -> None:
         if change.calls and self._dispatcher is not None:

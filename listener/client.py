@@ -80,8 +80,11 @@ class RunClient:
         first_poll: float | None = None,
         deadline: float | None = None,
         poll_interval: float = 0.25,
+        submitted: Callable[[RunHandle], None] | None = None,
     ) -> None:
         self._store = store
+        # Told of each run this client submits, once it is recorded.
+        self._submitted = submitted
         self.providers = providers
         self._record = record
         self._callbacks = callbacks
@@ -162,7 +165,10 @@ class RunClient:
                 metadata=dict(metadata or {}),
             )
         )
-        return RunHandle(run_id, provider, application, submitted_at, plan.url)
+        handle = RunHandle(run_id, provider, application, submitted_at, plan.url)
+        if self._submitted is not None:
+            self._submitted(handle)
+        return handle
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunEvent:
         """The event that finished the run, as soon as one is recorded."""

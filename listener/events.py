@@ -52,6 +52,7 @@ class Origin(enum.StrEnum):
 
     WEBHOOK = "webhook"
     POLL = "poll"
+    STREAM = "stream"
     REPLAY = "replay"
     TRACK = "track"
 
@@ -181,6 +182,24 @@ class RunEvent:
         """What asking the platform about a run learned (a poll, a cancel's answer)."""
         return cls._learned(
             Origin.POLL, provider, application, run_id, status, occurred_at, payload
+        )
+
+    @classmethod
+    def from_stream(
+        cls,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus,
+        *,
+        occurred_at: datetime | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> RunEvent:
+        """What following a run's event stream learned. Its id is derived like a poll's,
+        and the store keeps one transition per run and status, so a stream and a poll (or
+        a webhook) reporting the same end make one transition."""
+        return cls._learned(
+            Origin.STREAM, provider, application, run_id, status, occurred_at, payload
         )
 
     @classmethod

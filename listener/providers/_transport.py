@@ -14,12 +14,13 @@ there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
@@ -232,6 +233,39 @@ class Transport:
                 "with a body that is not JSON",
                 status_code=response.status_code,
             ) from None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, *, params: Mapping[str, str] | None = None, read_timeout: float
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """A long-lived ``GET`` whose answer is read line by line as it arrives; never
+        retried here (the caller resumes). A connection failure, a non-2xx answer or a
+        read silent for ``read_timeout`` seconds is a ProviderError."""
+        url = self.url_for(path)
+        where = f"GET {bare_url(url)}"
+        timeout = httpx.Timeout(self._client.timeout.connect, read=read_timeout)
+        try:
+            async with self._client.stream(
+                "GET", url, params=params, headers=self._auth_headers, timeout=timeout
+            ) as response:
+                status = response.status_code
+                if not 200 <= status < 300:
+                    await response.aread()
+                    detail = self._redact(response.text[:_DETAIL_LIMIT].strip())
+                    raise ProviderError(
+                        f"{where} answered HTTP {status}: {detail}",
+                        status_code=status,
+                        retry_after=parse_retry_after(response.headers.get("retry-after")),
+                    )
+                yield self._lines(response)
+        except httpx.TransportError as exc:
+            reason = self._redact(f"{type(exc).__name__}: {exc}")
+            raise ProviderError(f"{where} failed: {reason}") from None
+
+    @staticmethod
+    async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+        async for line in response.aiter_lines():
+            yield line.rstrip("\r\n")
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
         retry_after = parse_retry_after(response.headers.get("retry-after"))

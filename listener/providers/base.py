@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +19,8 @@ __all__ = [
     "ProviderError",
     "RunResult",
     "RunState",
+    "RunStream",
+    "StreamedState",
     "Submission",
 ]
 
@@ -107,3 +109,27 @@ class BatchStatus(Protocol):
         when given, is awaited once before each of them, so a caller's rate limit counts
         every request, not the check as one; None sends them without waiting.
         """
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedState:
+    """One message of a run's event stream: the run's state, and where to resume after it
+    (`resume_after`, passed back as `after=` to `RunStream.follow`; None: not resumable)."""
+
+    state: RunState
+    resume_after: str | None = None
+
+
+@runtime_checkable
+class RunStream(Protocol):
+    """Optional: a provider whose platform streams a run's events as they happen, so the
+    listener can learn a run's end from the stream rather than by polling for it."""
+
+    def follow(
+        self, application: str, run_id: str, *, after: str | None = None
+    ) -> AsyncIterator[StreamedState]:
+        """The run's states from its stream, beginning after the message `after` (None:
+        from the stream's start), live, until the run ends. The iterator ends after a
+        final state, or when the connection closes (resume with the last
+        `resume_after`); failures are `ProviderError`, with `status_code` when the
+        platform answered one (404: no stream for this run)."""

@@ -66,7 +66,9 @@ class ProviderKind:
     `name=` when `named`). `parse_event` reads its webhook bodies; None means each built
     provider reads its own (``provider.parse_event``, as for `http`, whose body layout is
     configured). `status_words` maps the platform's status words to ours; `sample_payload`
-    makes the body `send-test` sends (None: the listener's own payload).
+    makes the body `send-test` sends (None: the listener's own payload). `streams` says
+    whether its providers follow a run's event stream (`RunStream`), a third way to learn
+    a run's end beside webhooks and polls.
     """
 
     name: str
@@ -75,6 +77,7 @@ class ProviderKind:
     status_words: Mapping[str, RunStatus] = field(default_factory=lambda: LISTENER_WORDS)
     sample_payload: SamplePayload | None = None
     named: bool = False
+    streams: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:

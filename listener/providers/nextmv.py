@@ -507,4 +507,6 @@ KIND: Final = ProviderKind(
     parse_event=parse_event,
     status_words=STATUS_WORDS,
     sample_payload=_sample_payload,
+    # The Nextmv API has no run event stream: its runs end by webhook or poll.
+    streams=False,
 )

@@ -12,8 +12,9 @@ hands it the receiver's per-run token URL (``/hooks/{source}/{token}``, see
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import httpx
@@ -31,10 +32,12 @@ from listener.providers.base import (
     ProviderError,
     RunResult,
     RunState,
+    StreamedState,
     Submission,
 )
 from listener.providers.kinds import ProviderKind
 from listener.providers.native import parse_time
+from listener.providers.sse import read_events
 from listener.sending import Sleep
 
 __all__ = [
@@ -69,7 +72,8 @@ def status_from_noxus(word: object, *, platform: str = "noxus") -> RunStatus:
 
 class NoxusProvider(TransportClient):
     """The engine's REST API. ``Submission.application`` is the workflow id;
-    ``Submission.extra["workflow_version_id"]`` runs one version of it."""
+    ``Submission.extra["workflow_version_id"]`` runs one version of it. It offers run
+    streams (`RunStream`): :meth:`follow` reads a run's server-sent events."""
 
     name = "noxus"
 
@@ -83,12 +87,17 @@ class NoxusProvider(TransportClient):
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         retry_after_cap: float = 60.0,
+        stream_idle: float = 300.0,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not api_key:
             raise ValueError(f"{type(self).__name__} needs an API key")
+        if not stream_idle > 0:
+            raise ValueError("stream_idle must be positive")
+        # A run stream silent this long is taken as a dead connection (and resumed).
+        self.stream_idle = stream_idle
         self._http = Transport(
             base_url,
             auth_headers={"X-API-Key": api_key},
@@ -159,6 +168,29 @@ class NoxusProvider(TransportClient):
         # Stopping a stopped run changes nothing, so this POST is safe to retry.
         await self._http.request("POST", f"v1/runs/{path_segment(run_id)}/stop", idempotent=True)
 
+    async def follow(
+        self, application: str, run_id: str, *, after: str | None = None
+    ) -> AsyncIterator[StreamedState]:
+        """The run's event stream (``GET /v1/runs/{run}/events``, resumed with ``?etag=``
+        after message ``after``), as the official client reads it: ``message`` events
+        whose JSON carries ``data.workflow_status`` and the message id ``redisId``."""
+        params = {"etag": after} if after else None
+        path = f"v1/runs/{path_segment(run_id)}/events"
+        async with self._http.stream(path, params=params, read_timeout=self.stream_idle) as lines:
+            async for event in read_events(lines):
+                if event.event != "message":
+                    continue
+                message = _stream_message(event.data)
+                state = RunState(
+                    run_id=run_id,
+                    application=application,
+                    status=self._status(message["data"].get("workflow_status")),
+                    raw=message,
+                )
+                yield StreamedState(state, first_str(message.get("redisId"), event.id))
+                if state.status.is_terminal:
+                    return
+
     def parse_event(self, payload: Any, *, delivery_id: str) -> RunEvent:
         return read_callback(payload, delivery_id=delivery_id, provider=self.name)
 
@@ -167,6 +199,17 @@ class NoxusProvider(TransportClient):
             return status_from_noxus(word, platform=self.name)
         except UnknownStatus as exc:
             raise ProviderError(f"the engine answered {exc}") from None
+
+
+def _stream_message(data: str) -> Mapping[str, Any]:
+    """One stream message's JSON, with its ``data`` object; ProviderError otherwise."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        raise ProviderError("the engine streamed a message that is not JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
+        raise ProviderError("the engine streamed a message without a data object")
+    return message
 
 
 def _run_object(answer: Any) -> Mapping[str, Any]:
@@ -244,4 +287,5 @@ KIND: Final = ProviderKind(
     parse_event=parse_event,
     status_words=STATUS_WORDS,
     sample_payload=_sample_payload,
+    streams=True,
 )

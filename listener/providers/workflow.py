@@ -77,4 +77,5 @@ KIND: Final = ProviderKind(
     parse_event=parse_event,
     status_words=STATUS_WORDS,
     sample_payload=_sample_payload,
+    streams=True,
 )
