@@ -30,6 +30,7 @@ from listener.providers.nextmv import NextmvProvider
 from listener.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverSettings
 from listener.signatures import generate_hmac_secret
 from listener.store import DEFAULT_STORE_URL
+from listener.streaming import StreamSettings
 
 HMAC = generate_hmac_secret()
 
@@ -988,3 +989,13 @@ def test_secrets_written_inline_load_with_a_warning_that_does_not_show_them(
     assert not any(inline in n or "inline-callback" in n for n in config.notices)
     referenced = write(tmp_path, '[sources.nextmv]\nscheme = "nextmv"\nsecrets = ["env:OTHER"]\n')
     assert load_config(referenced, env={"OTHER": "a-referenced-secret"}).notices == ()
+
+
+def test_streams_are_configured_in_their_own_section(tmp_path: Path) -> None:
+    keys = {field.name for field in dataclasses.fields(StreamSettings)}
+    assert set(config_schema._STREAMS_KEYS) == keys
+    path = write(tmp_path, '[streams]\nenabled = "on"\nmax_streams = 3\n')
+    config = load_config(path, env={"LISTENER_STREAMS_RECONNECTS": "0"})
+    assert config.streams == StreamSettings(enabled="on", max_streams=3, reconnects=0)
+    assert build_listener(config).streams == config.streams
+    assert "expected one of auto, on, off" in error_of(tmp_path, '[streams]\nenabled = "yes"\n')

@@ -22,6 +22,8 @@ Every section is optional; with no file at all the listener runs on the defaults
     [poller]            enabled, interval, grace, first_poll, deadline, schedule_interval,
                         schedule_factor, schedule_cap, schedule_jitter, rate_limit,
                         batch_size, lease
+    [streams]           enabled (auto, on, off), max_streams, interval, reconnects,
+                        backoff, backoff_cap
     [handlers.<plugin>] settings for the plugin module's `configure(mapping)`; <plugin> is
                         a ready plugin's short name (`save` for `handlers.save`) or a
                         module path
@@ -30,7 +32,7 @@ Environment overrides, applied over the file: `LISTENER_<KEY>` sets a scalar key
 `[listener]` (`LISTENER_STORE`, `LISTENER_PUBLIC_URL`, `LISTENER_CALLBACK_SECRET`,
 `LISTENER_MAX_BODY_BYTES`, `LISTENER_METRICS_TOKEN`, `LISTENER_ENTRY_POINTS`,
 `LISTENER_RETENTION_DAYS`) and
-`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]` or `[poller]`
+`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]`, `[poller]` or `[streams]`
 (`LISTENER_SERVER_PORT`, `LISTENER_POLLER_GRACE`, ...). The text is read as the key's
 type: numbers as written, booleans as true/false/yes/no/on/off/1/0, and an empty value or
 `none` clears a key that may be absent (`deadline`, `public_url`, `callback_secret`). An

@@ -129,6 +129,7 @@ def build_listener(
             public_url=config.public_url,
             dispatch=dispatch_settings,
             poll=poll_settings,
+            streams=config.streams,
             receiver=config.receiver,
             retention=config.retention_days * _DAY if retention else None,
         )

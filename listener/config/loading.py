@@ -44,6 +44,7 @@ from listener.dispatch import DispatchSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
 from listener.receiver import ReceiverSettings
+from listener.streaming import StreamSettings
 
 
 def find_config(explicit: str | Path | None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -114,6 +115,7 @@ def load_config(
         providers=providers,
         dispatch=_dispatch_settings(reader, sections["dispatch"]),
         poller=_poll_settings(reader, sections["poller"]),
+        streams=_settings(reader, "streams", StreamSettings, sections["streams"]),
         receiver=_settings(reader, "listener", ReceiverSettings, receiver),
         handlers=MappingProxyType(handlers),
         notices=tuple(reader.notices),

@@ -17,6 +17,7 @@ from listener.redaction import redact_url
 from listener.signatures import SCHEME_NAMES
 from listener.store.backends import EXAMPLES as STORE_URL_EXAMPLES
 from listener.store.backends import check_store_url
+from listener.streaming import StreamSettings
 
 CONFIG_ENV: Final = "LISTENER_CONFIG"
 DEFAULT_CONFIG_NAME: Final = "listener.toml"
@@ -110,6 +111,7 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     poller: PollSettings = field(default_factory=PollSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Warnings about the file (secrets written inline), shown by the command line.
@@ -132,7 +134,7 @@ class Config:
             f"entry_points={self.entry_points}, retention_days={self.retention_days:g}, "
             f"server={self.server!r}, "
             f"sources={self.sources!r}, providers={self.providers!r}, "
-            f"dispatch={self.dispatch!r}, poller={self.poller!r}, "
+            f"dispatch={self.dispatch!r}, poller={self.poller!r}, streams={self.streams!r}, "
             f"receiver={self.receiver!r}, handlers={handlers!r})"
         )
 
@@ -244,7 +246,26 @@ _POLLER_KEYS: Final[Mapping[str, _Key]] = {
     "lease": _Key("float", _SECONDS_POSITIVE, _above(0)),
 }
 
-_SECTIONS: Final = ("listener", "server", "sources", "providers", "dispatch", "poller", "handlers")
+# [streams] keys are `StreamSettings` fields.
+_STREAMS_KEYS: Final[Mapping[str, _Key]] = {
+    "enabled": _Key("str", "one of auto, on, off", lambda mode: mode in ("auto", "on", "off")),
+    "max_streams": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "reconnects": _Key("int", "a whole number >= 0", _at_least(0)),
+    "backoff": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "backoff_cap": _Key("float", _SECONDS_POSITIVE, _above(0)),
+}
+
+_SECTIONS: Final = (
+    "listener",
+    "server",
+    "sources",
+    "providers",
+    "dispatch",
+    "poller",
+    "streams",
+    "handlers",
+)
 _SOURCE_KEYS: Final = ("provider", "scheme", "secrets", "tolerance", "options")
 _SIGNER_KEYS: Final = ("scheme", "secrets", "tolerance")
 # Environment override prefixes: LISTENER_<PREFIX>_<KEY>.
@@ -252,4 +273,5 @@ _ENV_SECTIONS: Final[Mapping[str, tuple[str, Mapping[str, _Key]]]] = {
     "SERVER": ("server", _SERVER_KEYS),
     "DISPATCH": ("dispatch", _DISPATCH_KEYS),
     "POLLER": ("poller", _POLLER_KEYS),
+    "STREAMS": ("streams", _STREAMS_KEYS),
 }
