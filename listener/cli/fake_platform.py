@@ -1,8 +1,10 @@
-"""`fake-platform nextmv`: the fake Nextmv platform served on its own, until interrupted.
+"""`fake-platform nextmv` and `fake-platform noxus`: a fake platform served on its own,
+until interrupted.
 
-Any client of the Nextmv API (the official SDK, this listener's provider, the examples)
-can be pointed at it to try the whole path offline. `--json` prints one line with what a
-client needs before serving; the chaos knobs are those of `listener.testing.FakePlatform`.
+Any client of the platform's API (the official SDK, this listener's provider, the
+examples) can be pointed at it to try the whole path offline. `--json` prints one line
+with what a client needs before serving; the chaos knobs are those of
+`listener.testing.FakePlatform` and `listener.testing.FakeNoxusEngine`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import json
 import logging
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import click
 
 from listener.cli.stopping import stop_requested
 from listener.errors import CommandError
-from listener.testing import FakePlatform, FakeRun, RunPlan
+from listener.testing import FakeNoxusEngine, FakePlatform, FakeRun, NoxusPlan, NoxusRun, RunPlan
+from listener.testing.noxus_engine import DEFAULT_WORKFLOW
 
 __all__ = ["fake_platform"]
 
@@ -59,30 +64,73 @@ class _Outcomes:
         return RunPlan(status="failed" if failed else "succeeded", runs_for=self.runs_for)
 
 
+@dataclass(frozen=True, slots=True)
+class _NoxusOutcomes:
+    """Each new engine run's plan: running for `runs_for` seconds, then failed at `fail`."""
+
+    runs_for: float
+    fail: float
+    rng: random.Random
+
+    def __call__(self, run: NoxusRun) -> NoxusPlan:
+        failed = self.rng.random() < self.fail
+        return NoxusPlan(status="failed" if failed else "completed", runs_for=self.runs_for)
+
+
+def _chaos_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options both fakes take: where to listen, the key, run outcomes, chaos."""
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),
+        click.option(
+            "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: any."
+        ),
+        click.option("--api-key", help="The key clients must send (default: a new random one)."),
+        click.option(
+            "--runs-for",
+            type=click.FloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Seconds.",
+        ),
+        click.option(
+            "--fail", type=RATE, default=0.0, show_default=True, help="Share of runs failing."
+        ),
+        click.option(
+            "--drop", type=RATE, default=0.0, show_default=True, help="Webhooks never sent."
+        ),
+        click.option("--duplicate", type=RATE, default=0.0, show_default=True, help="Sent twice."),
+        click.option(
+            "--delay",
+            type=DelayRange(),
+            default="0",
+            show_default=True,
+            help="Before each webhook.",
+        ),
+        click.option(
+            "--http-errors",
+            type=RATE,
+            default=0.0,
+            show_default=True,
+            help="API calls answered 503.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="For every random draw."
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON line, then serve."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group("fake-platform")
 def fake_platform() -> None:
     """Serve a fake platform on this machine, to try clients and the listener offline."""
 
 
 @fake_platform.command("nextmv")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: any.")
-@click.option("--api-key", help="The key clients must send (default: a new random one).")
-@click.option(
-    "--runs-for", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds."
-)
-@click.option("--fail", type=RATE, default=0.0, show_default=True, help="Share of runs failing.")
-@click.option("--drop", type=RATE, default=0.0, show_default=True, help="Webhooks never sent.")
-@click.option("--duplicate", type=RATE, default=0.0, show_default=True, help="Sent twice.")
-@click.option(
-    "--delay", type=DelayRange(), default="0", show_default=True, help="Before each webhook."
-)
-@click.option(
-    "--http-errors", type=RATE, default=0.0, show_default=True, help="API calls answered 503."
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="For every random draw.")
+@_chaos_options
 @click.option("--webhook", "webhook_url", help="Register an endpoint; its secret is printed.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON line, then serve.")
 def nextmv(
     host: str,
     port: int,
@@ -111,24 +159,87 @@ def nextmv(
         host=host,
         port=port,
     )
-    asyncio.run(_serve(platform, f"{host}:{port}", webhook_url, as_json))
+
+    def announce() -> None:
+        secret = platform.register_webhook(webhook_url) if webhook_url else None
+        _announce(platform, secret, as_json)
+
+    asyncio.run(_serve(platform, f"{host}:{port}", announce))
 
 
-async def _serve(
-    platform: FakePlatform, address: str, webhook_url: str | None, as_json: bool
+@fake_platform.command("noxus")
+@_chaos_options
+@click.option(
+    "--workflow",
+    "workflows",
+    multiple=True,
+    help="A workflow id that exists (repeatable; default: wf-summarise).",
+)
+def noxus(
+    host: str,
+    port: int,
+    api_key: str | None,
+    runs_for: float,
+    fail: float,
+    drop: float,
+    duplicate: float,
+    delay: tuple[float, float],
+    http_errors: float,
+    seed: int,
+    as_json: bool,
+    workflows: tuple[str, ...],
 ) -> None:
+    """Serve the fake Noxus workflow engine (workflows, runs, run event streams) until
+    Ctrl-C or SIGTERM. Each run posts its end to its own `callback_url`."""
+    logging.getLogger("uvicorn.error").addHandler(logging.NullHandler())
+    engine = FakeNoxusEngine(
+        api_key=api_key or f"fake-{secrets.token_urlsafe(18)}",
+        workflows=workflows or (DEFAULT_WORKFLOW,),
+        plan=_NoxusOutcomes(runs_for, fail, random.Random(seed)),
+        seed=seed,
+        drop_rate=drop,
+        duplicate_rate=duplicate,
+        delay=delay,
+        api_error_rate=http_errors,
+        host=host,
+        port=port,
+    )
+
+    def announce() -> None:
+        if as_json:
+            line = {
+                "base_url": engine.base_url,
+                "api_key": engine.api_key,
+                "workflow_id": engine.workflow_id,
+            }
+            click.echo(json.dumps(line))
+            return
+        click.echo(f"fake Noxus engine at {engine.base_url}")
+        click.echo(f"api key: {engine.api_key}")
+        click.echo(f"workflows: {', '.join(engine.workflows)}")
+        click.echo("stop with Ctrl-C or SIGTERM", err=True)
+
+    asyncio.run(_serve(engine, f"{host}:{port}", announce))
+
+
+class _Served(Protocol):
+    async def start(self) -> str: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _serve(served: _Served, address: str, announce: Callable[[], None]) -> None:
     with stop_requested() as stop:
         try:
             try:
-                await platform.start()
+                await served.start()
             except (OSError, SystemExit):
                 # uvicorn exits when the address cannot be bound.
                 raise CommandError(f"error: cannot serve on {address}") from None
-            secret = platform.register_webhook(webhook_url) if webhook_url else None
-            _announce(platform, secret, as_json)
+            announce()
             await stop.wait()
         finally:
-            await platform.stop()
+            await served.stop()
 
 
 def _announce(platform: FakePlatform, secret: str | None, as_json: bool) -> None:

@@ -72,7 +72,8 @@ class FakeNoxusEngine:
     retry_after``); :meth:`fail_next` scripts exact failures. ``streams=False`` answers
     the event stream 404, as an engine without streams does; ``stream_event_limit``
     closes each stream connection after that many events, as a dropped connection does.
-    ``clock`` gives every time the engine writes.
+    ``clock`` gives every time the engine writes; ``host`` and ``port`` (0: any free one)
+    where it listens.
 
     Records: :attr:`runs`, :attr:`deliveries`, :attr:`stats`, :attr:`api_calls` (by route
     name), :attr:`calls_by_path`, :attr:`status_calls` (run gets per run id),
@@ -102,6 +103,8 @@ class FakeNoxusEngine:
         stream_event_limit: int | None = None,
         clock: Callable[[], datetime] = _now,
         callback_transport: httpx.AsyncBaseTransport | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         if not workflows:
             raise ValueError("the engine needs at least one workflow")
@@ -148,7 +151,7 @@ class FakeNoxusEngine:
             http_transport=callback_transport,
         )
         self._chaos = CallbackChaos(self, self.rng, self._sender, self._spawn)
-        self._server = LoopbackServer(NoxusApi(self).app)
+        self._server = LoopbackServer(NoxusApi(self).app, host=host, port=port)
 
     # --- lifecycle ----------------------------------------------------------------------
 
