@@ -34,15 +34,20 @@ def require_reachable(base_url: str, *, timeout: float = 5.0, hint: str = OFFLIN
 
 
 def run_script(
-    body: Callable[[], int], *, platform_url: str | None = None, debug: bool = False
+    body: Callable[[], int],
+    *,
+    platform_url: str | None = None,
+    debug: bool = False,
+    hint: str = OFFLINE_HINT,
 ) -> int:
     """`body()`'s exit code; a `ListenerError` is one line on stderr unless `debug`.
 
-    With `platform_url`, the platform is asked once first (`require_reachable`).
+    With `platform_url`, the platform is asked once first (`require_reachable`, its error
+    ending with `hint`).
     """
     try:
         if platform_url is not None:
-            require_reachable(platform_url)
+            require_reachable(platform_url, hint=hint)
         return body()
     except ListenerError as exc:
         if debug:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tomllib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -25,9 +26,11 @@ from listener import DispatchSettings, Listener, Origin, PollSettings, RunStatus
 from listener.signatures import NextmvSignature, generate_hmac_secret
 from listener.store import CallState
 from listener.testing import (
+    FakeNoxusEngine,
     FakePlatform,
     FakeRun,
     LoopbackServer,
+    NoxusPlan,
     RunPlan,
     nextmv_run_status_payload,
     signed_delivery,
@@ -206,6 +209,28 @@ async def test_poll_only_finds_every_end_without_webhooks(
     ]
     for run_id, status, _ in ends:
         assert f"handler: run {run_id} {status}" in printed
+
+
+# -- noxus_workflow.py -------------------------------------------------------------------
+
+
+async def test_noxus_workflow_learns_the_end_by_stream(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("noxus_workflow")
+    async with FakeNoxusEngine(plan=NoxusPlan(status="failed", runs_for=0.2)) as engine:
+        monkeypatch.setenv("NOXUS_BASE_URL", engine.base_url)
+        monkeypatch.setenv("NOXUS_API_KEY", engine.api_key)
+        monkeypatch.setenv("NOXUS_WORKFLOW_ID", engine.workflow_id)
+        monkeypatch.delenv("LISTENER_STORE", raising=False)
+        code = await example.run_one({"doc": "a.pdf"}, timeout=30)
+        [run_id] = engine.runs
+        assert engine.runs[run_id].callback_url is None  # nothing could reach this process
+        assert engine.status_calls == Counter()  # its end came by stream, unasked
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert f"run {run_id} failed (learned by stream)" in printed
+    assert f"handler: run {run_id} failed" in printed
 
 
 # -- mounting in a host app --------------------------------------------------------------
@@ -401,6 +426,41 @@ def test_the_reverse_proxy_guide_covers_what_deliveries_need() -> None:
 # -- offline: against `listener fake-platform nextmv`, and with nothing to reach -----------
 
 SCRIPTS = ["submit_and_wait.py", "poll_only.py"]
+
+
+async def test_noxus_workflow_runs_against_the_fake_engine_command(tmp_path: Path) -> None:
+    """Two terminals: `listener fake-platform noxus --json`, then the example."""
+    serving = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "listener",
+        "fake-platform",
+        "noxus",
+        "--json",
+        "--runs-for",
+        "0.2",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert serving.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            found = json.loads(await serving.stdout.readline())
+        env = {
+            "NOXUS_BASE_URL": found["base_url"],
+            "NOXUS_API_KEY": found["api_key"],
+            "NOXUS_WORKFLOW_ID": found["workflow_id"],
+        }
+        code, stdout, stderr = await run_script(EXAMPLES / "noxus_workflow.py", env, tmp_path)
+        offline = {**env, "NOXUS_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+        unreachable = await run_script(EXAMPLES / "noxus_workflow.py", offline, tmp_path)
+    finally:
+        serving.terminate()
+        await serving.wait()
+    assert code == 0, stderr
+    assert re.search(r"^run \S+ succeeded \(learned by stream\)$", stdout, re.MULTILINE)
+    assert 'output {"echo": {"doc": "quarterly-report.pdf"}}' in stdout
+    assert unreachable[0] == 1
+    assert "listener fake-platform noxus" in unreachable[2]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
