@@ -11,6 +11,8 @@ fresh SQLite store:
 2. webhooks: the listener with healthy webhooks (a `running` one at start, a final one).
 3. 20% dropped: the listener, each webhook dropped with probability 0.2.
 4. all dropped: the listener, every webhook dropped (the poller does all the work).
+5. streams: on the fake Noxus engine with every callback dropped, the listener following
+   run event streams against the SDK's own `wait()` polling (`bench/poller_streams.py`).
 
 Workload: `--runs` runs submitted at uniformly random times over `--window` platform
 seconds, each queued 0-2 s, then running for a log-uniform 5 s to 30 min, ending
@@ -86,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from poller_streams import run_streams_phase
 
 from listener import Listener, Origin, PollSchedule, PollSettings, RunEvent, RunStatus, Source
 from listener.providers.base import ProviderError
@@ -730,9 +733,12 @@ async def main(args: argparse.Namespace) -> None:
         results.append(result)
         print(f" {result.elapsed:.1f} s ({time.process_time() - cpu:.1f} s cpu here)", flush=True)
     print()
-    ideal = sdk_ideal(workload, args.seed)
-    print_table(results, args.scale, ideal)
-    print_targets(results, args.scale, ideal)
+    if results:
+        ideal = sdk_ideal(workload, args.seed)
+        print_table(results, args.scale, ideal)
+        print_targets(results, args.scale, ideal)
+    if "5" in args.phases:
+        await run_streams_phase(args.stream_runs, args.scale, args.seed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -742,8 +748,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=1500.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
-        "--phases", default="1234", help="which phases to run, by number (default: all)"
+        "--phases", default="12345", help="which phases to run, by number (default: all)"
     )
+    parser.add_argument("--stream-runs", type=int, default=300, help="runs of phase 5")
     parser.add_argument("--platform-child", help=argparse.SUPPRESS)
     return parser.parse_args()
 
