@@ -32,7 +32,7 @@ from typing import Any
 
 from listener import Listener, RunEvent, RunStatus
 from listener.providers.noxus import DEFAULT_BASE_URL, NoxusProvider
-from listener.script import run_script
+from listener.script import handlers_done, run_script
 
 EXAMPLE_INPUT: dict[str, Any] = {"doc": "quarterly-report.pdf"}
 OFFLINE_HINT = (
@@ -68,18 +68,8 @@ async def run_one(workflow_input: Any, *, timeout: float) -> int:
         print(f"submitted run {handle.run_id} of {workflow_id}", flush=True)
         event = await listener.wait(handle.run_id, timeout=timeout)
         print(f"run {event.run_id} {event.status.value} (learned by {event.origin.value})")
-        await _settle(listener)
+        await handlers_done(listener)
     return 0 if event.status is RunStatus.SUCCEEDED else 1
-
-
-async def _settle(listener: Listener, limit: float = 10.0) -> None:
-    """Until the handler calls for the run's end have run."""
-    async with asyncio.timeout(limit):
-        while True:
-            calls = (await listener.store.counts()).calls_by_state
-            if not calls.get("pending") and not calls.get("running"):
-                return
-            await asyncio.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

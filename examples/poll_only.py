@@ -34,7 +34,7 @@ from typing import Any
 
 from listener import Listener, PollSchedule, PollSettings, RunEvent, RunStatus
 from listener.providers.nextmv import DEFAULT_BASE_URL, NextmvProvider
-from listener.script import run_script
+from listener.script import handlers_done, run_script
 
 EXAMPLE_INPUTS: list[Any] = [{"stops": n, "vehicles": 2} for n in (5, 10, 20)]
 
@@ -76,19 +76,8 @@ async def run_all(inputs: Sequence[Any], *, timeout: float) -> int:
         for event in events:
             print(f"run {event.run_id} {event.status.value} (learned by {event.origin.value})")
         # Give the handler calls for the last transitions a moment to finish.
-        await _settle(listener)
+        await handlers_done(listener)
     return 0 if all(event.status is RunStatus.SUCCEEDED for event in events) else 1
-
-
-async def _settle(listener: Listener, limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            counts = await listener.store.counts()
-            if not counts.calls_by_state.get("pending") and not counts.calls_by_state.get(
-                "running"
-            ):
-                return
-            await asyncio.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

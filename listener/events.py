@@ -180,27 +180,7 @@ class RunEvent:
         payload: Mapping[str, Any] | None = None,
     ) -> RunEvent:
         """What asking the platform about a run learned (a poll, a cancel's answer)."""
-        return cls._learned(
-            Origin.POLL, provider, application, run_id, status, occurred_at, payload
-        )
-
-    @classmethod
-    def from_stream(
-        cls,
-        provider: str,
-        application: str,
-        run_id: str,
-        status: RunStatus,
-        *,
-        occurred_at: datetime | None = None,
-        payload: Mapping[str, Any] | None = None,
-    ) -> RunEvent:
-        """What following a run's event stream learned. Its id is derived like a poll's,
-        and the store keeps one transition per run and status, so a stream and a poll (or
-        a webhook) reporting the same end make one transition."""
-        return cls._learned(
-            Origin.STREAM, provider, application, run_id, status, occurred_at, payload
-        )
+        return cls.learned(Origin.POLL, provider, application, run_id, status, occurred_at, payload)
 
     @classmethod
     def expired(
@@ -239,21 +219,25 @@ class RunEvent:
         payload: Mapping[str, Any] | None = None,
     ) -> RunEvent:
         """A run that happened elsewhere, reported to the listener by `track`."""
-        return cls._learned(
+        return cls.learned(
             Origin.TRACK, provider, application, run_id, status, occurred_at, payload
         )
 
     @classmethod
-    def _learned(
+    def learned(
         cls,
         origin: Origin,
         provider: str,
         application: str,
         run_id: str,
         status: RunStatus,
-        occurred_at: datetime | None,
-        payload: Mapping[str, Any] | None,
+        occurred_at: datetime | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> RunEvent:
+        """What the listener learned about a run by asking or following its platform
+        (`origin` poll, stream, track). The id is derived from the origin, run and status,
+        and the store keeps one transition per run and status, so two paths reporting
+        the same end (a stream and a poll, or a webhook) make one transition."""
         # The origin names the id's prefix ("poll", "track"), so ids stay as they were.
         return cls(
             delivery_id=f"{origin.value}:{provider}:{run_id}:{status.value}",

@@ -4,19 +4,26 @@
 network (or no fake platform started) stops at once instead of after its client's
 retries. `run_script` runs a script's body: an error the listener raises on purpose ends
 it with one line on stderr and its exit code; with `debug`, the traceback is shown.
+`handlers_done` waits, before a script stops its listener, for the handler calls of
+the last transitions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
 from listener.errors import ListenerError, ProviderError
 from listener.redaction import redact_url
 
-__all__ = ["OFFLINE_HINT", "require_reachable", "run_script"]
+if TYPE_CHECKING:
+    from listener.app import Listener
+
+__all__ = ["OFFLINE_HINT", "handlers_done", "require_reachable", "run_script"]
 
 OFFLINE_HINT = (
     "this needs the network; to try it offline, start `listener fake-platform nextmv --json` "
@@ -54,3 +61,14 @@ def run_script(
             raise
         print(exc.describe(), file=sys.stderr)
         return exc.exit_code
+
+
+async def handlers_done(listener: Listener, *, limit: float = 10.0) -> None:
+    """Until no handler call of `listener`'s store is pending or running (TimeoutError
+    after `limit` seconds)."""
+    async with asyncio.timeout(limit):
+        while True:
+            calls = (await listener.store.counts()).calls_by_state
+            if not calls.get("pending") and not calls.get("running"):
+                return
+            await asyncio.sleep(0.05)

@@ -32,7 +32,7 @@ from typing import Literal
 
 from listener import backoff
 from listener._checks import positive, whole
-from listener.events import RunEvent, RunStatus, next_status
+from listener.events import Origin, RunEvent, RunStatus, next_status
 from listener.providers.base import Provider, ProviderError, RunStream
 from listener.store.base import RecordResult, Store, StoreUnavailable
 
@@ -234,7 +234,8 @@ class Streamer:
                     if next_status(status, reported) is None:
                         continue
                     result = await self.record(
-                        RunEvent.from_stream(
+                        RunEvent.learned(
+                            Origin.STREAM,
                             watch.provider,
                             watch.application,
                             watch.run_id,

@@ -428,34 +428,39 @@ def test_the_reverse_proxy_guide_covers_what_deliveries_need() -> None:
 SCRIPTS = ["submit_and_wait.py", "poll_only.py"]
 
 
-async def test_noxus_workflow_runs_against_the_fake_engine_command(tmp_path: Path) -> None:
-    """Two terminals: `listener fake-platform noxus --json`, then the example."""
+@contextlib.asynccontextmanager
+async def fake_platform_command(*args: str) -> AsyncIterator[dict[str, Any]]:
+    """`listener fake-platform <args> --json` in a child process: what its line says."""
     serving = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "listener",
         "fake-platform",
-        "noxus",
+        *args,
         "--json",
-        "--runs-for",
-        "0.2",
         stdout=asyncio.subprocess.PIPE,
     )
     assert serving.stdout is not None
     try:
         async with asyncio.timeout(60):
-            found = json.loads(await serving.stdout.readline())
+            found: dict[str, Any] = json.loads(await serving.stdout.readline())
+        yield found
+    finally:
+        serving.terminate()
+        assert await serving.wait() == 0
+
+
+async def test_noxus_workflow_runs_against_the_fake_engine_command(tmp_path: Path) -> None:
+    """Two terminals: `listener fake-platform noxus --json`, then the example."""
+    async with fake_platform_command("noxus", "--runs-for", "0.2") as found:
         env = {
             "NOXUS_BASE_URL": found["base_url"],
             "NOXUS_API_KEY": found["api_key"],
             "NOXUS_WORKFLOW_ID": found["workflow_id"],
         }
         code, stdout, stderr = await run_script(EXAMPLES / "noxus_workflow.py", env, tmp_path)
-        offline = {**env, "NOXUS_BASE_URL": f"http://127.0.0.1:{free_port()}"}
-        unreachable = await run_script(EXAMPLES / "noxus_workflow.py", offline, tmp_path)
-    finally:
-        serving.terminate()
-        await serving.wait()
+    offline = {**env, "NOXUS_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+    unreachable = await run_script(EXAMPLES / "noxus_workflow.py", offline, tmp_path)
     assert code == 0, stderr
     assert re.search(r"^run \S+ succeeded \(learned by stream\)$", stdout, re.MULTILINE)
     assert 'output {"echo": {"doc": "quarterly-report.pdf"}}' in stdout
@@ -480,26 +485,9 @@ async def test_an_example_without_a_platform_says_so_in_one_line(
 
 async def test_poll_only_runs_against_the_fake_platform_command(tmp_path: Path) -> None:
     """Two terminals: `listener fake-platform nextmv --json`, then the example."""
-    serving = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "listener",
-        "fake-platform",
-        "nextmv",
-        "--json",
-        "--runs-for",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert serving.stdout is not None
-    try:
-        async with asyncio.timeout(60):
-            found = json.loads(await serving.stdout.readline())
+    async with fake_platform_command("nextmv", "--runs-for", "0") as found:
         env = {"NEXTMV_BASE_URL": found["base_url"], "NEXTMV_API_KEY": found["api_key"]}
         code, stdout, stderr = await run_script(EXAMPLES / "poll_only.py", env, tmp_path)
-    finally:
-        serving.terminate()
-        assert await serving.wait() == 0
     assert code == 0, stderr
     ends = re.findall(r"^run \S+ (\w+) \(learned by (\w+)\)$", stdout, re.MULTILINE)
     assert ends == [("succeeded", "poll")] * 3
