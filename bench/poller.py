@@ -750,7 +750,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--phases", default="12345", help="which phases to run, by number (default: all)"
     )
-    parser.add_argument("--stream-runs", type=int, default=300, help="runs of phase 5")
+    parser.add_argument("--stream-runs", type=int, default=100, help="runs of phase 5")
     parser.add_argument("--platform-child", help=argparse.SUPPRESS)
     return parser.parse_args()
 
