@@ -243,7 +243,9 @@ class Poller:
             streamed = [run for run in runs if self.streaming(run.run_id)]
             runs = [run for run in runs if not self.streaming(run.run_id)]
             report.put_off = len(streamed)
-            await asyncio.gather(*(self._settle(run, None, now, report) for run in streamed))
+            await asyncio.gather(
+                *(self._settle(run, None, now, report, asked=False) for run in streamed)
+            )
         groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
         for run in runs:
             groups[(run.provider, run.application)].append(run)
@@ -432,11 +434,13 @@ class Poller:
         report: PollReport,
         *,
         ride: bool = False,
+        asked: bool = True,
     ) -> None:
         """Record what a poll learned about `run`, expire it, or schedule its next poll.
 
         A run that rode along on another run's listing read (`ride`) was looked at
-        early: its next poll may move later than planned, never earlier.
+        early: its next poll may move later than planned, never earlier. A run put off
+        without asking its platform (`asked` False) counts no status call.
         """
         status = run.status
         if state is not None and next_status(run.status, state.status) is not None:
@@ -460,7 +464,7 @@ class Poller:
             # Look once more exactly at the deadline before declaring the run expired.
             next_poll = run.deadline
         await self.store.reschedule_poll(
-            run.run_id, self.owner, next_poll_at=next_poll, attempts=attempts
+            run.run_id, self.owner, next_poll_at=next_poll, attempts=attempts, status_call=asked
         )
         report.rescheduled += 1
 

@@ -103,6 +103,11 @@ async def test_with_every_callback_dropped_runs_end_once_by_stream_and_are_not_p
             assert listener.poller is not None
             report = await listener.poller.poll_once(datetime.now(UTC) + LATER)
             assert (report.claimed, report.put_off, report.status_calls) == (4, 4, 0)
+            assert listener.store is not None
+            for handle in handles:
+                run = await listener.store.get_run(handle.run_id)
+                assert run is not None
+                assert run.status_calls == 0  # put off, not asked: no call counted
             for handle in handles:
                 engine.finish(handle.run_id, "completed" if handle is not handles[-1] else "failed")
             finals = [await listener.wait(h.run_id, timeout=WAIT_LIMIT) for h in handles]

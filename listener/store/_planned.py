@@ -244,11 +244,22 @@ class PlannedStore:
         )
 
     async def reschedule_poll(
-        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        next_poll_at: datetime,
+        attempts: int,
+        status_call: bool = True,
     ) -> bool:
         return await self._write_plan(
             lambda: plans.reschedule_poll_plan(
-                self.dialect, run_id, owner, next_poll_at=next_poll_at, attempts=attempts
+                self.dialect,
+                run_id,
+                owner,
+                next_poll_at=next_poll_at,
+                attempts=attempts,
+                status_call=status_call,
             )
         )
 

@@ -354,10 +354,18 @@ class Store(Protocol):
         claimers never get the same run while a lease holds."""
 
     async def reschedule_poll(
-        self, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        next_poll_at: datetime,
+        attempts: int,
+        status_call: bool = True,
     ) -> bool:
         """After a poll that learned nothing final: set the next poll time and attempt
-        count, and release the lease. False if `owner` no longer holds it."""
+        count, and release the lease; `status_call` False when the poller put the run
+        off without asking its platform (it counts no call). False if `owner` no longer
+        holds the lease."""
 
     async def release_run(self, run_id: str, owner: str) -> bool:
         """Release a poll lease without changing the schedule."""

@@ -76,14 +76,20 @@ def claim_overdue_runs_plan(
 
 
 def reschedule_poll_plan(
-    d: Dialect, run_id: str, owner: str, *, next_poll_at: datetime, attempts: int
+    d: Dialect,
+    run_id: str,
+    owner: str,
+    *,
+    next_poll_at: datetime,
+    attempts: int,
+    status_call: bool = True,
 ) -> Plan[bool]:
     rows = yield (
-        "UPDATE runs SET next_poll_at = ?, poll_attempts = ?, status_calls = status_calls + 1,"
+        "UPDATE runs SET next_poll_at = ?, poll_attempts = ?, status_calls = status_calls + ?,"
         " lease_owner = NULL,"
         " lease_expires_at = NULL, updated_at = ? WHERE run_id = ? AND lease_owner = ?"
         " RETURNING run_id",
-        [d.t(next_poll_at), int(attempts), d.t(utcnow()), run_id, owner],
+        [d.t(next_poll_at), int(attempts), int(status_call), d.t(utcnow()), run_id, owner],
     )
     return bool(rows)
 
