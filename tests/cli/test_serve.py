@@ -97,8 +97,9 @@ def test_serve_with_workers_uses_the_app_factory(tmp_path: Path) -> None:
         assert server.stop(signal.SIGTERM) == 0
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_serve_logs_json_lines_with_tokens_masked(tmp_path: Path, workers: int) -> None:
+def one_callback_delivery(tmp_path: Path, *extra: str) -> tuple[int, str, str, str]:
+    """`serve` (with `extra` arguments) taking one delivery at a per-run callback URL; its
+    answer's status, the token, and what it wrote to stdout and stderr."""
     config = write_config(
         tmp_path,
         f"""
@@ -115,8 +116,7 @@ scheme = "none"
     secret = "a-callback-secret"
     token = callback_token(secret, "run-nonce")
     port = free_port()
-    args = ["--config", str(config), "serve", "--port", str(port), "--workers", str(workers)]
-    args.append("--log-format=json")
+    args = ["--config", str(config), "serve", "--port", str(port), *extra]
     with long_running(args, cwd=tmp_path, env={"CALLBACK_SECRET": secret}) as server:
         server.wait_for_line("Application startup complete")
         answer = httpx.post(
@@ -124,51 +124,35 @@ scheme = "none"
         )
         assert server.stop(signal.SIGTERM) == 0
         assert server.process.stdout is not None
-        out = server.process.stdout.read()
-    lines = [line for line in (out + "".join(server.stderr)).splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]  # every line is one JSON object
-    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
-    access = [e["message"] for e in entries if e["logger"] == "uvicorn.access"]
-    assert len(access) == 1
-    assert f'"POST /hooks/cb/*** HTTP/1.1" {answer.status_code}' in access[0]
-    deliveries = [e for e in entries if e["logger"] == "listener.receiver"]
-    assert [e["http_status"] for e in deliveries] == [answer.status_code]
-    if workers == 1:
-        assert any(e["message"].startswith("listening on http://") for e in entries)
-    assert token.partition(".")[2] not in "\n".join(lines)
+        out = server.process.stdout.read()  # uvicorn writes access lines to stdout
+    return answer.status_code, token, out, "".join(server.stderr)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_masks_callback_tokens_in_the_access_log(tmp_path: Path, workers: int) -> None:
-    config = write_config(
-        tmp_path,
-        f"""
-[listener]
-store = "{store_url(tmp_path)}"
-callback_secret = "env:CALLBACK_SECRET"
-[server]
-log_level = "info"
-[sources.cb]
-provider = "local"
-scheme = "none"
-""",
-    )
-    secret = "a-callback-secret"
-    token = callback_token(secret, "run-nonce")
-    port = free_port()
-    args = ["--config", str(config), "serve", "--port", str(port), "--workers", str(workers)]
-    with long_running(args, cwd=tmp_path, env={"CALLBACK_SECRET": secret}) as server:
-        server.wait_for_line("Application startup complete")
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/hooks/cb/{token}", json={}, timeout=PROCESS_LIMIT
-        )
-        assert server.stop(signal.SIGTERM) == 0
-        assert server.process.stdout is not None
-        access = server.process.stdout.read()  # uvicorn writes access lines to stdout
-    assert f'"POST /hooks/cb/*** HTTP/1.1" {answer.status_code}' in access
-    log = access + "".join(server.stderr)
+    status, token, access, errors = one_callback_delivery(tmp_path, "--workers", str(workers))
+    assert f'"POST /hooks/cb/*** HTTP/1.1" {status}' in access
+    log = access + errors
     assert token not in log
     assert token.partition(".")[2] not in log  # nor its MAC alone
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_logs_json_lines_with_tokens_masked(tmp_path: Path, workers: int) -> None:
+    status, token, out, errors = one_callback_delivery(
+        tmp_path, "--workers", str(workers), "--log-format=json"
+    )
+    lines = [line for line in (out + errors).splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    access = [e["message"] for e in entries if e["logger"] == "uvicorn.access"]
+    assert len(access) == 1
+    assert f'"POST /hooks/cb/*** HTTP/1.1" {status}' in access[0]
+    deliveries = [e for e in entries if e["logger"] == "listener.receiver"]
+    assert [e["http_status"] for e in deliveries] == [status]
+    if workers == 1:
+        assert any(e["message"].startswith("listening on http://") for e in entries)
+    assert token.partition(".")[2] not in "\n".join(lines)
 
 
 async def test_poll_learns_a_run_end_and_stops_cleanly(

@@ -9,16 +9,16 @@ import dataclasses
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 from conftest import with_search_path
-from store_workloads import mixed_events
+from store_workloads import mixed_events, record_in_chunks, with_a_leased_run
 
 from listener.events import RunEvent, RunStatus
-from listener.store import NewRun, RecordResult
+from listener.store import RecordResult
 from listener.store.postgres import PostgresStore
 
 # What both ways of recording must leave behind; times are left out, as each took its own
@@ -70,11 +70,7 @@ async def test_records_in_step_match_records_one_by_one(
         try:
             for store in stores.values():
                 await store.open()
-                # A known run with a poll lease: a terminal event clears it.
-                await store.register_run(NewRun("run-1", "nextmv", "routing", grace_seconds=7.5))
-                await store.claim_overdue_runs(
-                    "poller", limit=5, lease_seconds=60, now=datetime.now(UTC) + timedelta(days=1)
-                )
+                await with_a_leased_run(store)
             for url in urls.values():
                 # A transition stored without its run's status having moved: reaching it
                 # again is old news, with no handler calls.
@@ -83,12 +79,7 @@ async def test_records_in_step_match_records_one_by_one(
                         "INSERT INTO transitions VALUES ('run-2', 'succeeded', 'old', now())"
                     )
             together = stores["together"]
-            results["together"] = []
-            for start in range(0, len(deliveries), 40):
-                chunk = deliveries[start : start + 40]
-                results["together"].extend(
-                    await asyncio.gather(*(together.record(e, h) for e, h in chunk))
-                )
+            results["together"] = await record_in_chunks(together, deliveries)
             assert together.largest_batch > 1
             assert together.isolated_batches == 0  # every batch went through in step
             results["alone"] = [await stores["alone"].record(e, h) for e, h in deliveries]

@@ -7,14 +7,14 @@ import asyncio
 import functools
 import random
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from store_workloads import mixed_events
+from store_workloads import mixed_events, record_in_chunks, with_a_leased_run
 
 from listener.events import RunEvent, RunStatus
-from listener.store import NewRun
+from listener.store import RecordResult
 from listener.store._plans import complete_call_plan
 from listener.store._sqlite_conn import DIALECT
 from listener.store.sqlite import SQLiteStore
@@ -53,26 +53,17 @@ async def test_records_applied_together_match_records_one_by_one(tmp_path: Path,
     deliveries = mixed_events(rng, 120)
     paths = {name: tmp_path / f"{name}.db" for name in ("together", "alone")}
     stores = {name: SQLiteStore(f"sqlite:///{path}") for name, path in paths.items()}
-    results: dict[str, list[object]] = {}
+    results: dict[str, list[RecordResult]] = {}
     try:
         for store in stores.values():
             await store.open()
-            # A known run with a poll lease: a terminal event clears it.
-            await store.register_run(NewRun("run-1", "nextmv", "routing", grace_seconds=7.5))
-            await store.claim_overdue_runs(
-                "poller", limit=5, lease_seconds=60, now=datetime.now(UTC) + timedelta(days=1)
-            )
+            await with_a_leased_run(store)
         for path in paths.values():
             # A transition stored without its run's status having moved (as left by an older
             # listener, say): reaching it again is old news, with no handler calls.
             _table(path, "INSERT INTO transitions VALUES ('run-2', 'succeeded', 'old', 0)")
         together = stores["together"]
-        results["together"] = []
-        for start in range(0, len(deliveries), 40):
-            chunk = deliveries[start : start + 40]
-            results["together"].extend(
-                await asyncio.gather(*(together.record(e, h) for e, h in chunk))
-            )
+        results["together"] = await record_in_chunks(together, deliveries)
         assert together.largest_batch > 1
         results["alone"] = [await stores["alone"].record(e, h) for e, h in deliveries]
     finally:
