@@ -14,6 +14,10 @@ calls the store while many webhooks arrive at once.
   writer at a time is all SQLite allows); PostgreSQL runs them concurrently on its pool's
   connections, as a plain per-request transaction would.
 
+Each row also says how many bytes the store holds per event afterwards (the event, its
+run, its transition and two handler calls, with their indexes): what a run costs on disk
+until retention prunes it.
+
 SQLite runs on a file in a temporary directory with `synchronous=FULL`, the store's
 default; PostgreSQL uses LISTENER_TEST_POSTGRES_URL or the local default, in a throwaway
 schema, and is left out when unreachable. The target is group commit at least 5x the
@@ -54,10 +58,16 @@ class Result:
     events: int
     seconds: float
     commits: int
+    # Bytes the store holds afterwards (tables and indexes, the warm-up's rows included).
+    stored: int = 0
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def bytes_per_event(self) -> float:
+        return self.stored / (self.events + WARMUP)
 
 
 def make_event(tag: str, i: int) -> RunEvent:
@@ -98,12 +108,25 @@ async def bench_sqlite(events: int, concurrency: int) -> list[Result]:
             await store.open()
             try:
                 seconds = await drive(store, mode[:5], events, concurrency)
-                results.append(Result("sqlite", mode, events, seconds, store.commits))
+                commits = store.commits
             finally:
                 await store.close()
+            results.append(Result("sqlite", mode, events, seconds, commits, sqlite_bytes(path)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return results
+
+
+def sqlite_bytes(path: Path) -> int:
+    """The database file's size once its write-ahead log is folded in."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+    return path.stat().st_size
 
 
 def with_search_path(url: str, schema: str) -> str:
@@ -132,9 +155,17 @@ async def bench_postgres(events: int, concurrency: int) -> list[Result] | str:
             try:
                 seconds = await drive(store, mode[:5], events, concurrency)
                 commits = store.commits if group else events + WARMUP
-                results.append(Result("postgresql", mode, events, seconds, commits))
             finally:
                 await store.close()
+            with psycopg.connect(base) as conn:
+                row = conn.execute(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relkind = 'r'",
+                    [schema],
+                ).fetchone()
+            stored = int(row[0]) if row is not None else 0
+            results.append(Result("postgresql", mode, events, seconds, commits, stored))
         finally:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -144,7 +175,7 @@ async def bench_postgres(events: int, concurrency: int) -> list[Result] | str:
 def print_table(rows: list[Result]) -> None:
     print(
         f"{'backend':<11} {'mode':<14} {'events':>7} {'seconds':>8} {'events/s':>9} "
-        f"{'commits':>8} {'vs one per event':>17}"
+        f"{'commits':>8} {'vs one per event':>17} {'bytes/event':>12}"
     )
     baseline: dict[str, float] = {}
     for row in rows:
@@ -153,7 +184,7 @@ def print_table(rows: list[Result]) -> None:
         ratio = row.rate / baseline[row.backend]
         print(
             f"{row.backend:<11} {row.mode:<14} {row.events:>7} {row.seconds:>8.2f} "
-            f"{row.rate:>9.0f} {row.commits:>8} {ratio:>16.1f}x"
+            f"{row.rate:>9.0f} {row.commits:>8} {ratio:>16.1f}x {row.bytes_per_event:>12.0f}"
         )
 
 
