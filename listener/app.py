@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -256,6 +256,18 @@ class Listener:
     async def wait(self, run_id: str, *, timeout: float | None = None) -> RunEvent:
         """The event that ended the run, the moment it is recorded (by any replica)."""
         return await self.client.wait(run_id, timeout=timeout)
+
+    async def wait_all(
+        self, run_ids: Iterable[str], *, timeout: float | None = None
+    ) -> list[RunEvent]:
+        """The final events of all `run_ids`, in their order, once all have ended."""
+        return await self.client.wait_all(run_ids, timeout=timeout)
+
+    def as_completed(
+        self, run_ids: Iterable[str], *, timeout: float | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """The final event of each of `run_ids` as it ends (`async for`)."""
+        return self.client.as_completed(run_ids, timeout=timeout)
 
     async def run(
         self,

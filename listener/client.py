@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from listener import run_end
 from listener.errors import RunNotFound, WaitTimeout
 from listener.events import Origin, RunEvent, RunStatus, next_status
 from listener.providers.base import Provider, Submission
+from listener.run_end import OnEndFunc
 from listener.store.base import NewRun, RecordResult, RunRecord, Store
 
 __all__ = ["CallbackPlan", "RunClient", "RunHandle", "RunNotFound", "WaitTimeout"]
@@ -130,8 +132,18 @@ class RunClient:
         deadline: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        on_end: str | OnEndFunc | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> RunHandle:
-        """Start a run on `provider` and record it, so its end is learned and routed."""
+        """Start a run on `provider` and record it, so its end is learned and routed.
+
+        `on_end` ("package.module:function", or such a function) is called once when the
+        run ends, with the final event and `context` (JSON), by whichever process runs
+        the dispatcher on this store: see `listener.run_end`.
+        """
+        target = None if on_end is None else run_end.target_of(on_end)
+        if context is not None and target is None:
+            raise ValueError("context is only kept for an on_end function")
         platform = self.provider(provider)
         plan = self._callbacks(provider, secrets.token_hex(8))
         submission = Submission(
@@ -163,6 +175,8 @@ class RunClient:
                 deadline=None if deadline is None else submitted_at + timedelta(seconds=deadline),
                 callback=plan.details,
                 metadata=dict(metadata or {}),
+                on_end=target,
+                on_end_context=dict(context or {}),
             )
         )
         handle = RunHandle(run_id, provider, application, submitted_at, plan.url)
@@ -196,6 +210,28 @@ class RunClient:
                     waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[run_id]
+
+    async def wait_all(
+        self, run_ids: Iterable[str], *, timeout: float | None = None
+    ) -> list[RunEvent]:
+        """The final events of all `run_ids`, in their order, once every one has ended;
+        `WaitTimeout` if any has not within `timeout` seconds in all."""
+        return await asyncio.gather(*(self.wait(r, timeout=timeout) for r in run_ids))
+
+    async def as_completed(
+        self, run_ids: Iterable[str], *, timeout: float | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """The final event of each of `run_ids` as it ends, first ended first; raises
+        `WaitTimeout` for the first still going after `timeout` seconds in all."""
+        waits = [asyncio.ensure_future(self.wait(r, timeout=timeout)) for r in run_ids]
+        try:
+            for next_done in asyncio.as_completed(waits):
+                yield await next_done
+        finally:
+            # Stopped early (a break, an error): the remaining waits end with it.
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def run(
         self,

@@ -32,14 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from listener import backoff
+from listener import backoff, run_end
 from listener._checks import at_least, flag, positive, whole
 from listener.errors import HandlerFailed, UnknownHandler
 from listener.events import Origin, RunEvent
 from listener.metrics import Metrics
 from listener.redaction import log_text
 from listener.registry import Handler, Handlers
-from listener.store.base import HandlerCall, Store
+from listener.store.base import ON_END_HANDLER_PREFIX, HandlerCall, Store
 
 __all__ = [
     "LEASE_MARGIN_SECONDS",
@@ -317,6 +317,13 @@ class Dispatcher:
         if inspect.isawaitable(result):
             await result
 
+    async def _run_end_handler(self, call: HandlerCall) -> Handler:
+        """The handler of a run's own `on_end` call, with the context stored with the run."""
+        if not call.handler.startswith(ON_END_HANDLER_PREFIX):
+            raise UnknownHandler(f"no handler named {call.handler!r} is registered")
+        run = await self.store.get_run(call.run_id)
+        return run_end.handler_for(call.handler, run.on_end_context if run else {})
+
     async def _run(self, call: HandlerCall) -> None:
         if call.attempts > self.settings.max_attempts:
             # Claimed more often than allowed without ever finishing: the process running
@@ -334,7 +341,7 @@ class Dispatcher:
         deadline = asyncio.timeout(timeout)
         try:
             if handler is None:
-                raise UnknownHandler(f"no handler named {call.handler!r} is registered")
+                handler = await self._run_end_handler(call)
             event = self._event_for(call)
             async with deadline:
                 await self._invoke(handler, event)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from listener.events import RunStatus
 from listener.store.base import (
+    ON_END_HANDLER_PREFIX,
     SchemaTooNew,
 )
 
@@ -66,6 +67,15 @@ def check_limit(limit: int) -> int:
 def unique_handlers(handlers: Sequence[str]) -> list[str]:
     """Handler names in first-seen order, each once: one call per handler per transition."""
     return list(dict.fromkeys(handlers))
+
+
+def calls_for_move(handlers: Sequence[str], moved: RunStatus, on_end: str | None) -> list[str]:
+    """The handler calls a transition to `moved` enqueues: one per matched handler, and
+    the run's own `on_end` call when the run ends."""
+    names = list(handlers)
+    if on_end is not None and moved.is_terminal:
+        names.append(ON_END_HANDLER_PREFIX + on_end)
+    return unique_handlers(names)
 
 
 # -- JSON ------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ def run_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder) -> RunRecord:
         metadata=js(row["metadata"]),
         updated_at=ts(row["updated_at"]),
         status_calls=int(row["status_calls"]),
+        on_end=row["on_end"],
+        on_end_context=js(row["on_end_context"]),
     )
 
 

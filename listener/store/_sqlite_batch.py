@@ -39,14 +39,14 @@ from listener.store.base import (
 # Measured: recording 2,000 events through the plan alone takes 1.6x as long.
 
 # What the batch reads before writing, in one statement: which deliveries are stored,
-# the runs' status, grace and provider (printed with 17 digits, so the float reads back exactly),
-# the transitions they already made, and the last handler call id AUTOINCREMENT handed
-# out (the new calls take the ids it would give them next).
+# the runs' status, grace (printed with 17 digits, so the float reads back exactly),
+# provider and end callback, the transitions they already made, and the last handler call
+# id AUTOINCREMENT handed out (the new calls take the ids it would give them next).
 _LOOK_UP = (
     "SELECT (SELECT json_group_array(delivery_id) FROM events"
     " WHERE delivery_id IN (SELECT value FROM json_each(?1))),"
     " (SELECT json_group_array(json_array(run_id, status, printf('%!.17g', grace_seconds),"
-    " provider))"
+    " provider, on_end))"
     " FROM runs WHERE run_id IN (SELECT value FROM json_each(?2))),"
     " (SELECT json_group_array(json_array(run_id, status)) FROM transitions"
     " WHERE run_id IN (SELECT value FROM json_each(?2))),"
@@ -138,14 +138,18 @@ def batchable(event: RunEvent, handlers: Sequence[str]) -> bool:
 
 
 class _Run:
-    """A run's state as the batch moves it: status, grace and whose run it is."""
+    """A run's state as the batch moves it: status, grace, whose run it is, and the
+    function it calls when it ends."""
 
-    __slots__ = ("grace", "provider", "status")
+    __slots__ = ("grace", "on_end", "provider", "status")
 
-    def __init__(self, status: RunStatus, grace: float, provider: str) -> None:
+    def __init__(
+        self, status: RunStatus, grace: float, provider: str, on_end: str | None = None
+    ) -> None:
         self.status = status
         self.grace = grace
         self.provider = provider
+        self.on_end = on_end
 
 
 def _stamp(value: datetime | None) -> float | None:
@@ -162,8 +166,8 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
     known = conn.execute(_LOOK_UP, (_ROWS.encode(delivery_ids), _ROWS.encode(run_ids))).fetchone()
     seen = set(json.loads(known[0]))
     runs = {
-        run_id: _Run(RunStatus(status), float(grace), provider)
-        for run_id, status, grace, provider in json.loads(known[1])
+        run_id: _Run(RunStatus(status), float(grace), provider, on_end)
+        for run_id, status, grace, provider, on_end in json.loads(known[1])
     }
     reached = {(run_id, status) for run_id, status in json.loads(known[2])}
     last_call_id = int(known[3])
@@ -234,8 +238,8 @@ def record_many(conn: sqlite3.Connection, items: Sequence[RecordArgs]) -> list[R
             if Origin(event.origin) is Origin.POLL:
                 polled[run_id] = polled.get(run_id, 0) + 1
         call_ids: tuple[int, ...] = ()
-        if moved is not None and item.handlers:
-            names = c.unique_handlers(item.handlers)
+        names = c.calls_for_move(item.handlers, moved, run.on_end) if moved is not None else []
+        if moved is not None and names:
             first = last_call_id + len(call_rows) + 1
             call_ids = tuple(range(first, first + len(names)))
             for name in names:

@@ -92,4 +92,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX transitions_by_created ON transitions (created_at)",
     ),
+    # The function called once when the run ends, with its context (`listener.run_end`).
+    (
+        "ALTER TABLE runs ADD COLUMN on_end TEXT",
+        "ALTER TABLE runs ADD COLUMN on_end_context TEXT NOT NULL DEFAULT '{}'",
+    ),
 )

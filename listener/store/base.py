@@ -16,6 +16,7 @@ from listener.errors import SchemaTooNew, StoreError, StoreUnavailable
 from listener.events import Origin, RunEvent, RunStatus, Transition
 
 __all__ = [
+    "ON_END_HANDLER_PREFIX",
     "CallState",
     "Change",
     "HandlerCall",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# The handler name of a run's own end callback (`NewRun.on_end`), followed by its target.
+ON_END_HANDLER_PREFIX = "on_end:"
 
 
 class CallState(enum.StrEnum):
@@ -62,6 +66,10 @@ class NewRun:
     deadline: datetime | None = None
     callback: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # A function ("package.module:function") to call once when the run ends, with
+    # `on_end_context`: the store enqueues it with the run's terminal transition.
+    on_end: str | None = None
+    on_end_context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,8 @@ class RunRecord:
     metadata: Mapping[str, Any]
     updated_at: datetime
     status_calls: int = 0  # status calls made for the run over its life
+    on_end: str | None = None
+    on_end_context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +236,11 @@ class Store(Protocol):
     # -- runs ----------------------------------------------------------------------------
 
     async def register_run(self, run: NewRun) -> bool:
-        """Record a run to watch. True if new; registering it again changes nothing."""
+        """Record a run to watch. True if new; registering it again changes nothing.
+
+        A run first created by its own event (the webhook beat the registration) takes
+        the registration's details; if that event already ended it, the run's `on_end`
+        call is enqueued here, so it is called once all the same."""
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
@@ -252,7 +266,8 @@ class Store(Protocol):
         - Otherwise the event is stored; an unknown run is created from it (grace and
           deadline defaults of the store); the run moves per `events.next_status`.
         - When the run moves, the transition (unique per run and status) is stored and
-          one pending handler call per name in `handlers` is enqueued, due now.
+          one pending handler call per name in `handlers` is enqueued, due now; a
+          terminal transition also enqueues the run's `on_end` call, if it has one.
         - `last_event_at` is set and the next poll is pushed back by the run's grace;
           a terminal run is never polled again.
 

@@ -135,6 +135,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX transitions_by_created ON transitions (created_at)",
     ),
+    # The function called once when the run ends, with its context (`listener.run_end`).
+    (
+        "ALTER TABLE runs ADD COLUMN on_end text",
+        "ALTER TABLE runs ADD COLUMN on_end_context jsonb NOT NULL DEFAULT '{}'",
+    ),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

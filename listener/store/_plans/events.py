@@ -10,11 +10,11 @@ from typing import Any
 from listener.events import Origin, RunEvent, RunStatus, Transition, next_status
 from listener.store._common import (
     as_utc,
+    calls_for_move,
     check_limit,
     decode_cursor,
     encode_cursor,
     next_poll_at,
-    unique_handlers,
     utcnow,
 )
 from listener.store._plans.core import (
@@ -61,7 +61,7 @@ def record_plan(
         ],
     )
     select_run = (
-        f"SELECT status, grace_seconds, provider FROM runs WHERE run_id = ?{d.for_update}",
+        f"SELECT status, grace_seconds, provider, on_end FROM runs WHERE run_id = ?{d.for_update}",
         [event.run_id],
     )
     if not stored:
@@ -71,6 +71,7 @@ def record_plan(
 
     grace = float(default_grace_seconds)
     current: RunStatus | None = None
+    on_end: str | None = None
     created = False
     rows = yield select_run
     if not rows:
@@ -101,6 +102,7 @@ def record_plan(
     if not created:
         current = RunStatus(rows[0]["status"])
         grace = float(rows[0]["grace_seconds"])
+        on_end = rows[0]["on_end"]
         if rows[0]["provider"] != event.provider:
             yield ("DELETE FROM events WHERE delivery_id = ?", [event.delivery_id])
             return RecordResult(
@@ -146,7 +148,7 @@ def record_plan(
             )
 
     call_ids: list[int] = []
-    names = unique_handlers(handlers) if moved is not None else []
+    names = calls_for_move(handlers, moved, on_end) if moved is not None else []
     if moved is not None and names:
         # One statement for all handlers; names are unique, so they map rows back to ids.
         values = ", ".join(["(?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?)"] * len(names))

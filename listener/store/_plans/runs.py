@@ -23,6 +23,7 @@ from listener.store._rows import (
     run_from_row,
 )
 from listener.store.base import (
+    ON_END_HANDLER_PREFIX,
     NewRun,
     Page,
     RunRecord,
@@ -40,8 +41,8 @@ def register_run_plan(d: Dialect, run: NewRun) -> Plan[bool]:
     rows = yield (
         "INSERT INTO runs (run_id, provider, application, status, submitted_at,"
         " grace_seconds, deadline, next_poll_at, poll_attempts, callback, metadata,"
-        " registered, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 1, ?)"
+        " on_end, on_end_context, registered, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, 1, ?)"
         " ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
         [
             run.run_id,
@@ -54,6 +55,8 @@ def register_run_plan(d: Dialect, run: NewRun) -> Plan[bool]:
             d.opt_t(next_poll_at(status, submitted, first_poll)),
             d.json_param(run.callback),
             d.json_param(run.metadata),
+            run.on_end,
+            d.json_param(run.on_end_context),
             d.t(now),
         ],
     )
@@ -72,7 +75,8 @@ def register_run_plan(d: Dialect, run: NewRun) -> Plan[bool]:
     base = d.time_value(last) if last is not None else submitted
     yield (
         "UPDATE runs SET submitted_at = ?, grace_seconds = ?, deadline = ?, next_poll_at = ?,"
-        " callback = ?, metadata = ?, registered = 1, updated_at = ? WHERE run_id = ?",
+        " callback = ?, metadata = ?, on_end = ?, on_end_context = ?, registered = 1,"
+        " updated_at = ? WHERE run_id = ?",
         [
             d.t(submitted),
             grace,
@@ -80,10 +84,23 @@ def register_run_plan(d: Dialect, run: NewRun) -> Plan[bool]:
             d.opt_t(next_poll_at(current, base, grace)),
             d.json_param(run.callback),
             d.json_param(run.metadata),
+            run.on_end,
+            d.json_param(run.on_end_context),
             d.t(now),
             run.run_id,
         ],
     )
+    if run.on_end is not None and current.is_terminal:
+        # Its end was recorded before it had an `on_end`: enqueue that call now, once
+        # (only an unregistered run gets here, and this registers it).
+        at = d.t(now)
+        yield (
+            "INSERT INTO handler_calls (handler, run_id, status, delivery_id, state,"
+            " attempts, next_attempt_at, replays, created_at, updated_at)"
+            " SELECT ?, run_id, status, delivery_id, 'pending', 0, ?, 0, ?, ?"
+            " FROM transitions WHERE run_id = ? AND status = ?",
+            [ON_END_HANDLER_PREFIX + run.on_end, at, at, at, run.run_id, current.value],
+        )
     return False
 
 
