@@ -30,6 +30,7 @@ from listener.events import RunEvent, RunStatus
 from listener.following import ChangeFollower
 from listener.health import end_of, lag_seconds, learned_by
 from listener.metrics import Metrics
+from listener.notices import NoticeSettings
 from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
 from listener.receiver import Receiver, ReceiverSettings, create_app
@@ -51,6 +52,7 @@ from listener.store import (
     open_store,
 )
 from listener.streaming import Streamer, StreamSettings
+from listener.watching import NoticeWatcher
 
 __all__ = ["Listener"]
 
@@ -85,7 +87,9 @@ class Listener:
     open runs are followed (`StreamSettings`: by default, for a provider offering them,
     when no callback can reach this listener; the poller leaves a run alone while its
     stream is healthy), and `receiver` how the webhook endpoints answer
-    (`ReceiverSettings`). Each is checked when it is made, so a bad
+    (`ReceiverSettings`), and `health` when handlers registered with `on_notice` hear
+    that a source's provider's webhooks are degraded or recovered (`NoticeSettings`; the
+    window is evaluated where handlers are dispatched). Each is checked when it is made, so a bad
     value is a `ValueError` naming it.
 
     Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
@@ -112,6 +116,7 @@ class Listener:
         poll: PollSettings = PollSettings(),
         streams: StreamSettings = StreamSettings(),
         receiver: ReceiverSettings = ReceiverSettings(),
+        health: NoticeSettings = NoticeSettings(),
         retention: float | None = None,
         retention_interval: float = DEFAULT_INTERVAL,
     ) -> None:
@@ -121,6 +126,7 @@ class Listener:
         _check_settings("poll", poll, PollSettings)
         _check_settings("streams", streams, StreamSettings)
         _check_settings("receiver", receiver, ReceiverSettings)
+        _check_settings("health", health, NoticeSettings)
         if retention:
             check_age(retention, "retention")
         if not retention_interval > 0:
@@ -139,12 +145,15 @@ class Listener:
         self.retention = retention or None
         self.retention_interval = retention_interval
         self._pruner: Pruner | None = None
+        self.health = health
+        self._watcher: NoticeWatcher | None = None
         # What start() started, closed by stop() in reverse order.
         self._parts: contextlib.AsyncExitStack | None = None
         self.handlers = Handlers()
         # `@listener.on(...)` and `@listener.on_any` register on the listener's own router.
         self.on = self.handlers.on
         self.on_any = self.handlers.on_any
+        self.on_notice = self.handlers.on_notice
         self.metrics = Metrics()
         self.recorder = EventRecorder(self.handlers, self._on_recorded)
         self.receiver = Receiver(
@@ -377,6 +386,11 @@ class Listener:
                         streaming=streaming,
                     ),
                 )
+            watched = {source.provider for source in self.sources.values()}
+            if self.health.enabled and self.dispatch.enabled and watched:
+                self._watcher = await _start(
+                    parts, NoticeWatcher(store, self.handlers, watched, self.health)
+                )
             # Other replicas' commits, where the store announces them: claims and waits
             # at once rather than at the next sweep or read.
             await _start(parts, ChangeFollower(store, self._on_change))
@@ -402,6 +416,7 @@ class Listener:
 
     def _forget_parts(self) -> None:
         self._pruner = None
+        self._watcher = None
         self._poller = None
         self._streamer = None
         self._dispatcher = None

@@ -35,6 +35,7 @@ __all__ = [
     "Handler",
     "HandlerFunc",
     "Handlers",
+    "NoticeHandler",
     "PluginError",
     "load_entry_points",
     "load_plugin",
@@ -49,6 +50,12 @@ _FILE_MODULE_NAMES: dict[str, str] = {}
 
 HandlerFunc = Callable[[RunEvent], Any]
 F = TypeVar("F", bound=HandlerFunc)
+# A notice handler takes a `listener.notices.Notice`.
+NoticeFunc = Callable[[Any], Any]
+N = TypeVar("N", bound=NoticeFunc)
+# The notices a handler can ask for (`listener.notices.NOTICE_KINDS`, kept here so the
+# registry imports nothing beyond the vocabulary).
+NOTICE_KINDS = frozenset({"webhooks_degraded", "webhooks_recovered"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,23 @@ class Handler:
             and (self.providers is None or event.provider in self.providers)
             and (self.applications is None or event.application in self.applications)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeHandler:
+    """One function called with the listener's notices of `kinds` (for `providers`)."""
+
+    name: str
+    func: NoticeFunc
+    kinds: frozenset[str]
+    providers: frozenset[str] | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return _is_async(self.func)
+
+    def matches(self, kind: str, provider: str) -> bool:
+        return kind in self.kinds and (self.providers is None or provider in self.providers)
 
 
 def _is_async(func: object) -> bool:
@@ -136,6 +160,7 @@ class Handlers:
 
     def __init__(self) -> None:
         self._own: dict[str, Handler] = {}
+        self._notices: dict[str, NoticeHandler] = {}
         self._included: list[Handlers] = []
         # Every handler of this router and those it includes, in order, and by name (the
         # first of a name wins, as in `get`), as of the registry generation they were built.
@@ -240,6 +265,37 @@ class Handlers:
             return decorate(func)
         return decorate
 
+    def on_notice(
+        self,
+        *kinds: str,
+        provider: str | Iterable[str] | None = None,
+        name: str | None = None,
+    ) -> Callable[[N], N]:
+        """Decorator: call the function with the listener's notices of `kinds`
+        (`webhooks_degraded`, `webhooks_recovered`)."""
+        if not kinds:
+            raise ValueError("on_notice needs at least one notice kind")
+        unknown = sorted(set(kinds) - NOTICE_KINDS)
+        if unknown:
+            known = ", ".join(sorted(NOTICE_KINDS))
+            raise ValueError(f"unknown notice kind {unknown[0]!r}; known: {known}")
+        providers = _names(provider, "provider")
+
+        def decorate(func: N) -> N:
+            if not callable(func):
+                raise TypeError(f"notice handler {func!r} is not callable")
+            handler = NoticeHandler(name or default_name(func), func, frozenset(kinds), providers)
+            if self.get(handler.name) is not None or self._notice_named(handler.name):
+                raise DuplicateHandler(
+                    f"a handler named {handler.name!r} is already registered; pass name= to "
+                    "tell them apart"
+                )
+            self._notices[handler.name] = handler
+            Handlers._generation += 1
+            return func
+
+        return decorate
+
     def include(self, router: Handlers) -> None:
         """Route to `router`'s handlers too. Including the same router twice is a no-op."""
         if router is self or self in router._routers():
@@ -247,6 +303,9 @@ class Handlers:
         if any(existing is router for existing in self._routers()):
             return
         clash = set(self.names()) & set(router.names())
+        clash |= {n for r in self._routers() for n in r._notices} & {
+            n for r in router._routers() for n in r._notices
+        }
         if clash:
             raise DuplicateHandler(f"handler names registered twice: {', '.join(sorted(clash))}")
         self._included.append(router)
@@ -296,6 +355,18 @@ class Handlers:
     def get(self, name: str) -> Handler | None:
         # Looked up for every handler call the dispatcher runs: from the cached index.
         return self._built()[2].get(name)
+
+    def _notice_named(self, name: str) -> bool:
+        return any(name in router._notices for router in self._routers())
+
+    def notice_handlers(self, kind: str, provider: str) -> list[NoticeHandler]:
+        """The notice handlers asking for notices of `kind` about `provider`, in order."""
+        return [
+            handler
+            for router in self._routers()
+            for handler in router._notices.values()
+            if handler.matches(kind, provider)
+        ]
 
     def match(self, event: RunEvent) -> list[str]:
         """Names of the handlers subscribed to `event`, in registration order."""

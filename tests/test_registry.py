@@ -307,3 +307,42 @@ def test_entry_point_errors(
     with pytest.raises(PluginError, match=message) as info:
         load_entry_points()
     assert "broken" in info.value.plugin
+
+
+def test_notice_handlers_are_registered_by_kind_and_provider() -> None:
+    handlers = Handlers()
+    inner = Handlers()
+
+    @handlers.on_notice("webhooks_degraded")
+    def any_provider(notice: object) -> None: ...
+
+    @inner.on_notice("webhooks_degraded", "webhooks_recovered", provider="nextmv")
+    async def nextmv_only(notice: object) -> None: ...
+
+    handlers.include(inner)
+    assert [h.func for h in handlers.notice_handlers("webhooks_degraded", "nextmv")] == [
+        any_provider,
+        nextmv_only,
+    ]
+    assert [h.func for h in handlers.notice_handlers("webhooks_recovered", "local")] == []
+    assert handlers.notice_handlers("webhooks_recovered", "nextmv")[0].is_async
+    # Notice handlers are not run handlers: no run event routes to them.
+    assert handlers.names() == []
+
+
+def test_notice_handler_mistakes_fail_at_registration() -> None:
+    handlers = Handlers()
+    with pytest.raises(ValueError, match="unknown notice kind 'webhook_degraded'"):
+        handlers.on_notice("webhook_degraded")
+    with pytest.raises(ValueError, match="at least one notice kind"):
+        handlers.on_notice()
+
+    @handlers.on_notice("webhooks_degraded", name="alert")
+    def alert(notice: object) -> None: ...
+
+    with pytest.raises(DuplicateHandler, match="'alert' is already registered"):
+        handlers.on_notice("webhooks_recovered", name="alert")(alert)
+    other = Handlers()
+    other.on_notice("webhooks_recovered", name="alert")(alert)
+    with pytest.raises(DuplicateHandler, match="alert"):
+        handlers.include(other)

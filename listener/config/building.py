@@ -131,6 +131,7 @@ def build_listener(
             poll=poll_settings,
             streams=config.streams,
             receiver=config.receiver,
+            health=config.health,
             retention=config.retention_days * _DAY if retention else None,
         )
     except PluginError as exc:

@@ -41,6 +41,7 @@ from listener.config.schema import (
     _Key,
 )
 from listener.dispatch import DispatchSettings
+from listener.notices import NoticeSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
 from listener.receiver import ReceiverSettings
@@ -117,6 +118,7 @@ def load_config(
         poller=_poll_settings(reader, sections["poller"]),
         streams=_settings(reader, "streams", StreamSettings, sections["streams"]),
         receiver=_settings(reader, "listener", ReceiverSettings, receiver),
+        health=_settings(reader, "health", NoticeSettings, sections["health"]),
         handlers=MappingProxyType(handlers),
         notices=tuple(reader.notices),
         **top,

@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from listener.dispatch import DispatchSettings
+from listener.notices import NoticeSettings
 from listener.poller import PollSettings
 from listener.receiver import ReceiverSettings
 from listener.redaction import redact_url
@@ -93,9 +94,9 @@ class ProviderConfig:
 class Config:
     """The whole configuration; `path` is the file it came from (None: defaults only).
 
-    `dispatch`, `poller` and `receiver` are the components' own settings objects, built
-    from `[dispatch]`, `[poller]` and the receiver's keys of `[listener]`
-    (`max_body_bytes`); a key left out keeps that class's default.
+    `dispatch`, `poller`, `receiver` and `health` are the components' own settings
+    objects, built from `[dispatch]`, `[poller]`, the receiver's keys of `[listener]`
+    (`max_body_bytes`) and `[health]`; a key left out keeps that class's default.
     """
 
     path: Path | None = None
@@ -113,6 +114,7 @@ class Config:
     poller: PollSettings = field(default_factory=PollSettings)
     streams: StreamSettings = field(default_factory=StreamSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
+    health: NoticeSettings = field(default_factory=NoticeSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Warnings about the file (secrets written inline), shown by the command line.
     notices: tuple[str, ...] = field(default=(), compare=False)
@@ -135,7 +137,7 @@ class Config:
             f"server={self.server!r}, "
             f"sources={self.sources!r}, providers={self.providers!r}, "
             f"dispatch={self.dispatch!r}, poller={self.poller!r}, streams={self.streams!r}, "
-            f"receiver={self.receiver!r}, handlers={handlers!r})"
+            f"receiver={self.receiver!r}, health={self.health!r}, handlers={handlers!r})"
         )
 
 
@@ -256,6 +258,17 @@ _STREAMS_KEYS: Final[Mapping[str, _Key]] = {
     "backoff_cap": _Key("float", _SECONDS_POSITIVE, _above(0)),
 }
 
+# [health] keys are `NoticeSettings` fields: when webhooks count as degraded.
+_SHARE = "a share above 0 and at most 1"
+_HEALTH_KEYS: Final[Mapping[str, _Key]] = {
+    "enabled": _Key("bool", "true or false"),
+    "window": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "threshold": _Key("float", _SHARE, lambda share: 0 < share <= 1),
+    "recover_share": _Key("float", _SHARE, lambda share: 0 < share <= 1),
+    "min_ends": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
+}
+
 _SECTIONS: Final = (
     "listener",
     "server",
@@ -264,6 +277,7 @@ _SECTIONS: Final = (
     "dispatch",
     "poller",
     "streams",
+    "health",
     "handlers",
 )
 _SOURCE_KEYS: Final = ("provider", "scheme", "secrets", "tolerance", "options")
@@ -274,4 +288,5 @@ _ENV_SECTIONS: Final[Mapping[str, tuple[str, Mapping[str, _Key]]]] = {
     "DISPATCH": ("dispatch", _DISPATCH_KEYS),
     "POLLER": ("poller", _POLLER_KEYS),
     "STREAMS": ("streams", _STREAMS_KEYS),
+    "HEALTH": ("health", _HEALTH_KEYS),
 }

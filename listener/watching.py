@@ -1,0 +1,112 @@
+"""The I/O half of webhook health notices: evaluates the store's recent run ends every
+`NoticeSettings.interval` seconds and calls the handlers that asked for each notice.
+
+The decisions are `listener.notices.assess`; this module only reads the window, keeps each
+provider's `Episode` between evaluations and delivers. Delivery is in process: a notice
+handler that raises is logged and tried again at the next evaluations, up to
+`attempts` times in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+from listener.notices import Episode, Notice, NoticeSettings, assess, window_counts
+from listener.redaction import log_text
+from listener.registry import Handlers, NoticeHandler
+from listener.store.base import Store
+
+__all__ = ["NoticeWatcher"]
+
+log = logging.getLogger("listener.notices")
+
+
+class NoticeWatcher:
+    """Watches `providers` (those whose sources take webhooks) in `store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Handlers,
+        providers: Iterable[str],
+        settings: NoticeSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        attempts: int = 3,
+    ) -> None:
+        self.store = store
+        self.handlers = handlers
+        self.providers = sorted(set(providers))
+        self.settings = settings or NoticeSettings()
+        self.clock = clock
+        self.attempts = attempts
+        self.episodes: dict[str, Episode] = {}
+        # Deliveries still owed: (notice, handler) -> attempts made so far.
+        self._owed: dict[tuple[str, str], tuple[Notice, NoticeHandler, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="listener-notices")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def evaluate(self) -> list[Notice]:
+        """One evaluation: the notices it decided (already delivered, or owed)."""
+        now = self.clock()
+        since = now - timedelta(seconds=self.settings.window)
+        ends = await self.store.list_run_ends(since=since)
+        decided = []
+        for provider, counts in sorted(window_counts(ends, self.providers).items()):
+            episode, notice = assess(
+                self.episodes.get(provider, Episode()), counts, self.settings, now
+            )
+            self.episodes[provider] = episode
+            if notice is not None:
+                decided.append(notice)
+                log.info("%s: %s", notice.kind, notice.as_dict())
+                for handler in self.handlers.notice_handlers(notice.kind, notice.provider):
+                    self._owed[(notice.key, handler.name)] = (notice, handler, 0)
+        await self._deliver()
+        return decided
+
+    async def _deliver(self) -> None:
+        for key, (notice, handler, tried) in list(self._owed.items()):
+            try:
+                if handler.is_async:
+                    await handler.func(notice)
+                else:  # off the event loop, which receives webhooks meanwhile
+                    await asyncio.to_thread(handler.func, notice)
+            except Exception as exc:
+                tried += 1
+                if tried >= self.attempts:
+                    del self._owed[key]
+                    log.error(
+                        "notice handler %s gave up on %s after %d attempts: %s",
+                        handler.name, notice.key, tried, log_text(repr(exc)),
+                    )  # fmt: skip
+                else:
+                    self._owed[key] = (notice, handler, tried)
+                    log.warning(
+                        "notice handler %s failed on %s (attempt %d): %s",
+                        handler.name, notice.key, tried, log_text(repr(exc)),
+                    )  # fmt: skip
+            else:
+                del self._owed[key]
+
+    async def run(self) -> None:
+        """Evaluate every `interval` seconds until cancelled; a failed read is logged."""
+        while True:
+            try:
+                await self.evaluate()
+            except Exception as exc:  # the store may be briefly away; try next time
+                log.warning("webhook health evaluation failed: %s", log_text(repr(exc)))
+            await asyncio.sleep(self.settings.interval)
