@@ -195,6 +195,9 @@ class Listener:
     def sources(self) -> dict[str, Source]:
         return self.receiver.sources
 
+    def _webhook_providers(self) -> set[str]:
+        return {source.provider for source in self.sources.values()}
+
     def add_source(self, source: Source) -> None:
         if source.uses_token and not self.callback_secret:
             raise ValueError(
@@ -386,10 +389,10 @@ class Listener:
                         streaming=streaming,
                     ),
                 )
-            watched = {source.provider for source in self.sources.values()}
-            if self.health.enabled and self.dispatch.enabled and watched:
+            if self.health.enabled and self.dispatch.enabled:
                 self._watcher = await _start(
-                    parts, NoticeWatcher(store, self.handlers, watched, self.health)
+                    parts,
+                    NoticeWatcher(store, self.handlers, self._webhook_providers, self.health),
                 )
             # Other replicas' commits, where the store announces them: claims and waits
             # at once rather than at the next sweep or read.

@@ -359,6 +359,9 @@ class Handlers:
     def _notice_named(self, name: str) -> bool:
         return any(name in router._notices for router in self._routers())
 
+    def has_notice_handlers(self) -> bool:
+        return any(router._notices for router in self._routers())
+
     def notice_handlers(self, kind: str, provider: str) -> list[NoticeHandler]:
         """The notice handlers asking for notices of `kind` about `provider`, in order."""
         return [

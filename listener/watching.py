@@ -26,13 +26,14 @@ log = logging.getLogger("listener.notices")
 
 
 class NoticeWatcher:
-    """Watches `providers` (those whose sources take webhooks) in `store`."""
+    """Watches `providers` (those whose sources take webhooks, or a function naming them
+    at each evaluation, as sources may be added to a started listener) in `store`."""
 
     def __init__(
         self,
         store: Store,
         handlers: Handlers,
-        providers: Iterable[str],
+        providers: Iterable[str] | Callable[[], Iterable[str]],
         settings: NoticeSettings | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -40,7 +41,7 @@ class NoticeWatcher:
     ) -> None:
         self.store = store
         self.handlers = handlers
-        self.providers = sorted(set(providers))
+        self._providers = providers if callable(providers) else frozenset(providers)
         self.settings = settings or NoticeSettings()
         self.clock = clock
         self.attempts = attempts
@@ -59,13 +60,20 @@ class NoticeWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def watched(self) -> frozenset[str]:
+        given = self._providers
+        return frozenset(given() if callable(given) else given)
+
     async def evaluate(self) -> list[Notice]:
         """One evaluation: the notices it decided (already delivered, or owed)."""
+        providers = self.watched()
+        if not providers or not self.handlers.has_notice_handlers():
+            return []  # nobody to tell: no query either
         now = self.clock()
         since = now - timedelta(seconds=self.settings.window)
         ends = await self.store.list_run_ends(since=since)
         decided = []
-        for provider, counts in sorted(window_counts(ends, self.providers).items()):
+        for provider, counts in sorted(window_counts(ends, providers).items()):
             episode, notice = assess(
                 self.episodes.get(provider, Episode()), counts, self.settings, now
             )

@@ -3,9 +3,16 @@ each notice delivered once per episode to the handlers that asked for it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from pathlib import Path
 
-from listener import Handlers, Origin, RunEvent, RunStatus
+from helpers import WAIT_LIMIT, serve, wait_for
+from test_reconcile import DISPATCH, POLL
+
+from listener import Handlers, Listener, Origin, RunEvent, RunStatus, Source
+from listener.signatures import NextmvSignature
+from listener.testing import FakePlatform, RunPlan
 from listener.notices import DEGRADED, RECOVERED, Notice, NoticeSettings
 from listener.store import Store
 from listener.watching import NoticeWatcher
@@ -75,3 +82,49 @@ async def test_a_failing_notice_handler_is_tried_again_then_given_up(store: Stor
     await watcher.evaluate()
     await watcher.evaluate()
     assert calls == [notice.key, "broken", notice.key, "broken"]
+
+
+async def test_serve_tells_a_handler_once_when_webhooks_stop_and_once_when_they_return(
+    tmp_path: Path,
+) -> None:
+    # Every webhook lost: four ends learned by poll make a degraded episode; then webhooks
+    # come back, and sixteen ends by webhook (16 of 20) end it.
+    health = NoticeSettings(
+        window=3600, threshold=0.5, recover_share=0.8, min_ends=4, interval=0.02
+    )
+    async with FakePlatform(plan=RunPlan(runs_for=0.01), drop_rate=1.0, seed=4) as platform:
+        provider = platform.nextmv_provider()
+        listener = Listener(
+            store_url=f"sqlite:///{tmp_path / 'listener.db'}",
+            providers=[provider],
+            dispatch=DISPATCH,
+            poll=POLL,
+            health=health,
+        )
+        seen: list[Notice] = []
+
+        @listener.on_notice(DEGRADED, RECOVERED)
+        async def watch(notice: Notice) -> None:
+            seen.append(notice)
+
+        try:
+            async with serve(listener.asgi()) as url:
+                secret = platform.register_webhook(url + "/hooks/nextmv")
+                listener.add_source(Source("nextmv", "nextmv", NextmvSignature([secret])))
+                for _ in range(4):
+                    handle = await listener.submit("nextmv", "app", {})
+                    await listener.wait(handle.run_id, timeout=WAIT_LIMIT)
+                await wait_for(lambda: len(seen) == 1, "the degraded notice")
+                platform.drop_rate = 0.0
+                for _ in range(16):
+                    handle = await listener.submit("nextmv", "app", {})
+                    event = await listener.wait(handle.run_id, timeout=WAIT_LIMIT)
+                    assert event.origin is Origin.WEBHOOK
+                await wait_for(lambda: len(seen) == 2, "the recovered notice")
+                # Evaluations go on; nothing more is said about the same episode.
+                await asyncio.sleep(health.interval * 5)
+        finally:
+            await provider.aclose()
+    assert [(n.kind, n.provider) for n in seen] == [(DEGRADED, "nextmv"), (RECOVERED, "nextmv")]
+    assert seen[0].counts == {"poll": 4}
+    assert seen[1].counts == {"poll": 4, "webhook": 16}
