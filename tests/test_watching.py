@@ -11,10 +11,10 @@ from helpers import WAIT_LIMIT, serve, wait_for
 from test_reconcile import DISPATCH, POLL
 
 from listener import Handlers, Listener, Origin, RunEvent, RunStatus, Source
-from listener.signatures import NextmvSignature
-from listener.testing import FakePlatform, RunPlan
 from listener.notices import DEGRADED, RECOVERED, Notice, NoticeSettings
+from listener.signatures import NextmvSignature
 from listener.store import Store
+from listener.testing import FakePlatform, RunPlan
 from listener.watching import NoticeWatcher
 
 SETTINGS = NoticeSettings(window=3600, threshold=0.5, recover_share=0.8, min_ends=10)
