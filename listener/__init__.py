@@ -7,6 +7,7 @@ from listener.app import Listener
 from listener.dispatch import DispatchSettings
 from listener.errors import ListenerError
 from listener.events import Origin, RunEvent, RunStatus, Transition
+from listener.notices import Notice, NoticeSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.receiver import ReceiverSettings
 from listener.registry import Handlers, PluginError
@@ -17,6 +18,8 @@ __all__ = [
     "Handlers",
     "Listener",
     "ListenerError",
+    "Notice",
+    "NoticeSettings",
     "Origin",
     "PluginError",
     "PollSchedule",

@@ -151,6 +151,7 @@ def test_configuration_reference_loads(tmp_path: Path) -> None:
     assert config.poller.grace == 300.0
     assert config.retention_days == 30
     assert config.dispatch.lease_margin == 30.0
+    assert (config.health.window, config.health.min_ends) == (120.0, 20)
     assert [source.name for source in config.sources] == ["nextmv"]
     assert "a-webhook-secret" not in repr(config)
     listener = build_listener(config)
