@@ -194,14 +194,17 @@ class Handlers:
             timeout=timeout,
             aliases=() if name else _earlier_names(func),
         )
-        if self.get(handler.name) is not None:
-            raise DuplicateHandler(
-                f"a handler named {handler.name!r} is already registered; pass name= to tell "
-                "them apart"
-            )
+        self._check_free(handler.name)
         self._own[handler.name] = handler
         Handlers._generation += 1
         return handler
+
+    def _check_free(self, name: str) -> None:
+        # Run and notice handlers share one namespace, so logs name one function each.
+        if self.get(name) is not None or self._notice_named(name):
+            raise DuplicateHandler(
+                f"a handler named {name!r} is already registered; pass name= to tell them apart"
+            )
 
     def on(
         self,
@@ -285,11 +288,7 @@ class Handlers:
             if not callable(func):
                 raise TypeError(f"notice handler {func!r} is not callable")
             handler = NoticeHandler(name or default_name(func), func, frozenset(kinds), providers)
-            if self.get(handler.name) is not None or self._notice_named(handler.name):
-                raise DuplicateHandler(
-                    f"a handler named {handler.name!r} is already registered; pass name= to "
-                    "tell them apart"
-                )
+            self._check_free(handler.name)
             self._notices[handler.name] = handler
             Handlers._generation += 1
             return func
