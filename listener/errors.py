@@ -27,6 +27,7 @@ where it was always found (`listener.store.StoreUnavailable`, `listener.signatur
     ├── UnknownHandler            a stored call names no registered handler
     ├── DuplicateHandler          two handlers share one name               exit 2
     ├── PluginError               a handler plugin could not be loaded      exit 2
+    ├── RecoveryError             a bulk recovery asked for what cannot be  exit 2
     └── HandlerFailed             a ready handler's work failed; retried unless not retryable
         ├── CommandFailed         (handlers.command) a non-zero exit
         └── ForwardError          (handlers.forward) a non-2xx answer
@@ -59,6 +60,7 @@ __all__ = [
     "PayloadNotUnderstood",
     "PluginError",
     "ProviderError",
+    "RecoveryError",
     "RunNotFound",
     "SchemaTooNew",
     "SignatureError",
@@ -282,6 +284,13 @@ class PluginError(ListenerError):
     def __init__(self, plugin: str, message: str) -> None:
         super().__init__(f"handler plugin {plugin!r}: {message}")
         self.plugin = plugin
+
+
+class RecoveryError(ListenerError, ValueError):
+    """A bulk recovery (`listener.recovery`) asked for what cannot be: an unknown handler,
+    a state other than dead or done, a time window that is not one."""
+
+    exit_code = EXIT_USAGE
 
 
 class HandlerFailed(ListenerError, RuntimeError):

@@ -7,7 +7,6 @@ The hot path is receive, verify, store, answer; handlers run later, in the dispa
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import logging
@@ -33,15 +32,13 @@ from listener.answers import (
     _json,
 )
 from listener.errors import BodyTooLarge
-from listener.events import RunEvent, check_time
+from listener.events import RunEvent
 from listener.metrics import CONTENT_TYPE, UNKNOWN_SOURCE, Metrics
-from listener.providers.native import NATIVE_PROVIDER
 from listener.recording import EventRecorder
 from listener.redaction import log_text, redact_headers
 from listener.signatures import SignatureError, Verified
-from listener.sources import Source, check_token
+from listener.sources import Source, check_token, foreign_reason, read_delivery
 from listener.store.base import Store, StoreUnavailable
-from listener.strict_json import loads_strict
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -131,18 +128,6 @@ def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     `Headers` looks for; the first of repeated names wins, as there, so signature checks
     see what they would see through a Request."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
-
-
-def _text_ok(*values: str) -> bool:
-    # Lone surrogates (from JSON escapes) and NUL cannot be stored as text by every backend.
-    for value in values:
-        if "\x00" in value:
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-    return True
 
 
 class _Outcome(Exception):
@@ -258,7 +243,7 @@ class Receiver:
                     )
                 verified = self._verify(source, body, headers)
                 delivery_id = delivery_id_for(name, verified, body)
-                event, problem = self._parse(source, body, delivery_id)
+                event, problem = read_delivery(source, body, delivery_id)
                 if event is None:
                     answer, outcome = await self._unroutable(
                         store, source, delivery_id, problem, body, all_headers()
@@ -269,12 +254,8 @@ class Receiver:
                 event = await self._check_token_delivery(store, source, token, body, delivery_id)
             answer, outcome = await self._record(store, event)
             if outcome == "foreign":
-                reason = (
-                    f"the run is recorded for another provider; source {name} reports runs"
-                    f" of {source.provider} only"
-                )
                 answer, outcome = await self._unroutable(
-                    store, source, delivery_id, reason, body, all_headers()
+                    store, source, delivery_id, foreign_reason(source), body, all_headers()
                 )
             return self._done(answer, label, outcome, delivery_id, event, started)
         except _Outcome as finished:
@@ -308,30 +289,6 @@ class Receiver:
             # Scheme messages name headers at most, never a secret or a received signature.
             raise _Outcome(_error(exc.http_status, exc.reason, exc.message), "rejected") from None
 
-    def _parse(self, source: Source, body: bytes, delivery_id: str) -> tuple[RunEvent | None, str]:
-        try:
-            payload = loads_strict(body)
-        except ValueError as exc:
-            return None, str(exc)
-        except RecursionError:
-            return None, "the body is nested too deeply"
-        try:
-            event = source.parse(payload, delivery_id=delivery_id)
-        except Exception as exc:
-            # PayloadNotUnderstood, or a parser bug: either way the delivery is kept.
-            return None, f"{type(exc).__name__}: {exc}"[:500]
-        if not _text_ok(event.run_id, event.provider, event.application):
-            return None, "the run id, provider or application is not valid text"
-        if event.provider != source.provider and source.provider != NATIVE_PROVIDER:
-            # A source speaks for its own provider only, whatever its payload claims. The
-            # listener's own format (another listener forwarding) names the run's provider.
-            event = dataclasses.replace(event, provider=source.provider)
-        try:
-            check_time(event.occurred_at, "occurred_at")
-        except ValueError as exc:
-            return None, str(exc)
-        return event, ""
-
     async def _check_token_delivery(
         self, store: Store, source: Source, token: str | None, body: bytes, delivery_id: str
     ) -> RunEvent:
@@ -346,7 +303,7 @@ class Receiver:
         if nonce is None:
             self.metrics.verification_failure(source.name, "bad_token")
             raise _Outcome(_error(401, "bad_token", "this callback URL was not issued"), "rejected")
-        event, _ = self._parse(source, body, delivery_id)
+        event, _ = read_delivery(source, body, delivery_id)
         if event is None:
             # Nothing unauthenticated is kept: without a run the URL cannot be tied to it.
             self.metrics.verification_failure(source.name, "unverifiable_payload")

@@ -10,6 +10,7 @@ that one run (see `Receiver`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from listener.events import RunEvent
+from listener.events import RunEvent, check_time
 from listener.providers import parser_for
 from listener.providers.base import EventParser
+from listener.providers.native import NATIVE_PROVIDER
 from listener.signatures import SignatureScheme
+from listener.strict_json import loads_strict
 
 __all__ = [
     "TOKEN_HEX_CHARS",
@@ -30,8 +33,10 @@ __all__ = [
     "callback_token",
     "callback_url",
     "check_token",
+    "foreign_reason",
     "mask_token",
     "new_nonce",
+    "read_delivery",
 ]
 
 # 32 hex characters: 128 bits of the HMAC, beyond guessing.
@@ -74,6 +79,54 @@ class Source:
     def parse(self, payload: Any, *, delivery_id: str) -> RunEvent:
         assert self.parser is not None  # set in __post_init__
         return self.parser(payload, delivery_id=delivery_id)
+
+
+def _text_ok(*values: str) -> bool:
+    # Lone surrogates (from JSON escapes) and NUL cannot be stored as text by every backend.
+    for value in values:
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def read_delivery(source: Source, body: bytes, delivery_id: str) -> tuple[RunEvent | None, str]:
+    """The event a verified body tells of, as `source` reads it, or None and the reason it
+    cannot be read (the delivery is then kept as unroutable). The receiver reads each
+    delivery with it, and `listener.recovery` reads kept ones again after a parser fix."""
+    try:
+        payload = loads_strict(body)
+    except ValueError as exc:
+        return None, str(exc)
+    except RecursionError:
+        return None, "the body is nested too deeply"
+    try:
+        event = source.parse(payload, delivery_id=delivery_id)
+    except Exception as exc:
+        # PayloadNotUnderstood, or a parser bug: either way the delivery is kept.
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    if not _text_ok(event.run_id, event.provider, event.application):
+        return None, "the run id, provider or application is not valid text"
+    if event.provider != source.provider and source.provider != NATIVE_PROVIDER:
+        # A source speaks for its own provider only, whatever its payload claims. The
+        # listener's own format (another listener forwarding) names the run's provider.
+        event = dataclasses.replace(event, provider=source.provider)
+    try:
+        check_time(event.occurred_at, "occurred_at")
+    except ValueError as exc:
+        return None, str(exc)
+    return event, ""
+
+
+def foreign_reason(source: Source) -> str:
+    """Why a delivery about a run recorded for another provider is kept as unroutable."""
+    return (
+        f"the run is recorded for another provider; source {source.name} reports runs"
+        f" of {source.provider} only"
+    )
 
 
 def _key(secret: str | bytes) -> bytes:

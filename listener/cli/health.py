@@ -9,9 +9,9 @@ import click
 
 from listener.cli.access import existing_store, run_async
 from listener.cli.output import print_json, table
-from listener.cli.prune import parse_duration
 from listener.cli.root import State, json_option, pass_state
 from listener.config import Config
+from listener.durations import parse_duration
 from listener.health import WAYS, ProviderHealth, summarize
 
 # Run ends read at most: the report is of the latest ones within the window.

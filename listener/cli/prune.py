@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,26 +11,11 @@ from listener.cli.access import existing_store, run_async
 from listener.cli.output import iso, print_json, when
 from listener.cli.root import State, json_option, pass_state
 from listener.config import Config
+from listener.durations import parse_duration
 from listener.errors import EXIT_USAGE, CommandError
 
 if TYPE_CHECKING:
     from listener.store.base import PruneCounts
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `30d`, `12h`, `90m`, `3600s` or `3600` (a number may have a fraction);
-    `ValueError` for anything else."""
-    found = _DURATION.fullmatch(text.strip().lower())
-    seconds = float(found[1]) * _UNIT_SECONDS[found[2]] if found else math.nan
-    if not math.isfinite(seconds):
-        raise ValueError(
-            f"{text!r} is not a duration; write a number with d, h, m or s (30d, 12h, 90m, "
-            "3600s), or a number of seconds"
-        )
-    return seconds
 
 
 def _duration_option(ctx: click.Context, param: click.Parameter, value: str) -> float:

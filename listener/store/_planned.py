@@ -12,14 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from listener.events import Origin, RunEvent, RunStatus
+from listener.events import Origin, RunEvent, RunStatus, Transition
 from listener.store import _plans as plans
 from listener.store.base import (
+    REPLAYABLE_STATES,
     CallState,
     Change,
     HandlerCall,
     NewRun,
     Page,
+    PastTransition,
     PruneCounts,
     RecordResult,
     RunEnd,
@@ -217,6 +219,79 @@ class PlannedStore:
                 limit=limit,
                 cursor=cursor,
             )
+        )
+
+    # -- bulk recovery -----------------------------------------------------------------
+
+    async def find_calls(
+        self,
+        *,
+        states: Sequence[CallState],
+        handlers: Sequence[str] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 500,
+    ) -> list[int]:
+        return await self._read_plan(
+            lambda: plans.find_calls_plan(
+                self.dialect,
+                states=states,
+                handlers=handlers,
+                provider=provider,
+                application=application,
+                since=since,
+                until=until,
+                after_id=after_id,
+                limit=limit,
+            )
+        )
+
+    async def replay_calls(
+        self, call_ids: Sequence[int], *, states: Sequence[CallState] = REPLAYABLE_STATES
+    ) -> list[int]:
+        ids = tuple(call_ids)
+        return await self._write_plan(
+            lambda: plans.replay_calls_plan(self.dialect, ids, states=states)
+        )
+
+    async def list_transitions(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 500,
+        cursor: str | None = None,
+    ) -> Page[PastTransition]:
+        return await self._read_plan(
+            lambda: plans.list_transitions_plan(
+                self.dialect, since=since, until=until, limit=limit, cursor=cursor
+            )
+        )
+
+    async def enqueue_calls(
+        self, handler: str, transitions: Sequence[Transition], *, known_as: Sequence[str] = ()
+    ) -> list[int]:
+        items, names = tuple(transitions), tuple(known_as)
+        return await self._write_plan(
+            lambda: plans.enqueue_calls_plan(self.dialect, handler, items, known_as=names)
+        )
+
+    async def scan_unroutable(
+        self, *, after_id: int = 0, limit: int = 500
+    ) -> list[UnroutableRecord]:
+        return await self._read_plan(
+            lambda: plans.scan_unroutable_plan(self.dialect, after_id=after_id, limit=limit)
+        )
+
+    async def settle_unroutable(
+        self, *, remove: Sequence[int] = (), reasons: Mapping[int, str] | None = None
+    ) -> int:
+        ids, texts = tuple(remove), dict(reasons or {})
+        return await self._write_plan(
+            lambda: plans.settle_unroutable_plan(self.dialect, remove=ids, reasons=texts)
         )
 
     # -- polling -----------------------------------------------------------------------

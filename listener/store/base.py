@@ -17,11 +17,13 @@ from listener.events import Origin, RunEvent, RunStatus, Transition
 
 __all__ = [
     "ON_END_HANDLER_PREFIX",
+    "REPLAYABLE_STATES",
     "CallState",
     "Change",
     "HandlerCall",
     "NewRun",
     "Page",
+    "PastTransition",
     "PruneCounts",
     "RecordResult",
     "RunEnd",
@@ -45,6 +47,10 @@ class CallState(enum.StrEnum):
     RUNNING = "running"
     DONE = "done"
     DEAD = "dead"
+
+
+# The states a call can be replayed from.
+REPLAYABLE_STATES = (CallState.DEAD, CallState.DONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,20 @@ class UnroutableRecord:
     body: bytes
     headers: Mapping[str, str]
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PastTransition:
+    """A transition the store holds, with the event that made it and when it was made."""
+
+    run_id: str
+    status: RunStatus
+    created_at: datetime
+    event: RunEvent
+
+    @property
+    def transition(self) -> Transition:
+        return Transition(self.run_id, self.status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +371,65 @@ class Store(Protocol):
         cursor: str | None = None,
     ) -> Page[HandlerCall]:
         """Calls, newest first. `state=CallState.DEAD` lists the dead letters."""
+
+    # -- bulk recovery -------------------------------------------------------------------
+    # Keyset walks in ascending order and writes of one chunk each, for `listener.recovery`.
+
+    async def find_calls(
+        self,
+        *,
+        states: Sequence[CallState],
+        handlers: Sequence[str] | None = None,
+        provider: str | None = None,
+        application: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 500,
+    ) -> list[int]:
+        """Ids of calls in one of `states` (dead or done), of one of `handlers`, whose
+        event is of `provider` and `application`, last changed in `[since, until)`, with an
+        id above `after_id`: the first `limit`, lowest id first. None means any."""
+        ...
+
+    async def replay_calls(
+        self, call_ids: Sequence[int], *, states: Sequence[CallState] = REPLAYABLE_STATES
+    ) -> list[int]:
+        """`replay_call` for each of `call_ids` still in one of `states`, in one
+        transaction; the ids replayed. A call pending or running meanwhile is left alone."""
+        ...
+
+    async def list_transitions(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        limit: int = 500,
+        cursor: str | None = None,
+    ) -> Page[PastTransition]:
+        """Transitions made in `[since, until)`, oldest first, with their events."""
+        ...
+
+    async def enqueue_calls(
+        self, handler: str, transitions: Sequence[Transition], *, known_as: Sequence[str] = ()
+    ) -> list[int]:
+        """A pending call of `handler`, due now, for each of `transitions` that has no call
+        of it yet (under its name or any of `known_as`), in one transaction; the new ids.
+        Calling again with the same transitions enqueues nothing more."""
+        ...
+
+    async def scan_unroutable(
+        self, *, after_id: int = 0, limit: int = 500
+    ) -> list[UnroutableRecord]:
+        """Unroutable deliveries with an id above `after_id`, oldest first, at most `limit`."""
+        ...
+
+    async def settle_unroutable(
+        self, *, remove: Sequence[int] = (), reasons: Mapping[int, str] | None = None
+    ) -> int:
+        """In one transaction, delete the unroutable deliveries of `remove` and set the
+        reason of those in `reasons`; how many were deleted."""
+        ...
 
     # -- polling -------------------------------------------------------------------------
 

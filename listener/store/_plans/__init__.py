@@ -51,6 +51,14 @@ from listener.store._plans.maintenance import (
     schema_version_plan,
     take_budget_plan,
 )
+from listener.store._plans.recovery import (
+    enqueue_calls_plan,
+    find_calls_plan,
+    list_transitions_plan,
+    replay_calls_plan,
+    scan_unroutable_plan,
+    settle_unroutable_plan,
+)
 from listener.store._plans.runs import (
     get_run_plan,
     list_runs_plan,
@@ -75,7 +83,9 @@ __all__ = [
     "counts_plan",
     "drive",
     "drive_together",
+    "enqueue_calls_plan",
     "fail_call_plan",
+    "find_calls_plan",
     "get_call_plan",
     "get_event_plan",
     "get_run_plan",
@@ -84,6 +94,7 @@ __all__ = [
     "list_events_plan",
     "list_run_ends_plan",
     "list_runs_plan",
+    "list_transitions_plan",
     "list_unroutable_plan",
     "ping_plan",
     "prune_plan",
@@ -93,7 +104,10 @@ __all__ = [
     "release_call_plan",
     "release_run_plan",
     "replay_call_plan",
+    "replay_calls_plan",
     "reschedule_poll_plan",
+    "scan_unroutable_plan",
     "schema_version_plan",
+    "settle_unroutable_plan",
     "take_budget_plan",
 ]

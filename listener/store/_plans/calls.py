@@ -130,12 +130,19 @@ def release_call_plan(d: Dialect, call_id: int, owner: str) -> Plan[bool]:
     return bool(rows)
 
 
+# What makes a dead or done call pending again, due now, with its attempts forgotten and
+# one more replay counted; its parameters are the time, twice. One call's replay and a
+# bulk replay (`_plans.recovery`) share it.
+REPLAY_SET = (
+    "UPDATE handler_calls SET state = 'pending', attempts = 0, replays = replays + 1,"
+    " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+)
+
+
 def replay_call_plan(d: Dialect, call_id: int) -> Plan[bool]:
     now = d.t(utcnow())
     rows = yield (
-        "UPDATE handler_calls SET state = 'pending', attempts = 0, replays = replays + 1,"
-        " next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
-        " WHERE id = ? AND state IN ('dead', 'done') RETURNING id",
+        f"{REPLAY_SET} WHERE id = ? AND state IN ('dead', 'done') RETURNING id",
         [now, now, call_id],
     )
     return bool(rows)

@@ -95,8 +95,13 @@ class Query:
             self.where(f"{column} < ?", until)
 
     def stmt(self, tail: str, limit: int) -> Stmt:
+        """The SELECT for a page of `limit`: one row more, to tell whether there is more."""
+        return self.exact(tail, limit + 1)
+
+    def exact(self, tail: str, limit: int) -> Stmt:
+        """The SELECT of at most `limit` rows."""
         where = f" WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
-        return f"{self.head}{where} {tail} LIMIT ?", [*self.params, limit + 1]
+        return f"{self.head}{where} {tail} LIMIT ?", [*self.params, limit]
 
 
 def resume_newest_first(
