@@ -108,7 +108,8 @@ async def test_replay_of_a_call_already_pending_is_a_no_op(store: Store) -> None
     assert await store.replay_call(call_id)
     assert await store.replay_calls([call_id]) == []
     call = await store.get_call(call_id)
-    assert call is not None and call.replays == 1
+    assert call is not None
+    assert call.replays == 1
 
 
 async def test_replay_takes_a_time_window_on_when_the_call_last_changed(store: Store) -> None:
@@ -153,7 +154,7 @@ async def test_a_handler_name_must_be_registered_or_stored(store: Store) -> None
     def alert(event: RunEvent) -> None: ...
 
     await check_handler_names(store, handlers, ["app.alert", "gone.handler"])
-    with pytest.raises(RecoveryError, match="unknown handler 'app.typo'.*registered: app.alert"):
+    with pytest.raises(RecoveryError, match=r"unknown handler 'app\.typo'.*registered: app\.alert"):
         await check_handler_names(store, handlers, ["app.typo"])
 
 
@@ -242,7 +243,7 @@ async def test_backfill_counts_calls_under_an_earlier_name(store: Store) -> None
 
 async def test_backfill_of_an_unknown_handler_names_the_known_ones(store: Store) -> None:
     since = datetime.now(UTC) - timedelta(hours=1)
-    with pytest.raises(RecoveryError, match="unknown handler 'app.nope'.*register app.archive"):
+    with pytest.raises(RecoveryError, match=r"unknown handler 'app\.nope'.*register app\.archive"):
         await backfill(store, later_handler(), "app.nope", since=since)
     with pytest.raises(RecoveryError, match="chunk size must be 1 to 1000"):
         await backfill(store, later_handler(), "app.archive", since=since, chunk_size=0)
