@@ -46,6 +46,7 @@ __all__ = [
     "backfill",
     "check_handler_names",
     "find_handler",
+    "parse_when",
     "replay_calls",
     "reprocess_unroutable",
 ]
@@ -64,7 +65,9 @@ def _check_chunk_size(chunk_size: int) -> int:
     return chunk_size
 
 
-def _moment(text: str | None, name: str, now: datetime) -> datetime | None:
+def parse_when(text: str | None, name: str, now: datetime) -> datetime | None:
+    """The moment an option `name` gives (`parse_moment`), None when it is not given;
+    `RecoveryError` naming the option when it is not a moment."""
     if text is None:
         return None
     try:
@@ -148,8 +151,8 @@ class CallFilter:
             handlers=names or None,
             provider=provider,
             application=application,
-            since=_moment(since, "--since", moment),
-            until=_moment(until, "--until", moment) or moment,
+            since=parse_when(since, "--since", moment),
+            until=parse_when(until, "--until", moment) or moment,
         )
 
     def fixed(self, now: datetime | None = None) -> CallFilter:

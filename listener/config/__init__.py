@@ -52,7 +52,13 @@ Relative plugin paths (`./dir`, `mod.py`) are relative to the config file too; a
 relative SQLite path in `store` stays relative to the working directory, as URLs are.
 """
 
-from listener.config.building import build_listener, build_provider, configure_handlers
+from listener.config.building import (
+    build_handlers,
+    build_listener,
+    build_provider,
+    build_sources,
+    configure_handlers,
+)
 from listener.config.loading import find_config, handler_module, load_config
 from listener.config.reading import resolve_reference
 from listener.config.schema import (
@@ -83,8 +89,10 @@ __all__ = [
     "ProviderConfig",
     "ServerConfig",
     "SourceConfig",
+    "build_handlers",
     "build_listener",
     "build_provider",
+    "build_sources",
     "configure_handlers",
     "find_config",
     "handler_module",

@@ -14,6 +14,7 @@ from listener.errors import ConfigError
 if TYPE_CHECKING:
     from listener.app import Listener
     from listener.providers.base import Provider
+    from listener.registry import Handlers
     from listener.signatures import SignatureScheme
     from listener.sources import Source
 
@@ -65,6 +66,29 @@ def _build_source(config: Config, source: SourceConfig) -> Source:
         )
     except ValueError as exc:
         raise ConfigError(f"{config.label}: sources.{source.name}: {exc}") from None
+
+
+def build_sources(config: Config) -> dict[str, Source]:
+    """The webhook sources by name, as `serve` has them (their secrets resolved)."""
+    return {source.name: _build_source(config, source) for source in config.sources}
+
+
+def build_handlers(config: Config) -> Handlers:
+    """The handlers the configured plugins (and entry points, when on) register, loaded
+    as `serve` loads them, for commands that need the registry without a listener."""
+    from listener.registry import Handlers, PluginError, load_entry_points, load_plugin
+
+    handlers = Handlers()
+    try:
+        for plugin in config.plugins:
+            for router in load_plugin(plugin):
+                handlers.include(router)
+        if config.entry_points:
+            for router in load_entry_points():
+                handlers.include(router)
+    except PluginError as exc:
+        raise ConfigError(f"{config.label}: listener.plugins: {exc}") from None
+    return handlers
 
 
 def configure_handlers(config: Config) -> None:
