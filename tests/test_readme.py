@@ -194,3 +194,67 @@ def test_noxus_configuration_loads(tmp_path: Path) -> None:
     assert (source.provider, source.uses_token) == ("noxus", True)
     assert isinstance(listener.providers["noxus"], NoxusProvider)
     assert "a-noxus-key" not in repr(listener.providers["noxus"])
+
+
+ARCHIVE_HANDLER = """
+
+@handlers.on("succeeded")
+def archive(event: RunEvent) -> None:
+    print(f"archived {event.run_id}", flush=True)
+"""
+
+
+async def _recovery_history(directory: Path) -> None:
+    """Dead calls of the tutorial's handler, runs that ended before `archive` existed, and
+    an unroutable delivery the current parser reads."""
+    from listener.events import RunEvent, RunStatus
+    from listener.providers.native import build_payload
+    from listener.store import open_store
+
+    store = await open_store(f"sqlite:///{directory / 'listener.db'}")
+    try:
+        for index in range(3):
+            failed = RunEvent(f"f{index}", "local", "app", f"bad-{index}", RunStatus.FAILED)
+            await store.record(failed, ["my_handlers.report"])
+        for call in await store.claim_calls("t", limit=10, lease_seconds=60):
+            await store.fail_call(call.id, "t", error="down", retry_at=None)
+        for index in range(2):
+            ended = RunEvent(f"s{index}", "local", "app", f"ok-{index}", RunStatus.SUCCEEDED)
+            await store.record(ended)
+        late = build_payload(RunEvent("x", "local", "app", "late-1", RunStatus.SUCCEEDED))
+        await store.record_unroutable(
+            source="local",
+            delivery_id="local:msg-1",
+            reason="an older parser",
+            body=json.dumps(late).encode(),
+            headers={},
+        )
+    finally:
+        await store.close()
+
+
+def test_recovering_in_bulk(tmp_path: Path) -> None:
+    import asyncio
+
+    from listener.signatures import generate_hmac_secret
+
+    handlers = block_after("Write a handler module", "python") + ARCHIVE_HANDLER
+    (tmp_path / "my_handlers.py").write_text(handlers)
+    (tmp_path / "listener.toml").write_text(block_after("Point a `listener.toml`", "toml"))
+    asyncio.run(_recovery_history(tmp_path))
+    commands = block_after("## Recovering in bulk", "sh")
+    script = f". {Path(sys.executable).parent / 'activate'}\n{commands}"
+    env = dict(os.environ)
+    env.pop("LISTENER_CONFIG", None)
+    env["WEBHOOK_SECRET"] = generate_hmac_secret()
+    done = run_bash(script, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "3 handler calls would be replayed (dry run)",
+        "3 of 3 handler calls pending again; a running listener (serve or poll) will call them",
+        "my_handlers.archive: 2 of 5 transitions match; 2 calls enqueued, 0 had one already;"
+        " a running listener (serve or poll) will call them",
+        "1 of 1 deliveries recorded (2 handler calls), 0 were recorded already;"
+        " 0 still unroutable, 0 skipped",
+    ]
+    assert "replay: chunk 1: 3 matched, 3 replayed" in done.stderr
