@@ -124,15 +124,14 @@ def replay(
             "--application, --since or --until",
             EXIT_USAGE,
         )
-    bulk_replay(
-        state,
-        states=states,
+    from listener.recovery import CallFilter
+
+    call_filter = CallFilter.parse(
+        states=states or ("dead",),
         handlers=handlers,
         provider=provider,
         application=application,
         since=since,
         until=until,
-        chunk_size=chunk_size,
-        dry_run=dry_run,
-        as_json=as_json,
     )
+    bulk_replay(state, call_filter, chunk_size=chunk_size, dry_run=dry_run, as_json=as_json)

@@ -5,7 +5,8 @@ Ctrl-C into a clean stop between chunks (exit 130, with what was done)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,22 @@ def dry_run_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def counts_json(operation: str, counts: Any) -> dict[str, Any]:
+    """One operation's counts (a dataclass of `listener.recovery`) as the summary object."""
+    data: dict[str, Any] = _plain(dataclasses.asdict(counts))
+    return {"operation": operation, **data}
+
+
 def _progress(operation: str, describe: Callable[[Any], str]) -> Callable[[Any], None]:
     def report(counts: Any) -> None:
         click.echo(f"{operation}: chunk {counts.chunks}: {describe(counts)}", err=True)
@@ -46,8 +63,9 @@ def _progress(operation: str, describe: Callable[[Any], str]) -> Callable[[Any],
     return report
 
 
-def _finish(as_json: bool, data: dict[str, Any], summary: str, resume: str) -> None:
+def _finish(as_json: bool, operation: str, counts: Any, summary: str, resume: str) -> None:
     """Print the summary; an interrupted operation then exits 130, saying how to go on."""
+    data = counts_json(operation, counts)
     if as_json:
         print_json(data)
     else:
@@ -89,27 +107,6 @@ def replay_command_line(f: CallFilter) -> str:
     return " ".join(words)
 
 
-def _replay_json(counts: ReplayCounts) -> dict[str, Any]:
-    f = counts.filter
-    return {
-        "operation": "replay",
-        "dry_run": counts.dry_run,
-        "matched": counts.matched,
-        "replayed": counts.replayed,
-        "skipped": counts.skipped,
-        "chunks": counts.chunks,
-        "interrupted": counts.interrupted,
-        "filter": {
-            "states": [state.value for state in f.states],
-            "handlers": list(f.handlers) if f.handlers is not None else None,
-            "provider": f.provider,
-            "application": f.application,
-            "since": iso(f.since),
-            "until": iso(f.until),
-        },
-    }
-
-
 async def _bulk_replay(
     config: Config, call_filter: CallFilter, chunk_size: int, dry_run: bool, as_json: bool
 ) -> None:
@@ -132,53 +129,17 @@ async def _bulk_replay(
                 should_stop=stop.is_set,
             )
     resume = f"to continue: {replay_command_line(counts.filter)}"
-    _finish(as_json, _replay_json(counts), _replay_summary(counts), resume)
+    _finish(as_json, "replay", counts, _replay_summary(counts), resume)
 
 
 def bulk_replay(
-    state: State,
-    *,
-    states: Sequence[str],
-    handlers: Sequence[str],
-    provider: str | None,
-    application: str | None,
-    since: str | None,
-    until: str | None,
-    chunk_size: int,
-    dry_run: bool,
-    as_json: bool,
+    state: State, call_filter: CallFilter, *, chunk_size: int, dry_run: bool, as_json: bool
 ) -> None:
     """`listener replay` with filters instead of a call id."""
-    from listener.recovery import CallFilter
-
-    call_filter = CallFilter.parse(
-        states=states or ("dead",),
-        handlers=handlers or None,
-        provider=provider,
-        application=application,
-        since=since,
-        until=until,
-    )
     run_async(_bulk_replay(state.config(secrets=False), call_filter, chunk_size, dry_run, as_json))
 
 
 # -- backfill ----------------------------------------------------------------------------------
-
-
-def _backfill_json(counts: BackfillCounts) -> dict[str, Any]:
-    return {
-        "operation": "backfill",
-        "handler": counts.handler,
-        "since": iso(counts.since),
-        "until": iso(counts.until),
-        "dry_run": counts.dry_run,
-        "scanned": counts.scanned,
-        "matched": counts.matched,
-        "enqueued": counts.enqueued,
-        "already": counts.already,
-        "chunks": counts.chunks,
-        "interrupted": counts.interrupted,
-    }
 
 
 def _backfill_summary(counts: BackfillCounts) -> str:
@@ -230,7 +191,7 @@ async def _backfill(
         f"to continue: listener backfill {name} --since {start.isoformat()}"
         f" --until {end.isoformat()}"
     )
-    _finish(as_json, _backfill_json(counts), _backfill_summary(counts), resume)
+    _finish(as_json, "backfill", counts, _backfill_summary(counts), resume)
 
 
 @click.command()
@@ -269,21 +230,6 @@ def backfill(
 # -- unroutable deliveries -----------------------------------------------------------------------
 
 
-def _reprocess_json(counts: ReprocessCounts) -> dict[str, Any]:
-    return {
-        "operation": "unroutable-reprocess",
-        "dry_run": counts.dry_run,
-        "scanned": counts.scanned,
-        "recorded": counts.recorded,
-        "duplicate": counts.duplicate,
-        "handler_calls": counts.calls,
-        "unroutable": counts.unroutable,
-        "skipped": counts.skipped,
-        "chunks": counts.chunks,
-        "interrupted": counts.interrupted,
-    }
-
-
 def _reprocess_summary(counts: ReprocessCounts) -> str:
     kept = f"{counts.unroutable} still unroutable, {counts.skipped} skipped"
     if counts.dry_run:
@@ -315,7 +261,7 @@ async def _reprocess(config: Config, chunk_size: int, dry_run: bool, as_json: bo
                 should_stop=stop.is_set,
             )
     resume = "to continue: listener unroutable reprocess"
-    _finish(as_json, _reprocess_json(counts), _reprocess_summary(counts), resume)
+    _finish(as_json, "unroutable-reprocess", counts, _reprocess_summary(counts), resume)
 
 
 @click.group()

@@ -11,7 +11,7 @@ import pytest
 from helpers import age_sqlite_store
 
 from cli.support import DAY, PRUNE, History, invoke, run_cli, store_url, write_config
-from listener.cli.prune import parse_duration
+from listener.durations import parse_duration
 from listener.events import RunEvent, RunStatus
 from listener.store import open_store
 

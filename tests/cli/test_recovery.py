@@ -158,7 +158,7 @@ def test_unroutable_reprocess_records_through_the_one_path(tmp_path: Path) -> No
     dry = json.loads((invoke(*base, "--dry-run", "--json", env=env)).stdout)
     assert (dry["scanned"], dry["recorded"]) == (1, 1)
     done = json.loads((invoke(*base, "--json", env=env)).stdout)
-    assert (done["recorded"], done["handler_calls"], done["unroutable"]) == (1, 1, 0)
+    assert (done["recorded"], done["calls"], done["unroutable"]) == (1, 1, 0)
     assert asyncio.run(calls_of(tmp_path, "ops_handlers.alert")) == [
         *[(f"bad-{i}", CallState.DEAD, 0) for i in range(3)],
         ("late-1", CallState.PENDING, 0),
