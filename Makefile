@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/poller.py
 	$(BIN)/python bench/notices.py
+	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/reliability.py
 	$(BIN)/python bench/flow_end.py
 
