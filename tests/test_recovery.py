@@ -3,6 +3,7 @@ each in chunks, stopped after its first chunk and run again, with every total ex
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -361,3 +362,41 @@ async def test_a_token_source_and_a_still_broken_parser_keep_their_rows(store: S
     assert [row.reason for row in (await store.list_unroutable()).items] == [
         "PayloadNotUnderstood: no run id"
     ]
+
+
+# -- the store's side -------------------------------------------------------------------------
+
+
+async def test_transitions_are_walked_oldest_first_in_pages(store: Store) -> None:
+    await ended_runs(store, 4)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    seen: list[tuple[str, RunStatus]] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page = await store.list_transitions(since=since, limit=2, cursor=cursor)
+        seen.extend((past.run_id, past.status) for past in page.items)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages == 3
+    assert len(seen) == len(set(seen)) == 6
+    assert {past for past in seen if past[0] == "f1"} == {("f1", RunStatus.FAILED)}
+
+
+async def test_concurrent_enqueues_of_one_handler_make_one_call_each(
+    store_factory: Any,
+) -> None:
+    first, second = await store_factory(), await store_factory()
+    await ended_runs(first, 20)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    page = await first.list_transitions(since=since, limit=100)
+    transitions = [past.transition for past in page.items]
+    made = await asyncio.gather(
+        first.enqueue_calls("app.archive", transitions),
+        second.enqueue_calls("app.archive", list(reversed(transitions))),
+    )
+    assert sum(len(ids) for ids in made) == len(transitions)
+    calls = (await first.list_calls(handler="app.archive", limit=100)).items
+    assert len({(call.run_id, call.status) for call in calls}) == len(calls) == 22

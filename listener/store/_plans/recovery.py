@@ -129,41 +129,37 @@ def enqueue_calls_plan(
     d: Dialect, handler: str, transitions: Sequence[Transition], *, known_as: Sequence[str]
 ) -> Plan[list[int]]:
     """One pending call of `handler` for each of `transitions` that has no call of it yet
-    (under its name or any of `known_as`): rerunning enqueues nothing twice. Each
-    transition's row is locked first, so two backfills of one handler at once (on
-    PostgreSQL) take turns, and the second sees the first's calls."""
+    (under its name or any of `known_as`): rerunning enqueues nothing twice. The
+    transitions' rows are locked first, all in one statement and in key order, so two
+    backfills of one handler at once (on PostgreSQL) take turns without deadlocking, and
+    the second sees the first's calls."""
     names = list(dict.fromkeys([handler, *known_as]))
+    wanted = list(dict.fromkeys((t.run_id, RunStatus(t.status).value) for t in transitions))
+    if not wanted:
+        return []
+    rows = yield (
+        "SELECT run_id, status, delivery_id FROM transitions WHERE (run_id, status) IN"
+        f" (VALUES {', '.join(['(?, ?)'] * len(wanted))}) ORDER BY run_id, status"
+        f"{d.for_update}",
+        [value for key in wanted for value in key],
+    )
+    # A transition pruned meanwhile is gone: nothing to call the handler with.
+    found = {(row["run_id"], row["status"]): row["delivery_id"] for row in rows}
     at = d.t(utcnow())
     ids: list[int] = []
-    for transition in transitions:
-        status = RunStatus(transition.status).value
-        found = yield (
-            f"SELECT delivery_id FROM transitions WHERE run_id = ? AND status = ?{d.for_update}",
-            [transition.run_id, status],
-        )
-        if not found:
-            continue  # pruned meanwhile: nothing to call the handler with
-        rows = yield (
+    for run_id, status in wanted:
+        if (run_id, status) not in found:
+            continue
+        made = yield (
             "INSERT INTO handler_calls (handler, run_id, status, delivery_id, state, attempts,"
             " next_attempt_at, replays, created_at, updated_at)"
             " SELECT ?, ?, ?, ?, 'pending', 0, ?, 0, ?, ?"
             " WHERE NOT EXISTS (SELECT 1 FROM handler_calls"
             f" WHERE run_id = ? AND status = ? AND handler IN ({_marks(names)}))"
             " RETURNING id",
-            [
-                handler,
-                transition.run_id,
-                status,
-                found[0]["delivery_id"],
-                at,
-                at,
-                at,
-                transition.run_id,
-                status,
-                *names,
-            ],
+            [handler, run_id, status, found[run_id, status], at, at, at, run_id, status, *names],
         )
-        ids.extend(int(row["id"]) for row in rows)
+        ids.extend(int(row["id"]) for row in made)
     return ids
 
 
