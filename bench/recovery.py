@@ -42,13 +42,20 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 async def fill(store: Any, calls: int, tag: str) -> None:
-    """`calls` failed runs, each with one dead call of `bench.alert`."""
+    """`calls` failed runs, each with one dead call of `bench.alert` (calls replayed
+    before, pending again, are completed)."""
     for i in range(calls):
         event = RunEvent(f"{tag}-{i}", "nextmv", "routing", f"{tag}-run-{i}", RunStatus.FAILED)
         await store.record(event, ["bench.alert"])
-    while claimed := await store.claim_calls("bench", limit=1000, lease_seconds=600):
+    # A few at once: the PostgreSQL pool hands out ten connections.
+    while claimed := await store.claim_calls("bench", limit=8, lease_seconds=600):
         await asyncio.gather(
-            *(store.fail_call(c.id, "bench", error="x", retry_at=None) for c in claimed)
+            *(
+                store.fail_call(c.id, "bench", error="x", retry_at=None)
+                if c.run_id.startswith(f"{tag}-")
+                else store.complete_call(c.id, "bench")
+                for c in claimed
+            )
         )
 
 
