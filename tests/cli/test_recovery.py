@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli.support import WEBHOOK_SECRET, invoke, run_cli, store_url, write_config
+from cli.support import WEBHOOK_SECRET, invoke, long_running, run_cli, store_url, write_config
 from listener.events import RunEvent, RunStatus
 from listener.providers.native import build_payload
 from listener.store import open_store
@@ -57,8 +58,9 @@ async def fill(directory: Path, *, dead: int = 3, succeeded: int = 2) -> None:
         for index in range(dead):
             event = RunEvent(f"f-{index}", "nextmv", "routing", f"bad-{index}", RunStatus.FAILED)
             await store.record(event, ["ops_handlers.alert"])
-        for call in await store.claim_calls("t", limit=100, lease_seconds=60):
-            await store.fail_call(call.id, "t", error="pager down", retry_at=None)
+        while claimed := await store.claim_calls("t", limit=100, lease_seconds=60):
+            for call in claimed:
+                await store.fail_call(call.id, "t", error="pager down", retry_at=None)
         for index in range(succeeded):
             event = RunEvent(f"s-{index}", "nextmv", "routing", f"ok-{index}", RunStatus.SUCCEEDED)
             await store.record(event)
@@ -77,7 +79,7 @@ async def fill(directory: Path, *, dead: int = 3, succeeded: int = 2) -> None:
 async def calls_of(directory: Path, handler: str) -> list[tuple[str, CallState, int]]:
     store = await open_store(store_url(directory))
     try:
-        page = await store.list_calls(handler=handler, limit=100)
+        page = await store.list_calls(handler=handler, limit=1000)
     finally:
         await store.close()
     return sorted((call.run_id, call.state, call.replays) for call in page.items)
@@ -205,3 +207,23 @@ def test_an_interrupted_replay_prints_what_it_did_and_how_to_go_on(
     assert rest.stdout.startswith("2 of 2 handler calls pending again")
     calls = asyncio.run(calls_of(tmp_path, "ops_handlers.alert"))
     assert calls == [(f"bad-{i}", CallState.PENDING, 1) for i in range(3)]
+
+
+def test_ctrl_c_stops_a_replay_between_chunks_and_the_rerun_finishes_it(tmp_path: Path) -> None:
+    config = recovery_config(tmp_path)
+    asyncio.run(fill(tmp_path, dead=300, succeeded=0))
+    args = ["--config", str(config), "replay", "--state", "dead", "--chunk-size", "1"]
+    with long_running(args, cwd=tmp_path, env={}) as replaying:
+        replaying.wait_for_line("replay: chunk 1:")
+        code = replaying.stop(signal.SIGINT)
+        assert replaying.process.stdout is not None
+        summary = replaying.process.stdout.read()
+    if code == 130:  # stopped before the last chunk, as it almost always is
+        assert "to continue: listener replay --state dead --until" in "".join(replaying.stderr)
+        resume = "".join(replaying.stderr).split("to continue: listener ")[1].split()
+        rest = run_cli("--config", str(config), *resume, cwd=tmp_path)
+        assert rest.returncode == 0, rest.stderr
+    else:
+        assert (code, summary.split(" of ")[0]) == (0, "300")
+    calls = asyncio.run(calls_of(tmp_path, "ops_handlers.alert"))
+    assert [replays for _, _, replays in calls] == [1] * 300
