@@ -23,10 +23,11 @@ and a true answer ends the operation there, with `interrupted` set in its counts
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from listener.durations import parse_moment
 from listener.errors import RecoveryError
@@ -45,6 +46,7 @@ __all__ = [
     "ReprocessCounts",
     "backfill",
     "check_handler_names",
+    "counts_dict",
     "find_handler",
     "parse_when",
     "replay_calls",
@@ -57,6 +59,24 @@ MAX_CHUNK_SIZE = 1000
 C = TypeVar("C")
 Progress = Callable[[C], None]
 ShouldStop = Callable[[], bool]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def counts_dict(counts: ReplayCounts | BackfillCounts | ReprocessCounts) -> dict[str, Any]:
+    """An operation's counts as plain JSON data (times in ISO 8601, states as words)."""
+    data: dict[str, Any] = _plain(dataclasses.asdict(counts))
+    return data
 
 
 def _check_chunk_size(chunk_size: int) -> int:

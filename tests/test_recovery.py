@@ -21,6 +21,7 @@ from listener.recovery import (
     ReprocessCounts,
     backfill,
     check_handler_names,
+    counts_dict,
     replay_calls,
     reprocess_unroutable,
 )
@@ -61,6 +62,15 @@ def test_the_filter_reads_what_an_operator_writes() -> None:
     assert (f.since, f.until) == (NOW - timedelta(hours=2), NOW)
     at = CallFilter.parse(since="2026-12-07T04:00:00Z", until="2026-12-07T05:00", now=NOW)
     assert (at.since, at.until) == (NOW - timedelta(hours=2), NOW - timedelta(hours=1))
+
+
+def test_counts_are_plain_data_for_any_front_end() -> None:
+    f = CallFilter.parse(states=["done"], since="2h", now=NOW)
+    data = counts_dict(ReplayCounts(filter=f, matched=3))
+    assert json.loads(json.dumps(data)) == data
+    assert data["filter"]["states"] == ["done"]
+    assert data["filter"]["until"] == NOW.isoformat()
+    assert (data["matched"], data["interrupted"]) == (3, False)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ Ctrl-C into a clean stop between chunks (exit 130, with what was done)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -13,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from listener.cli.access import existing_store, run_async
-from listener.cli.output import iso, print_json
+from listener.cli.output import print_json
 from listener.cli.root import State, json_option, pass_state
 from listener.cli.stopping import stop_requested
 from listener.config import Config, build_handlers, build_sources
 from listener.errors import EXIT_INTERRUPTED, CommandError
-from listener.recovery import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from listener.recovery import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, counts_dict
 
 if TYPE_CHECKING:
     from listener.recovery import BackfillCounts, CallFilter, ReplayCounts, ReprocessCounts
@@ -40,22 +39,6 @@ def dry_run_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def counts_json(operation: str, counts: Any) -> dict[str, Any]:
-    """One operation's counts (a dataclass of `listener.recovery`) as the summary object."""
-    data: dict[str, Any] = _plain(dataclasses.asdict(counts))
-    return {"operation": operation, **data}
-
-
 def _progress(operation: str, describe: Callable[[Any], str]) -> Callable[[Any], None]:
     def report(counts: Any) -> None:
         click.echo(f"{operation}: chunk {counts.chunks}: {describe(counts)}", err=True)
@@ -65,7 +48,7 @@ def _progress(operation: str, describe: Callable[[Any], str]) -> Callable[[Any],
 
 def _finish(as_json: bool, operation: str, counts: Any, summary: str, resume: str) -> None:
     """Print the summary; an interrupted operation then exits 130, saying how to go on."""
-    data = counts_json(operation, counts)
+    data = {"operation": operation, **counts_dict(counts)}
     if as_json:
         print_json(data)
     else:
