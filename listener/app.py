@@ -173,6 +173,8 @@ class Listener:
             first_poll=poll.first_poll,
             deadline=poll.deadline,
             submitted=self._on_submitted,
+            # One memory of the runs' trace contexts for every part (`listener.tracing`).
+            traces=self.recorder.traces,
         )
         self._dispatcher: Dispatcher | None = None
         self._app: Starlette | None = None
@@ -367,6 +369,7 @@ class Listener:
                         owner=self.owner,
                         metrics=self.metrics,
                         prepare=self._prepare,
+                        traces=self.recorder.traces,
                     ),
                 )
             if self.streams.enabled != "off":

@@ -4,7 +4,8 @@
 Waiting is resolved the moment a terminal transition is recorded: at once for events
 recorded in this process or announced by the store (PostgreSQL tells a started
 `Listener` of other replicas' commits), and within `poll_interval` for those recorded by
-another process otherwise.
+another process otherwise. With tracing on (`listener.tracing`), a submission and a
+track are spans whose context is kept with the run, for everything done for it later.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import contextlib
 import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from listener import run_end
+from listener import run_end, tracing
 from listener.errors import RunNotFound, WaitTimeout
 from listener.events import Origin, RunEvent, RunStatus, next_status
 from listener.providers.base import Provider, Submission
@@ -83,8 +84,11 @@ class RunClient:
         deadline: float | None = None,
         poll_interval: float = 0.25,
         submitted: Callable[[RunHandle], None] | None = None,
+        traces: tracing.RunTraces | None = None,
     ) -> None:
         self._store = store
+        # Where the trace context of each run recorded here is remembered.
+        self.traces = traces if traces is not None else tracing.RunTraces()
         # Told of each run this client submits, once it is recorded.
         self._submitted = submitted
         self.providers = providers
@@ -144,16 +148,47 @@ class RunClient:
         target = None if on_end is None else run_end.target_of(on_end)
         if context is not None and target is None:
             raise ValueError("context is only kept for an on_end function")
+        traced = {"listener.provider": provider, "listener.application": application}
+        with tracing.span("listener.submit", traced) as span:
+            handle = await self._submit(
+                provider,
+                application,
+                Submission(
+                    application=application,
+                    input=input,
+                    options=dict(options or {}),
+                    name=name,
+                    description=description,
+                    extra=dict(extra or {}),
+                ),
+                grace=grace,
+                first_poll=first_poll,
+                deadline=deadline,
+                metadata=metadata,
+                on_end=target,
+                context=context,
+                traced=span is not None,
+            )
+            if span is not None:
+                span.set_attribute("listener.run_id", handle.run_id)
+        return handle
+
+    async def _submit(
+        self,
+        provider: str,
+        application: str,
+        submission: Submission,
+        *,
+        grace: float | None,
+        first_poll: float | None,
+        deadline: float | None,
+        metadata: Mapping[str, Any] | None,
+        on_end: str | None,
+        context: Mapping[str, Any] | None,
+        traced: bool,
+    ) -> RunHandle:
         platform = self.provider(provider)
         plan = self._callbacks(provider, secrets.token_hex(8))
-        submission = Submission(
-            application=application,
-            input=input,
-            options=dict(options or {}),
-            name=name,
-            description=description,
-            extra=dict(extra or {}),
-        )
         run_id = await platform.submit(submission, callback_url=plan.url)
         submitted_at = datetime.now(UTC)
         grace = self.grace if grace is None else grace
@@ -164,7 +199,7 @@ class RunClient:
                 default = grace if first_poll is None else first_poll
                 first_poll = min(plan.first_poll, default)
         deadline = deadline if deadline is not None else self.deadline
-        await self._store().register_run(
+        await self._register(
             NewRun(
                 run_id=run_id,
                 provider=provider,
@@ -175,9 +210,10 @@ class RunClient:
                 deadline=None if deadline is None else submitted_at + timedelta(seconds=deadline),
                 callback=plan.details,
                 metadata=dict(metadata or {}),
-                on_end=target,
+                on_end=on_end,
                 on_end_context=dict(context or {}),
-            )
+            ),
+            traced,
         )
         handle = RunHandle(run_id, provider, application, submitted_at, plan.url)
         if self._submitted is not None:
@@ -299,6 +335,39 @@ class RunClient:
         a finished run, its error): a run still going is recorded as it is and watched
         like a submitted one, so its handlers hear of its end.
         """
+        traced = {
+            "listener.provider": provider,
+            "listener.application": application,
+            "listener.run_id": run_id,
+        }
+        with tracing.span("listener.track", traced) as span:
+            return await self._track(
+                provider,
+                application,
+                run_id,
+                status,
+                output=output,
+                error=error,
+                duration=duration,
+                occurred_at=occurred_at,
+                metadata=metadata,
+                traced=span is not None,
+            )
+
+    async def _track(
+        self,
+        provider: str,
+        application: str,
+        run_id: str,
+        status: RunStatus | str | None,
+        *,
+        output: Any,
+        error: str | None,
+        duration: float | None,
+        occurred_at: datetime | None,
+        metadata: Mapping[str, Any] | None,
+        traced: bool,
+    ) -> RecordResult:
         if status is None:
             state = await self.provider(provider).status(application, run_id)
             status, application = state.status, application or state.application
@@ -312,7 +381,7 @@ class RunClient:
             payload["error"] = error
         if duration is not None:
             payload["duration_ms"] = round(duration * 1000)
-        await self._store().register_run(
+        await self._register(
             NewRun(
                 run_id=run_id,
                 provider=provider,
@@ -320,13 +389,28 @@ class RunClient:
                 status=RunStatus.QUEUED,
                 grace_seconds=self.grace,
                 metadata=dict(metadata or {}),
-            )
+            ),
+            traced,
         )
         return await self._record(
             RunEvent.tracked(
                 provider, application, run_id, status, occurred_at=occurred_at, payload=payload
             )
         )
+
+    async def _register(self, run: NewRun, traced: bool) -> None:
+        """Register `run`; `traced`, with the current span's context kept in its callback
+        details, so what is done for the run later continues this trace."""
+        if not traced:
+            await self._store().register_run(run)
+            return
+        headers = tracing.carrier()
+        run = replace(run, callback={**run.callback, tracing.TRACE_KEY: headers})
+        new = await self._store().register_run(run)
+        context = tracing.context_from(headers)
+        # A run registered before keeps the context it was first recorded in.
+        if new and context is not None:
+            self.traces.remember(run.run_id, context)
 
     async def _get(self, run_id: str) -> RunRecord:
         run = await self._store().get_run(run_id)

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from listener import backoff, run_end
+from listener import backoff, run_end, tracing
 from listener._checks import at_least, flag, positive, whole
 from listener.errors import HandlerFailed, UnknownHandler
 from listener.events import Origin, RunEvent
@@ -124,6 +124,18 @@ def describe_error(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How one attempt of a call ended, for its trace: the outcome as the metrics count
+    it, the error kept in the store and the exception raised, and whether it was
+    dead-lettered."""
+
+    outcome: str
+    error: str | None = None
+    exception: BaseException | None = None
+    dead: bool = False
+
+
 class Dispatcher:
     """Runs handler calls from `store` with the functions registered in `handlers`.
 
@@ -152,6 +164,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         prepare: Callable[[RunEvent], RunEvent] | None = None,
         rng: random.Random | None = None,
+        traces: tracing.RunTraces | None = None,
     ) -> None:
         self.store = store
         self.handlers = handlers
@@ -162,6 +175,8 @@ class Dispatcher:
         self.claim_delay = claim_delay
         self.metrics = metrics
         self.prepare = prepare
+        # The runs' trace contexts, for tracing each call in its run's trace.
+        self.traces = traces if traces is not None else tracing.RunTraces()
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -325,6 +340,22 @@ class Dispatcher:
         return run_end.handler_for(call.handler, run.on_end_context if run else {})
 
     async def _run(self, call: HandlerCall) -> None:
+        tracer = tracing.tracer()
+        if tracer is None:
+            await self._attempt(call)
+            return
+        parent = await self.traces.context(self.store, call.run_id)
+        with tracing.call_span(tracer, parent, call) as span:
+            try:
+                ended = await self._attempt(call)
+            except asyncio.CancelledError:
+                tracing.ended_call(span, "released")
+                raise
+            tracing.ended_call(
+                span, ended.outcome, error=ended.error, exception=ended.exception, dead=ended.dead
+            )
+
+    async def _attempt(self, call: HandlerCall) -> _Ended:
         if call.attempts > self.settings.max_attempts:
             # Claimed more often than allowed without ever finishing: the process running
             # it keeps dying. Stop the loop here rather than run it again.
@@ -333,7 +364,7 @@ class Dispatcher:
                 "without finishing (did the process crash while running it?)"
             )
             await self._fail(call, error, outcome="abandoned", seconds=None, dead=True)
-            return
+            return _Ended("abandoned", error, dead=True)
         handler = self.handlers.get(call.handler)
         timeout = (handler.timeout if handler else None) or self.settings.handler_timeout
         loop = asyncio.get_running_loop()
@@ -353,21 +384,21 @@ class Dispatcher:
             seconds = loop.time() - started
             if deadline.expired():
                 error = f"TimeoutError: the handler did not finish within {timeout:g} s"
-                await self._fail(call, error, outcome="timeout", seconds=seconds)
-            else:
-                # The handler itself raised TimeoutError (its own downstream timed out).
-                await self._fail(call, describe_error(exc), outcome="error", seconds=seconds)
+                dead = await self._fail(call, error, outcome="timeout", seconds=seconds)
+                return _Ended("timeout", error, exc, dead)
+            # The handler itself raised TimeoutError (its own downstream timed out).
+            error = describe_error(exc)
+            dead = await self._fail(call, error, outcome="error", seconds=seconds)
+            return _Ended("error", error, exc, dead)
         except (Exception, SystemExit) as exc:
             # SystemExit too: a handler calling sys.exit() must not stop the service.
             hopeless = isinstance(exc, HandlerFailed) and not exc.retryable
-            await self._fail(
-                call,
-                describe_error(exc),
-                outcome="error",
-                seconds=loop.time() - started,
-                dead=hopeless,
+            error = describe_error(exc)
+            dead = await self._fail(
+                call, error, outcome="error", seconds=loop.time() - started, dead=hopeless
             )
             log.debug("handler %s raised", call.handler, exc_info=exc)
+            return _Ended("error", error, exc, dead)
         else:
             seconds = loop.time() - started
             if self.metrics is not None:
@@ -375,6 +406,7 @@ class Dispatcher:
             # Marked done by the loop, with the next claim; the slot is free already. A
             # crash before that runs the call again once its lease expires.
             self._completing.append(call)
+            return _Ended("ok")
 
     def _wake_at_retry(self, wait: float) -> None:
         timers = self._retry_timers
@@ -395,7 +427,8 @@ class Dispatcher:
         outcome: str,
         seconds: float | None,
         dead: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Record a failed attempt: retried later, or dead-lettered (then True)."""
         dead = dead or call.attempts >= self.settings.max_attempts
         retry_at: datetime | None = None
         if not dead:
@@ -431,6 +464,7 @@ class Dispatcher:
             await self.store.fail_call(call.id, self.owner, error=error, retry_at=retry_at)
         except Exception as exc:
             log.warning("recording failure of call %d failed: %s", call.id, type(exc).__name__)
+        return dead
 
     async def _release(self, call: HandlerCall) -> None:
         try:

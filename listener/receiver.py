@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Lifespan, Receive, Scope, Send
 
+from listener import tracing
 from listener._checks import whole
 from listener.answers import (
     _ANSWER_ENCODER,
@@ -229,6 +231,9 @@ class Receiver:
         event: RunEvent | None = None
         # Read once: stop() clears it, and this delivery must see one store throughout.
         store = self.store
+        # With tracing on, the signature or token check's timing, traced once its run is known.
+        check: tracing.Check | None = None
+        tracer = tracing.tracer()
         try:
             if source is None:
                 raise _Outcome(_error(404, "unknown_source", "no such source"), "unknown_source")
@@ -241,31 +246,41 @@ class Receiver:
                         _error(404, "not_found", "this source takes signed deliveries only"),
                         "not_found",
                     )
+                if tracer is not None:
+                    check = tracing.Check(tracer, name, source.scheme.name)
                 verified = self._verify(source, body, headers)
+                if check is not None:
+                    check.done()
                 delivery_id = delivery_id_for(name, verified, body)
                 event, problem = read_delivery(source, body, delivery_id)
                 if event is None:
                     answer, outcome = await self._unroutable(
                         store, source, delivery_id, problem, body, all_headers()
                     )
-                    return self._done(answer, label, outcome, delivery_id, None, started)
+                    return self._done(answer, label, outcome, delivery_id, None, started, check)
             else:
                 delivery_id = delivery_id_for(name, None, body)
+                if tracer is not None:
+                    check = tracing.Check(tracer, name, "token")
                 event = await self._check_token_delivery(store, source, token, body, delivery_id)
-            answer, outcome = await self._record(store, event)
+                if check is not None:
+                    check.done()
+            answer, outcome = await self._record(store, event, check)
             if outcome == "foreign":
                 answer, outcome = await self._unroutable(
                     store, source, delivery_id, foreign_reason(source), body, all_headers()
                 )
-            return self._done(answer, label, outcome, delivery_id, event, started)
+            return self._done(answer, label, outcome, delivery_id, event, started, check)
         except _Outcome as finished:
-            return self._done(finished.answer, label, finished.outcome, delivery_id, event, started)
+            return self._done(
+                finished.answer, label, finished.outcome, delivery_id, event, started, check
+            )
         except Exception as exc:
             # Nothing was stored; 503 makes the sender retry. Only the type is logged: the
             # message could quote request data.
             log.error("delivery to %s failed unexpectedly: %s", label, type(exc).__name__)
             answer = self._unavailable("internal_error")
-            return self._done(answer, label, "error", delivery_id, event, started)
+            return self._done(answer, label, "error", delivery_id, event, started, check)
 
     async def _body(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
         try:
@@ -337,9 +352,11 @@ class Receiver:
             )
         return event
 
-    async def _record(self, store: Store, event: RunEvent) -> tuple[_Answer, str]:
+    async def _record(
+        self, store: Store, event: RunEvent, check: tracing.Check | None
+    ) -> tuple[_Answer, str]:
         try:
-            result = await self.recorder.record(store, event)
+            result = await self.recorder.record(store, event, check=check)
         except StoreUnavailable:
             return self._unavailable("store_unavailable"), "unavailable"
         if result.foreign:
@@ -386,7 +403,11 @@ class Receiver:
         delivery_id: str | None,
         event: RunEvent | None,
         started: float,
+        check: tracing.Check | None = None,
     ) -> _Answer:
+        if check is not None and not check.emitted:
+            # Not traced with a record: refused, unroutable, or failed before the store.
+            check.emit(None, event, refused=_refusal(answer))
         self.metrics.delivery(source, outcome)
         self.metrics.receive_seconds.observe(time.perf_counter() - started)
         # Unroutable deliveries are 2xx but need a person's attention.
@@ -453,6 +474,14 @@ class Receiver:
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _refusal(answer: _Answer) -> str | None:
+    """The reason an error answer gives (its JSON `error`), None for a 2xx."""
+    if answer.status_code < 300:
+        return None
+    reason = json.loads(answer.body).get("error")
+    return reason if isinstance(reason, str) else f"http {answer.status_code}"
 
 
 def create_app(receiver: Receiver, *, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
