@@ -30,10 +30,13 @@ def block_after(marker: str, language: str) -> str:
 # The SDK snippet needs the fake platform the README starts first; it runs on its own below.
 SDK_MARKER = "Point the official SDK at it"
 SDK_BLOCK = block_after(SDK_MARKER, "python")
+# The tracing snippet sets the process's one global tracer provider: it runs in a process
+# of its own below.
+TRACING_BLOCK = block_after("## Tracing", "python")
 PYTHON_BLOCKS = [
     block
     for block in re.findall(r"```python\n(.*?)```", TEXT, flags=re.DOTALL)
-    if block != SDK_BLOCK
+    if block not in (SDK_BLOCK, TRACING_BLOCK)
 ]
 
 
@@ -180,6 +183,23 @@ def test_the_sdk_snippet_runs_against_the_fake_platform_command(
             serving.terminate()
         assert serving.wait(timeout=60) == 0
     assert capsys.readouterr().out == "succeeded {'echo': {'stops': 3}}\n"
+
+
+def test_the_tracing_snippet_prints_one_trace(tmp_path: Path) -> None:
+    script = tmp_path / "tracing.py"
+    script.write_text(TRACING_BLOCK)
+    root = README.parent
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = TRACING_BLOCK.rsplit("# ", 1)[1].strip()
+    assert done.stdout.strip() == printed
 
 
 def test_noxus_configuration_loads(tmp_path: Path) -> None:
