@@ -63,6 +63,7 @@ _API = "opentelemetry.trace"
 # Span status descriptions are for reading, not for whole tracebacks.
 _DESCRIPTION_LIMIT = 500
 
+_UNSET = object()
 # The provider last seen and the tracer made from it.
 _made: tuple[object, Tracer] | None = None
 
@@ -73,11 +74,18 @@ def tracer() -> Tracer | None:
     api = sys.modules.get(_API)
     if api is None:
         return None
-    provider = api.get_tracer_provider()
+    # The API's global, read directly: while it is unset, `get_tracer_provider()` looks
+    # in the environment on every call, which cost a microsecond per delivery. Should
+    # the API ever lose the name, the public call decides.
+    provider = getattr(api, "_TRACER_PROVIDER", _UNSET)
+    if provider is None:
+        return None
+    if provider is _UNSET:
+        provider = api.get_tracer_provider()
     made = _made
     if made is not None and made[0] is provider:
         return made[1]
-    if isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider):
+    if isinstance(provider, (api.ProxyTracerProvider, api.NoOpTracerProvider)):
         return None
     traced = cast("Tracer", provider.get_tracer("listener", __version__))
     _made = (provider, traced)
