@@ -63,7 +63,7 @@ _API = "opentelemetry.trace"
 # Span status descriptions are for reading, not for whole tracebacks.
 _DESCRIPTION_LIMIT = 500
 
-_UNSET = object()
+_UNSET: Any = object()
 # The provider last seen and the tracer made from it.
 _made: tuple[object, Tracer] | None = None
 
@@ -77,7 +77,7 @@ def tracer() -> Tracer | None:
     # The API's global, read directly: while it is unset, `get_tracer_provider()` looks
     # in the environment on every call, which cost a microsecond per delivery. Should
     # the API ever lose the name, the public call decides.
-    provider = getattr(api, "_TRACER_PROVIDER", _UNSET)
+    provider: Any = getattr(api, "_TRACER_PROVIDER", _UNSET)
     if provider is None:
         return None
     if provider is _UNSET:
