@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/delivery_costs.py
 	$(BIN)/python bench/receiver.py
+	$(BIN)/python bench/tracing.py
 	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/poller.py
 	$(BIN)/python bench/notices.py
