@@ -136,13 +136,15 @@ def context_from(headers: object) -> Context | None:
 
 class RunTraces:
     """The trace contexts of runs: remembered at submission, else read from the store
-    once, and kept for the `size` runs used last (a run's context never changes)."""
+    once, and kept for the `size` runs used last (a run's context never changes). A run
+    the store holds without one is remembered as such, so its deliveries do not read the
+    store each time; a run whose webhook beat its registration stays untraced."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._known: OrderedDict[str, Context] = OrderedDict()
+        self._known: OrderedDict[str, Context | None] = OrderedDict()
 
-    def remember(self, run_id: str, context: Context) -> None:
+    def remember(self, run_id: str, context: Context | None) -> None:
         self._known[run_id] = context
         self._known.move_to_end(run_id)
         while len(self._known) > self.size:
@@ -152,19 +154,18 @@ class RunTraces:
         """The context `run_id` was recorded in, or None: a run first heard of by webhook,
         one recorded without tracing, or a store that cannot be read now (whatever needed
         the context then finds out for itself)."""
-        known = self._known.get(run_id)
-        if known is not None:
+        if run_id in self._known:
             self._known.move_to_end(run_id)
-            return known
+            return self._known[run_id]
         try:
             run = await store.get_run(run_id)
         except StoreError:
             return None
         if run is None:
+            # Not registered yet: its registration may still bring a context.
             return None
         context = context_from(run.callback.get(TRACE_KEY))
-        if context is not None:
-            self.remember(run_id, context)
+        self.remember(run_id, context)
         return context
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -35,6 +36,7 @@ from listener import (
     Source,
 )
 from listener.signatures import NextmvSignature, StandardWebhooks, generate_hmac_secret
+from listener.store import NewRun
 from listener.testing import FakePlatform, RunPlan
 from listener.tracing import TRACE_KEY, RunTraces, carrier, context_from, tracer
 
@@ -342,6 +344,26 @@ async def test_store_trouble_leaves_a_span_without_its_run_trace(tmp_path: Path)
         store = listener.store
     # The store is closed now: the context is not known, and nothing raises.
     assert await RunTraces().context(store, "run-11") is None
+
+
+async def test_a_run_stored_without_a_context_is_read_from_the_store_once(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    path = tmp_path / "runs.db"
+    async with Listener(store_url=f"sqlite:///{path}") as listener:
+        store = listener.store
+        traces = RunTraces()
+        # Not in the store yet: not remembered, so its registration may still bring one.
+        assert await traces.context(store, "run-12") is None
+        await store.register_run(NewRun("run-12", "nextmv", "routing"))
+        assert await traces.context(store, "run-12") is None
+        # A context written behind its back is not seen: the run was read once.
+        with trace.get_tracer("tests").start_as_current_span("later"):
+            kept = json.dumps({TRACE_KEY: carrier()})
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE runs SET callback = ? WHERE run_id = 'run-12'", [kept])
+        assert await traces.context(store, "run-12") is None
+        assert await RunTraces().context(store, "run-12") is not None
 
 
 async def test_without_a_tracer_provider_nothing_is_traced_or_kept(tmp_path: Path) -> None:
