@@ -74,7 +74,7 @@ class Handler:
 
     @property
     def is_async(self) -> bool:
-        return _is_async(self.func)
+        return is_async_function(self.func)
 
     def matches(self, event: RunEvent) -> bool:
         return (
@@ -95,13 +95,15 @@ class NoticeHandler:
 
     @property
     def is_async(self) -> bool:
-        return _is_async(self.func)
+        return is_async_function(self.func)
 
     def matches(self, kind: str, provider: str) -> bool:
         return kind in self.kinds and (self.providers is None or provider in self.providers)
 
 
-def _is_async(func: object) -> bool:
+def is_async_function(func: object) -> bool:
+    """Whether calling `func` gives a coroutine: an `async def`, or an object whose
+    `__call__` is one."""
     if inspect.iscoroutinefunction(func):
         return True
     # A callable object with an `async def __call__`.

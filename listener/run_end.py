@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from listener.events import RunEvent
-from listener.registry import Handler, _is_async
+from listener.registry import Handler, is_async_function
 from listener.store.base import ON_END_HANDLER_PREFIX
 
 __all__ = ["ON_END_HANDLER_PREFIX", "OnEndFunc", "handler_for", "resolve", "target_of"]
@@ -80,7 +80,7 @@ def handler_for(name: str, context: Mapping[str, Any]) -> Handler:
     """The handler that runs the stored call `name` (`on_end:<target>`) with `context`."""
     func = resolve(name.removeprefix(ON_END_HANDLER_PREFIX))
     given = dict(context)
-    if _is_async(func):
+    if is_async_function(func):
 
         async def call_async(event: RunEvent) -> Any:
             return await func(event, dict(given))
