@@ -184,6 +184,9 @@ class Dispatcher:
         self._inflight: dict[asyncio.Task[None], HandlerCall] = {}
         # Calls whose handler returned, to be marked done with the next claim.
         self._completing: list[HandlerCall] = []
+        # Ids of the calls that ran here and are not yet marked done, with the number of
+        # failed attempts to mark them: such a call claimed again is not run again.
+        self._unrecorded: dict[int, int] = {}
         self._executor: ThreadPoolExecutor | None = None
         # Wakes at each retry's due time, so retries keep their schedule between sweeps.
         self._retry_timers: set[asyncio.TimerHandle] = set()
@@ -276,17 +279,25 @@ class Dispatcher:
         try:
             await self.store.complete_call(call.id, self.owner)
         except Exception as exc:
-            lease = call.lease_expires_at
-            if lease is not None and datetime.now(UTC) < lease and not self._stopping:
-                # Try again on the next pass while the lease holds, so a short store
-                # outage does not make a finished call run twice.
-                self._completing.append(call)
+            if self._stopping:
+                # Its lease expires and some claimer runs it again: at-least-once.
+                self._unrecorded.pop(call.id, None)
+                log.warning("completing call %d failed: %s", call.id, type(exc).__name__)
+                return
+            # Keep trying, past the lease too: the store accepts the completion while
+            # this owner still holds the call, and this dispatcher does not run it again
+            # when its own claim returns it (see _claim). Only another claimer can.
+            failures = self._unrecorded.get(call.id, 0) + 1
+            self._unrecorded[call.id] = failures
+            self._completing.append(call)
+            if failures == 1:
                 log.warning(
                     "completing call %d failed (%s); trying again", call.id, type(exc).__name__
                 )
-                return
-            # The lease expires and the call runs again: at-least-once, never lost.
-            log.warning("completing call %d failed: %s", call.id, type(exc).__name__)
+            return
+        # Done, or (False) taken over by another claimer after the lease: either way
+        # nothing more to do here.
+        self._unrecorded.pop(call.id, None)
 
     async def _claim(self, limit: int) -> None:
         try:
@@ -298,6 +309,13 @@ class Dispatcher:
             log.warning("claiming handler calls failed: %s", type(exc).__name__)
             return
         for call in calls:
+            if call.id in self._unrecorded:
+                # It ran here already and its completion is still being written: the
+                # claim came after its lease ran out during a store outage. Mark it
+                # done (this owner holds it again) instead of running it twice.
+                if all(pending.id != call.id for pending in self._completing):
+                    self._completing.append(call)
+                continue
             if self._stopping:
                 await self._release(call)
                 continue

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -570,6 +571,57 @@ async def test_a_failed_completion_is_retried_while_the_lease_holds(store: Store
     # Completed on a later pass by the same claim: the handler ran only once.
     assert runs == ["run-1"]
     assert call.attempts == 1
+
+
+class AwayUntilReclaimed:
+    """A real store that cannot mark calls done until it has handed one out a second
+    time: the completion of a finished call outlives its lease, as in a long outage."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.claims: Counter[int] = Counter()
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def claim_calls(
+        self, owner: str, *, limit: int, lease_seconds: float
+    ) -> list[HandlerCall]:
+        calls = await self._store.claim_calls(owner, limit=limit, lease_seconds=lease_seconds)
+        self.claims.update(call.id for call in calls)
+        return calls
+
+    async def complete_call(self, call_id: int, owner: str) -> bool:
+        if self.claims[call_id] < 2:
+            self.refused += 1
+            raise StoreUnavailable("the store is away")
+        return await self._store.complete_call(call_id, owner)
+
+
+async def test_a_finished_call_claimed_again_after_its_lease_is_not_run_again(
+    store: Store,
+) -> None:
+    handlers = Handlers()
+    runs: list[str] = []
+
+    @handlers.on("succeeded", name="h")
+    async def handler(event: RunEvent) -> None:
+        runs.append(event.run_id)
+
+    [call_id] = await enqueue(store, handlers)
+    away = AwayUntilReclaimed(store)
+    dispatcher = make(away, handlers, lease_seconds=0.2)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert away.claims[call_id] == 2
+    assert away.refused > 0
+    # The second claim found the call finished here: marked done, not run again.
+    assert runs == ["run-1"]
+    assert call.attempts == 2
 
 
 async def test_prepare_hook_sees_every_event(store: Store) -> None:

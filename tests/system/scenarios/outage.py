@@ -8,11 +8,11 @@ another 5xx); every delivery answered 2xx is in the store; every delivery is eve
 stored; every transition reaches its handler once.
 
 The dispatcher is built here with a one-second lease rather than by the `Listener`
-(whose lease is the handler timeout plus 30 s): a handler call whose completion cannot
-be written during the outage runs again when its lease ends (handler calls are
-at-least-once), and a short lease lets the scenario see that happen and tell it apart
-from a call made twice for no reason. The store is wrapped to note which completions
-failed.
+(whose lease is the handler timeout plus 30 s), so the outage outlasts the leases of
+calls finished inside it. The dispatcher keeps trying to mark such a call done and does
+not run it again when its own claim hands it back after the lease; only another claimer
+could (handler calls are at-least-once), so a second run is tolerated only for a call
+whose completion failed. The store is wrapped to note which completions failed.
 """
 
 from __future__ import annotations
