@@ -26,11 +26,12 @@ from starlette.applications import Starlette
 
 from listener.client import CallbackPlan, RunClient, RunHandle
 from listener.dispatch import Dispatcher, DispatchSettings
+from listener.endpoint_keeper import NOTICE_HANDLER_NAME, EndpointKeeper, WebhookSettings
 from listener.events import RunEvent, RunStatus
 from listener.following import ChangeFollower
 from listener.health import end_of, lag_seconds, learned_by
 from listener.metrics import Metrics
-from listener.notices import NoticeSettings
+from listener.notices import Notice, NoticeSettings
 from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
 from listener.receiver import Receiver, ReceiverSettings, create_app
@@ -89,8 +90,10 @@ class Listener:
     stream is healthy), and `receiver` how the webhook endpoints answer
     (`ReceiverSettings`), and `health` when handlers registered with `on_notice` hear
     that a source's provider's webhooks are degraded or recovered (`NoticeSettings`; the
-    window is evaluated where handlers are dispatched). Each is checked when it is made, so a bad
-    value is a `ValueError` naming it.
+    window is evaluated where handlers are dispatched), and `webhooks` whether the account
+    webhook endpoint of each source is checked and repaired at start and on a degraded
+    notice (`WebhookSettings`; see `listener.endpoint_keeper`). Each is checked when it is
+    made, so a bad value is a `ValueError` naming it.
 
     Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
     the started listener deletes what is finished and older than that (see
@@ -117,6 +120,7 @@ class Listener:
         streams: StreamSettings = StreamSettings(),
         receiver: ReceiverSettings = ReceiverSettings(),
         health: NoticeSettings = NoticeSettings(),
+        webhooks: WebhookSettings = WebhookSettings(),
         retention: float | None = None,
         retention_interval: float = DEFAULT_INTERVAL,
     ) -> None:
@@ -127,6 +131,7 @@ class Listener:
         _check_settings("streams", streams, StreamSettings)
         _check_settings("receiver", receiver, ReceiverSettings)
         _check_settings("health", health, NoticeSettings)
+        _check_settings("webhooks", webhooks, WebhookSettings)
         if retention:
             check_age(retention, "retention")
         if not retention_interval > 0:
@@ -178,6 +183,12 @@ class Listener:
         )
         self._dispatcher: Dispatcher | None = None
         self._app: Starlette | None = None
+        self.webhooks = webhooks
+        self._keeper: EndpointKeeper | None = None
+        if webhooks.ensure == "degraded":
+            self.handlers.on_notice("webhooks_degraded", name=NOTICE_HANDLER_NAME)(
+                self._ensure_endpoints
+            )
         for source in sources:
             self.add_source(source)
         for provider in providers:
@@ -343,6 +354,11 @@ class Listener:
     def dispatcher(self) -> Dispatcher | None:
         return self._dispatcher
 
+    @property
+    def endpoint_keeper(self) -> EndpointKeeper | None:
+        """The part keeping account webhook endpoints right (`webhooks.ensure`), started."""
+        return self._keeper
+
     async def start(self) -> None:
         """Open the store, start the dispatcher, the fallback poller and (with `retention`)
         the pruner. If one of them fails to start, those already started are stopped (and
@@ -397,6 +413,11 @@ class Listener:
                     parts,
                     NoticeWatcher(store, self.handlers, self._webhook_providers, self.health),
                 )
+            if self.webhooks.ensure != "off":
+                self._keeper = await _start(
+                    parts,
+                    EndpointKeeper(self.sources, self.providers, self.public_url, self.webhooks),
+                )
             # Other replicas' commits, where the store announces them: claims and waits
             # at once rather than at the next sweep or read.
             await _start(parts, ChangeFollower(store, self._on_change))
@@ -426,6 +447,7 @@ class Listener:
         self._poller = None
         self._streamer = None
         self._dispatcher = None
+        self._keeper = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -508,6 +530,11 @@ class Listener:
             self._dispatcher.wake()
         for run_id in change.ended:
             self.client.notify_ended(run_id)
+
+    async def _ensure_endpoints(self, notice: Notice) -> None:
+        # The `webhooks_degraded` notice handler of `[webhooks] ensure = "degraded"`.
+        if self._keeper is not None:
+            await self._keeper.on_degraded(notice)
 
     def _prepare(self, event: RunEvent) -> RunEvent:
         provider = self.providers.get(event.provider)

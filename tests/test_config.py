@@ -22,6 +22,7 @@ from listener.config import (
 )
 from listener.config import schema as config_schema
 from listener.dispatch import DispatchSettings
+from listener.endpoint_keeper import WebhookSettings
 from listener.events import RunStatus
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.http import HttpProvider
@@ -999,3 +1000,16 @@ def test_streams_are_configured_in_their_own_section(tmp_path: Path) -> None:
     assert config.streams == StreamSettings(enabled="on", max_streams=3, reconnects=0)
     assert build_listener(config).streams == config.streams
     assert "expected one of auto, on, off" in error_of(tmp_path, '[streams]\nenabled = "yes"\n')
+
+
+def test_webhooks_section_and_its_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, '[webhooks]\nensure = "degraded"\nendpoint_prefix = "prod"\n')
+    config = load_config(path, env={})
+    assert config.webhooks == WebhookSettings(ensure="degraded", endpoint_prefix="prod")
+    assert build_listener(config).webhooks == config.webhooks
+    overridden = load_config(path, env={"LISTENER_WEBHOOKS_ENSURE": "start"})
+    assert overridden.webhooks.ensure == "start"
+    assert load_config(None, env={}).webhooks.ensure == "off"
+    assert "webhooks.ensure: expected one of off, start, degraded" in error_of(
+        tmp_path, '[webhooks]\nensure = "always"\n'
+    )

@@ -278,3 +278,17 @@ def test_recovering_in_bulk(tmp_path: Path) -> None:
         " 0 still unroutable, 0 skipped",
     ]
     assert "replay: chunk 1: 3 matched, 3 replayed" in done.stderr
+
+
+def test_endpoint_configuration_loads(tmp_path: Path) -> None:
+    from listener.config import build_listener, load_config
+    from listener.endpoint_keeper import NOTICE_HANDLER_NAME
+
+    path = tmp_path / "listener.toml"
+    path.write_text(block_after("## Keeping the webhook endpoint right", "toml"))
+    env = {"NEXTMV_WEBHOOK_SECRET": "a-webhook-secret-long", "NEXTMV_API_KEY": "an-api-key"}
+    config = load_config(path, env=env)
+    assert (config.webhooks.ensure, config.webhooks.endpoint_prefix) == ("degraded", "listener")
+    listener = build_listener(config)
+    [handler] = listener.handlers.notice_handlers("webhooks_degraded", "nextmv")
+    assert handler.name == NOTICE_HANDLER_NAME

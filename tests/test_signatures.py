@@ -301,6 +301,21 @@ def test_rotation_receiver_holds_new_and_old(
         cls([old]).verify(BODY, signed, now=NOW)
 
 
+@pytest.mark.parametrize("cls", [NextmvSignature, StripeSignature])
+def test_a_secret_added_later_verifies_too(cls: type[NextmvSignature]) -> None:
+    receiver = cls([PLAIN_OTHER])
+    headers = cls([PLAIN_SECRET]).sign(BODY, msg_id="m", timestamp=NOW)
+    with pytest.raises(BadSignature):
+        receiver.verify(BODY, headers, now=NOW)
+    receiver.add_secret(PLAIN_SECRET)
+    receiver.verify(BODY, headers, now=NOW)
+    # Still signs with the first secret; the old one still verifies.
+    cls([PLAIN_OTHER]).verify(BODY, receiver.sign(BODY, msg_id="m", timestamp=NOW), now=NOW)
+    assert repr(receiver).startswith(f"{cls.__name__}(keys=2,")
+    with pytest.raises(ValueError, match="at least 16"):
+        receiver.add_secret("short")
+
+
 def test_rotation_header_carrying_both_standard_signatures() -> None:
     new = StandardWebhooks([HMAC_SECRET]).sign(BODY, msg_id="m", timestamp=NOW)
     old = StandardWebhooks([OTHER_SECRET]).sign(BODY, msg_id="m", timestamp=NOW)

@@ -41,6 +41,7 @@ from listener.config.schema import (
     _Key,
 )
 from listener.dispatch import DispatchSettings
+from listener.endpoint_keeper import WebhookSettings
 from listener.notices import NoticeSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
@@ -119,6 +120,7 @@ def load_config(
         streams=_settings(reader, "streams", StreamSettings, sections["streams"]),
         receiver=_settings(reader, "listener", ReceiverSettings, receiver),
         health=_settings(reader, "health", NoticeSettings, sections["health"]),
+        webhooks=_settings(reader, "webhooks", WebhookSettings, sections["webhooks"]),
         handlers=MappingProxyType(handlers),
         notices=tuple(reader.notices),
         **top,

@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from listener.dispatch import DispatchSettings
+from listener.endpoint_keeper import ENSURE_MODES, WebhookSettings
 from listener.notices import NoticeSettings
 from listener.poller import PollSettings
 from listener.receiver import ReceiverSettings
@@ -115,6 +116,7 @@ class Config:
     streams: StreamSettings = field(default_factory=StreamSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     health: NoticeSettings = field(default_factory=NoticeSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Warnings about the file (secrets written inline), shown by the command line.
     notices: tuple[str, ...] = field(default=(), compare=False)
@@ -137,7 +139,8 @@ class Config:
             f"server={self.server!r}, "
             f"sources={self.sources!r}, providers={self.providers!r}, "
             f"dispatch={self.dispatch!r}, poller={self.poller!r}, streams={self.streams!r}, "
-            f"receiver={self.receiver!r}, health={self.health!r}, handlers={handlers!r})"
+            f"receiver={self.receiver!r}, health={self.health!r}, "
+            f"webhooks={self.webhooks!r}, handlers={handlers!r})"
         )
 
 
@@ -269,6 +272,13 @@ _HEALTH_KEYS: Final[Mapping[str, _Key]] = {
     "interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
 }
 
+# [webhooks] keys are `WebhookSettings` fields: the account endpoints `serve` keeps right.
+_WEBHOOKS_KEYS: Final[Mapping[str, _Key]] = {
+    "ensure": _Key("str", f"one of {', '.join(ENSURE_MODES)}", lambda mode: mode in ENSURE_MODES),
+    "endpoint_prefix": _Key("str", "a non-empty string", bool),
+    "description": _Key("str", "a string"),
+}
+
 _SECTIONS: Final = (
     "listener",
     "server",
@@ -278,6 +288,7 @@ _SECTIONS: Final = (
     "poller",
     "streams",
     "health",
+    "webhooks",
     "handlers",
 )
 _SOURCE_KEYS: Final = ("provider", "scheme", "secrets", "tolerance", "options")
@@ -289,4 +300,5 @@ _ENV_SECTIONS: Final[Mapping[str, tuple[str, Mapping[str, _Key]]]] = {
     "POLLER": ("poller", _POLLER_KEYS),
     "STREAMS": ("streams", _STREAMS_KEYS),
     "HEALTH": ("health", _HEALTH_KEYS),
+    "WEBHOOKS": ("webhooks", _WEBHOOKS_KEYS),
 }

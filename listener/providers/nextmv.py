@@ -359,6 +359,20 @@ class NextmvProvider(TransportClient):
             await self._http.request_json("POST", "v1/webhooks", json_body=body, idempotent=False)
         )
 
+    async def list_webhooks(self) -> Any:
+        """The account's endpoints, as the API lists them (see `parse_endpoints`)."""
+        return await self._http.request_json("GET", "v1/webhooks", idempotent=True)
+
+    async def delete_webhook(self, endpoint_id: str) -> None:
+        """Delete an endpoint; a missing one is not an error (already gone)."""
+        try:
+            await self._http.request(
+                "DELETE", f"v1/webhooks/{path_segment(endpoint_id)}", idempotent=True
+            )
+        except ProviderError as exc:
+            if exc.status_code != 404:
+                raise
+
     async def webhook_secret(self, endpoint_id: str) -> str:
         """The signing secret of an endpoint, for the receiver's `nextmv` scheme."""
         answer = await self._http.request_json(

@@ -41,6 +41,11 @@ class _TimestampedHex:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(keys={len(self._keys)}, tolerance={self.tolerance})"
 
+    def add_secret(self, secret: str) -> None:
+        """Accept signatures made with `secret` too (an endpoint registered anew)."""
+        # Rebound, not appended: a verify under way keeps the list it started with.
+        self._keys = [*self._keys, *_utf8_keys([secret], type(self).__name__)]
+
     def verify(
         self, body: bytes, headers: Mapping[str, str], *, now: float | None = None
     ) -> Verified:

@@ -395,6 +395,7 @@ class PlatformApi:
             "event_types": ["run.status"],
             "endpoint_url": endpoint.url,
             "description": endpoint.description,
+            "enabled": endpoint.enabled,
         }
 
     async def _list_webhooks(self, request: Request) -> Response:

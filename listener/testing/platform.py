@@ -229,6 +229,10 @@ class FakePlatform:
     def webhook_secret(self, endpoint_id: str = "default") -> str:
         return self._endpoints[endpoint_id].secret
 
+    def disable_webhook(self, endpoint_id: str = "default") -> None:
+        """Pause an endpoint: still listed (as disabled), sent nothing until replaced."""
+        self._endpoints[endpoint_id].enabled = False
+
     def fail_next(
         self,
         status: int = 503,
@@ -370,7 +374,8 @@ class FakePlatform:
         )
         body = compact_json(payload)
         for endpoint in self._endpoints.values():
-            self._schedule(endpoint, run, body)
+            if endpoint.enabled:
+                self._schedule(endpoint, run, body)
 
     def _schedule(self, endpoint: WebhookEndpoint, run: FakeRun, body: bytes) -> None:
         # Four draws per delivery, always in this order, so a seed replays exactly.

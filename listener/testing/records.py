@@ -168,3 +168,5 @@ class WebhookEndpoint:
     scheme: str
     description: str = ""
     sender: WebhookSender | None = None
+    # A disabled endpoint is listed but sent nothing, as an account shows one it paused.
+    enabled: bool = True

@@ -91,3 +91,66 @@ def test_webhooks_register_needs_an_account_provider_and_a_url(tmp_path: Path) -
         result = invoke("--config", str(config), "webhooks", "register", *arguments)
         assert result.exit_code == 2, arguments
         assert reason in result.stderr
+
+
+async def test_webhooks_ensure_creates_then_finds_it_right_then_repairs_it(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    config = platform_config(tmp_path, platform)
+    text = config.read_text().replace(
+        "[listener]\n", '[listener]\npublic_url = "https://hooks.example.com"\n'
+    )
+    text += '\n[sources.nv]\nprovider = "nextmv"\nscheme = "nextmv"\nsecrets = ["env:NV"]\n'
+    config.write_text(text)
+    env = {**PLATFORM_ENV, "NV": "nv-secret-of-the-source"}
+    url = "https://hooks.example.com/hooks/nv"
+
+    async def ensure(*arguments: str) -> tuple[int, str, str]:
+        result = await invoke_async(
+            "--config", str(config), "webhooks", "ensure", *arguments, env=env
+        )
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, err = await ensure("--dry-run")
+    assert (code, out) == (
+        0,
+        f"would create endpoint listener-nv: {url} (run.status)\n  no endpoint listener-nv\n",
+    )
+    assert platform._endpoints == {}
+
+    code, out, err = await ensure()
+    assert (code, out.splitlines()[0]) == (0, f"created endpoint listener-nv: {url} (run.status)")
+    secret = platform.webhook_secret("listener-nv")
+    assert secret not in out + err
+    assert "listener webhooks secret --provider nextmv --endpoint-id listener-nv" in err
+
+    code, out, err = await ensure()
+    assert (code, out, err) == (0, f"endpoint listener-nv is right: {url} (run.status)\n", "")
+    assert list(platform._endpoints) == ["listener-nv"]
+
+    platform.disable_webhook("listener-nv")
+    code, out, err = await ensure("--json", "--show-secret")
+    assert code == 0
+    document = json.loads(out)
+    assert document == {
+        "action": "replace",
+        "endpoint_id": "listener-nv",
+        "reasons": ["it is disabled"],
+        "changed": True,
+        "url": url,
+        "dry_run": False,
+        "secret": platform.webhook_secret("listener-nv"),
+    }
+    assert document["secret"] != secret
+    assert platform._endpoints["listener-nv"].enabled
+
+
+def test_webhooks_ensure_needs_a_source_or_an_endpoint_id(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, '[providers.nextmv]\napi_key = "k"\nbase_url = "http://127.0.0.1:9"\n'
+    )
+    result = invoke(
+        "--config", str(config), "webhooks", "ensure", "--url", "https://x.example/hooks/nv"
+    )
+    assert result.exit_code == 2
+    assert "give --endpoint-id, or configure a [sources.<name>]" in result.stderr
