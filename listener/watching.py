@@ -1,10 +1,12 @@
 """The I/O half of webhook health notices: evaluates the store's recent run ends every
 `NoticeSettings.interval` seconds and calls the handlers that asked for each notice.
 
-The decisions are `listener.notices.assess`; this module only reads the window, keeps each
-provider's `Episode` between evaluations and delivers. Delivery is in process: a notice
-handler that raises is logged and tried again at the next evaluations, up to
-`attempts` times in all.
+The decisions are `listener.notices.assess`; this module only reads the window and each
+provider's `Episode`, and delivers. The episodes live in the store, shared by every
+process on it: each evaluates, but a move (degraded, recovered) is made by one compare
+and set, and only the process that made it tells the handlers, so an episode is told
+once however many replicas or workers run. Delivery is in process: a notice handler that
+raises is logged and tried again at the next evaluations, up to `attempts` times in all.
 """
 
 from __future__ import annotations
@@ -72,17 +74,35 @@ class NoticeWatcher:
         now = self.clock()
         since = now - timedelta(seconds=self.settings.window)
         ends = await self.store.list_run_ends(since=since)
+        # The episodes as every process on the store sees them: a process that starts
+        # mid-episode, or another replica's evaluation, continues it rather than starting
+        # its own.
+        shared = {e.provider: e for e in await self.store.list_webhook_episodes()}
         decided = []
         for provider, counts in sorted(window_counts(ends, providers).items()):
-            episode, notice = assess(
-                self.episodes.get(provider, Episode()), counts, self.settings, now
+            stored = shared.get(provider)
+            previous = (
+                Episode(degraded=stored.degraded, since=stored.since)
+                if stored is not None
+                else Episode()
             )
+            episode, notice = assess(previous, counts, self.settings, now)
+            self.episodes[provider] = previous
+            if notice is None:
+                continue
+            moved = await self.store.move_webhook_episode(
+                provider, was_degraded=previous.degraded, degraded=episode.degraded,
+                since=episode.since,
+            )  # fmt: skip
+            if not moved:
+                # Another process decided the same move first and tells the handlers.
+                log.debug("%s of %s decided elsewhere", notice.kind, provider)
+                continue
             self.episodes[provider] = episode
-            if notice is not None:
-                decided.append(notice)
-                log.info("%s: %s", notice.kind, notice.as_dict())
-                for handler in self.handlers.notice_handlers(notice.kind, notice.provider):
-                    self._owed[(notice.key, handler.name)] = (notice, handler, 0)
+            decided.append(notice)
+            log.info("%s: %s", notice.kind, notice.as_dict())
+            for handler in self.handlers.notice_handlers(notice.kind, notice.provider):
+                self._owed[(notice.key, handler.name)] = (notice, handler, 0)
         await self._deliver()
         return decided
 

@@ -61,6 +61,31 @@ async def test_a_degraded_episode_is_noticed_once_and_its_recovery_once(store: S
     assert other == []
 
 
+async def test_replicas_on_one_store_tell_an_episode_once(store: Store) -> None:
+    handlers = Handlers()
+    seen: list[str] = []
+
+    @handlers.on_notice(DEGRADED, RECOVERED)
+    async def watch(notice: Notice) -> None:
+        seen.append(notice.kind)
+
+    replicas = [NoticeWatcher(store, handlers, ["nextmv"], SETTINGS) for _ in range(3)]
+    await end_runs(store, Origin.POLL, 10)
+    decided = await asyncio.gather(*(replica.evaluate() for replica in replicas))
+    assert sorted(len(notices) for notices in decided) == [0, 0, 1]
+    # Every replica now sees the episode, and a replica started later continues it.
+    late = NoticeWatcher(store, handlers, ["nextmv"], SETTINGS)
+    assert [await r.evaluate() for r in [*replicas, late]] == [[], [], [], []]
+    await end_runs(store, Origin.WEBHOOK, 60)
+    decided = await asyncio.gather(*(r.evaluate() for r in [late, *replicas]))
+    assert sorted(len(notices) for notices in decided) == [0, 0, 0, 1]
+    assert seen == [DEGRADED, RECOVERED]
+    [recovered] = [n for notices in decided for n in notices]
+    [episode] = await store.list_webhook_episodes()
+    assert not episode.degraded
+    assert recovered.kind == RECOVERED
+
+
 async def test_a_failing_notice_handler_is_tried_again_then_given_up(store: Store) -> None:
     handlers = Handlers()
     calls: list[str] = []

@@ -18,6 +18,7 @@ from listener.store.base import (
     StoreError,
     StoreUnavailable,
     UnroutableRecord,
+    WebhookEpisode,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UnroutableRecord",
+    "WebhookEpisode",
     "open_store",
 ]
 

@@ -28,6 +28,7 @@ from listener.store.base import (
     RunRecord,
     StoreCounts,
     UnroutableRecord,
+    WebhookEpisode,
 )
 
 __all__ = ["PlannedStore"]
@@ -53,6 +54,18 @@ class PlannedStore:
     async def list_run_ends(self, *, since: datetime, limit: int = 10_000) -> list[RunEnd]:
         return await self._read_plan(
             lambda: plans.list_run_ends_plan(self.dialect, since=since, limit=limit)
+        )
+
+    async def list_webhook_episodes(self) -> list[WebhookEpisode]:
+        return await self._read_plan(lambda: plans.list_webhook_episodes_plan(self.dialect))
+
+    async def move_webhook_episode(
+        self, provider: str, *, was_degraded: bool, degraded: bool, since: datetime | None
+    ) -> bool:
+        return await self._write_plan(
+            lambda: plans.move_webhook_episode_plan(
+                self.dialect, provider, was_degraded=was_degraded, degraded=degraded, since=since
+            )
         )
 
     async def take_budget(self, name: str, *, rate: float, burst: int, want: int) -> int:

@@ -97,4 +97,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN on_end TEXT",
         "ALTER TABLE runs ADD COLUMN on_end_context TEXT NOT NULL DEFAULT '{}'",
     ),
+    # Each provider's webhook state shared by every process (`listener.watching`), so a
+    # degraded episode is told once, not once per process.
+    (
+        """CREATE TABLE webhook_episodes (
+            provider TEXT PRIMARY KEY,
+            degraded INTEGER NOT NULL,
+            since REAL,
+            updated_at REAL NOT NULL
+        )""",
+    ),
 )

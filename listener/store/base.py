@@ -209,6 +209,16 @@ class RunEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookEpisode:
+    """A provider's webhook state as every process on the store sees it: degraded since
+    `since`, or not (`listener.watching`)."""
+
+    provider: str
+    degraded: bool
+    since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """What another process committed to a shared store: whether it enqueued handler
     calls, and the runs it ended."""
@@ -244,6 +254,18 @@ class Store(Protocol):
         """Up to `want` tokens of the request budget `name`, shared by every process on
         this store: a bucket of `rate` tokens a second holding at most `burst`. Returns
         how many were granted, 0 when it is empty."""
+        ...
+
+    async def list_webhook_episodes(self) -> list[WebhookEpisode]:
+        """Each provider's shared webhook state; a provider never moved is not listed."""
+        ...
+
+    async def move_webhook_episode(
+        self, provider: str, *, was_degraded: bool, degraded: bool, since: datetime | None
+    ) -> bool:
+        """Move `provider`'s shared webhook state from `was_degraded` to `degraded` (since
+        `since`). True if this call moved it; False if the state was no longer
+        `was_degraded` (another process moved it first, and told the handlers)."""
         ...
 
     async def follow_changes(self, on_change: Callable[[Change], None]) -> None:

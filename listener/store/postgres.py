@@ -140,6 +140,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN on_end text",
         "ALTER TABLE runs ADD COLUMN on_end_context jsonb NOT NULL DEFAULT '{}'",
     ),
+    # Each provider's webhook state shared by every replica (`listener.watching`), so a
+    # degraded episode is told once, not once per replica.
+    (
+        """CREATE TABLE webhook_episodes (
+            provider text PRIMARY KEY,
+            degraded integer NOT NULL,
+            since timestamptz,
+            updated_at timestamptz NOT NULL
+        )""",
+    ),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from listener.events import Origin, RunEvent, RunStatus, Transition, next_status
-from listener.store import CallState, NewRun, PruneCounts, SchemaTooNew, StoreUnavailable
+from listener.store import (
+    CallState,
+    NewRun,
+    PruneCounts,
+    SchemaTooNew,
+    StoreUnavailable,
+    WebhookEpisode,
+)
 from listener.store.postgres import PostgresStore
 from listener.store.sqlite import SQLiteStore
 
@@ -79,7 +86,7 @@ async def all_pages(fetch: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
 async def test_open_is_idempotent_and_reports_version(store: AnyStore) -> None:
     await store.open()
     await store.ping()
-    assert await store.schema_version() == 4
+    assert await store.schema_version() == 5
 
 
 async def test_schema_too_new_is_refused(store_factory: Factory, store_url: str) -> None:
@@ -97,8 +104,8 @@ async def test_concurrent_opens_apply_the_schema_once(
 ) -> None:
     stores = [await store_factory(open_store=False) for _ in range(6)]
     await asyncio.gather(*(s.open() for s in stores))
-    assert [await s.schema_version() for s in stores] == [4] * 6
-    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(4,)]
+    assert [await s.schema_version() for s in stores] == [5] * 6
+    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(5,)]
     # All of them write to the same tables.
     await asyncio.gather(*(s.record(ev(f"d{i}", f"r{i}", S.RUNNING)) for i, s in enumerate(stores)))
     assert (await stores[0].counts()).events == 6
@@ -1060,3 +1067,33 @@ async def test_status_calls_count_every_poll_over_the_runs_life(store: AnyStore)
     run = await store.get_run("r1")
     assert run is not None
     assert run.status_calls == 7
+
+
+async def test_a_webhook_episode_moves_once_however_many_processes_decide_it(
+    store: Store,
+) -> None:
+    began = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert await store.list_webhook_episodes() == []
+    assert await store.move_webhook_episode(
+        "nextmv", was_degraded=False, degraded=True, since=began
+    )
+    # A second process deciding the same move finds it made.
+    assert not await store.move_webhook_episode(
+        "nextmv", was_degraded=False, degraded=True, since=began + timedelta(seconds=5)
+    )
+    assert await store.list_webhook_episodes() == [WebhookEpisode("nextmv", True, began)]
+    assert await store.move_webhook_episode("nextmv", was_degraded=True, degraded=False, since=None)
+    assert not await store.move_webhook_episode(
+        "nextmv", was_degraded=True, degraded=False, since=None
+    )
+    moves = await asyncio.gather(
+        *(
+            store.move_webhook_episode("local", was_degraded=False, degraded=True, since=began)
+            for _ in range(8)
+        )
+    )
+    assert moves.count(True) == 1
+    assert await store.list_webhook_episodes() == [
+        WebhookEpisode("local", True, began),
+        WebhookEpisode("nextmv", False, None),
+    ]

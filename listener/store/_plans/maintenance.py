@@ -35,6 +35,7 @@ from listener.store.base import (
     RunEnd,
     RunRecord,
     StoreCounts,
+    WebhookEpisode,
 )
 
 # -- polling --
@@ -135,6 +136,35 @@ def release_run_plan(d: Dialect, run_id: str, owner: str) -> Plan[bool]:
 
 
 # -- reporting --
+
+
+def list_webhook_episodes_plan(d: Dialect) -> Plan[list[WebhookEpisode]]:
+    rows = yield ("SELECT provider, degraded, since FROM webhook_episodes ORDER BY provider", [])
+    return [
+        WebhookEpisode(
+            provider=r["provider"],
+            degraded=bool(r["degraded"]),
+            since=d.time_value(r["since"]) if r["since"] is not None else None,
+        )
+        for r in rows
+    ]
+
+
+def move_webhook_episode_plan(
+    d: Dialect, provider: str, *, was_degraded: bool, degraded: bool, since: datetime | None
+) -> Plan[bool]:
+    """One statement: created in its new state when never moved (a provider starts not
+    degraded), else moved only from `was_degraded`, so of several processes deciding the
+    same move, one wins."""
+    rows = yield (
+        "INSERT INTO webhook_episodes (provider, degraded, since, updated_at)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (provider) DO UPDATE SET"
+        " degraded = excluded.degraded, since = excluded.since, updated_at = excluded.updated_at"
+        " WHERE webhook_episodes.degraded = ? RETURNING provider",
+        # 0 or 1: one column type both backends compare alike.
+        [provider, int(degraded), d.opt_t(since), d.t(utcnow()), int(was_degraded)],
+    )
+    return bool(rows)
 
 
 def list_run_ends_plan(d: Dialect, *, since: datetime, limit: int) -> Plan[list[RunEnd]]:
