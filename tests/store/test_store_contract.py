@@ -1070,7 +1070,7 @@ async def test_status_calls_count_every_poll_over_the_runs_life(store: AnyStore)
 
 
 async def test_a_webhook_episode_moves_once_however_many_processes_decide_it(
-    store: Store,
+    store: AnyStore,
 ) -> None:
     began = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert await store.list_webhook_episodes() == []
