@@ -23,6 +23,7 @@ from listener._checks import at_least, flag, positive, whole
 from listener.budget import SharedRateLimiter
 from listener.events import RunEvent, next_status
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
+from listener.run_durations import DurationBook, LearnSettings, next_check
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
 
 __all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller"]
@@ -78,7 +79,9 @@ class PollSettings:
     deadline) becomes `expired`. The poller looks for due runs every `interval` seconds,
     claims at most `batch_size` at a time for `lease` seconds each, and makes at most
     `rate_limit` status calls a second per provider, counted across every process on
-    the store (`listener.budget`).
+    the store (`listener.budget`). With `learn` (None: never), the poller learns each
+    application's run durations from the runs it sees end and checks runs near their
+    expected end instead (`listener.run_durations`).
     """
 
     enabled: bool = True
@@ -90,9 +93,12 @@ class PollSettings:
     rate_limit: float = 10.0
     batch_size: int = 100
     lease: float = 60.0
+    learn: LearnSettings | None = field(default_factory=LearnSettings)
 
     def __post_init__(self) -> None:
         flag("enabled", self.enabled)
+        if self.learn is not None and not isinstance(self.learn, LearnSettings):
+            raise ValueError(f"learn must be LearnSettings or None, got {self.learn!r}")
         at_least("grace", self.grace, 0)
         if self.first_poll is not None:
             at_least("first_poll", self.first_poll, 0)
@@ -117,6 +123,7 @@ class PollReport:
     errors: int = 0
     rescheduled: int = 0
     put_off: int = 0  # claimed runs left alone because this process streams them
+    brought_forward: int = 0  # silent runs past their expected end, made due now
     providers_paused: set[str] = field(default_factory=set)
 
 
@@ -183,6 +190,8 @@ class Poller:
         self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
         self.streaming = streaming
+        self.durations = DurationBook(settings.learn) if settings.learn is not None else None
+        self._learned_at: datetime | None = None
         self._limiters: dict[str, SharedRateLimiter] = {}
         # Runs a listing showed finished, so each is looked up in the store only once.
         self._seen_final: dict[str, None] = {}
@@ -235,6 +244,7 @@ class Poller:
         """Claim the runs due now, poll them, record what was learned."""
         now = now or datetime.now(UTC)
         report = PollReport()
+        await self._learn(now, report)
         runs = await self.store.claim_overdue_runs(
             self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds, now=now
         )
@@ -261,6 +271,47 @@ class Poller:
             )
         )
         return report
+
+    async def _learn(self, now: datetime, report: PollReport) -> None:
+        """Every `learn.refresh` seconds: take in the runs that ended since the last look,
+        and make due now the silent runs each application's durations say to check.
+
+        A run trusted to report (its `running` webhook came) is left alone by its grace,
+        which is long; past its application's expected end it is checked all the same:
+        from the start quantile on while that application's webhooks lose ends, past
+        `trusted_factor` times the p99 while they deliver. Runs polled on the learned
+        schedule are due within a cap, so they are never moved.
+        """
+        book, learn = self.durations, self.settings.learn
+        if book is None or learn is None:
+            return
+        if (
+            self._learned_at is not None
+            and (now - self._learned_at).total_seconds() < learn.refresh
+        ):
+            return
+        # Refreshes overlap by one period (the book counts each run once), so an end
+        # committed while the last read ran is not missed; the first looks back a week.
+        since = (
+            now - timedelta(days=7)
+            if self._learned_at is None
+            else self._learned_at - timedelta(seconds=learn.refresh)
+        )
+        self._learned_at = now
+        book.add(await self.store.list_run_ends(since=since))
+        horizon = now + timedelta(seconds=1.5 * self.schedule.cap)
+        for provider, application in book.applications():
+            expected = book.expected(provider, application)
+            if expected is None:
+                continue
+            past = expected.p99 * learn.trusted_factor if book.trusted(expected) else expected.start
+            report.brought_forward += await self.store.bring_forward_polls(
+                provider,
+                application,
+                submitted_before=now - timedelta(seconds=past),
+                later_than=horizon,
+                to=now,
+            )
 
     async def _claim_riders(
         self, provider_names: set[str], now: datetime
@@ -454,7 +505,7 @@ class Poller:
             report.expired += 1
             return
         attempts = run.poll_attempts + 1
-        next_poll = now + timedelta(seconds=self.schedule.delay(attempts, self.rng))
+        next_poll = now + timedelta(seconds=self._next_delay(run, attempts, now))
         if ride and run.next_poll_at is not None and next_poll < run.next_poll_at:
             next_poll = run.next_poll_at
         paused_until = self._paused_until.get(run.provider)
@@ -467,6 +518,18 @@ class Poller:
             run.run_id, self.owner, next_poll_at=next_poll, attempts=attempts, status_call=asked
         )
         report.rescheduled += 1
+
+    def _next_delay(self, run: RunRecord, attempts: int, now: datetime) -> float:
+        expected = (
+            None
+            if self.durations is None
+            else self.durations.expected(run.provider, run.application)
+        )
+        if expected is None:
+            return self.schedule.delay(attempts, self.rng)
+        s = self.schedule
+        age = (now - run.submitted_at).total_seconds()
+        return next_check(age, attempts, expected, s.interval, s.factor, s.cap, s.jitter, self.rng)
 
     @staticmethod
     def _poll_event(run: RunRecord, state: RunState, now: datetime) -> RunEvent:

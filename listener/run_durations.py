@@ -1,0 +1,176 @@
+"""What the listener learns of each application's run durations, and when to check a run.
+
+`DurationBook` keeps, per (provider, application), the durations of the last `window`
+ended runs (submission to the platform's end time) and the share of those ends that
+came by webhook (or stream): bounded memory, fed from the store's recent ends in small increments
+(`Store.list_run_ends`), never a scan per poll. `Expected` is its summary for one
+application, and `next_check` the pure schedule built on it. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from listener._checks import at_least, positive, whole
+from listener.events import Origin, RunStatus
+from listener.store.base import RunEnd
+
+__all__ = ["DurationBook", "Expected", "LearnSettings", "next_check", "quantile"]
+
+# Ends that say how long a run takes: a canceled or expired run was cut short.
+_DURATION_ENDS = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED})
+# Ends the platform pushed: silence before them was rightly trusted.
+_PUSHED = frozenset({Origin.WEBHOOK, Origin.STREAM})
+# Run ids remembered so an end read twice (refreshes overlap) counts once.
+_SEEN_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class LearnSettings:
+    """How the poller learns run durations and uses them.
+
+    Each application's last `window` ended runs are kept; with at least `min_samples`,
+    a run's checks start at the `start_quantile` of its application's durations (before
+    that: today's fixed schedule). While at least `trust_share` of the application's
+    recent ends came by webhook, silence after news is trusted up to `trusted_factor`
+    times the p99; below it, a silent run is checked from the start quantile on, since
+    its final webhook may be lost. The book is refreshed from the store every `refresh`
+    seconds.
+    """
+
+    window: int = 200
+    min_samples: int = 20
+    start_quantile: float = 0.02
+    trust_share: float = 0.95
+    trusted_factor: float = 2.0
+    refresh: float = 30.0
+
+    def __post_init__(self) -> None:
+        whole("window", self.window)
+        whole("min_samples", self.min_samples)
+        if self.min_samples > self.window:
+            raise ValueError("min_samples must not exceed window")
+        if not 0 <= self.start_quantile < 0.5:
+            raise ValueError("start_quantile must be in [0, 0.5)")
+        if not 0 <= self.trust_share <= 1:
+            raise ValueError("trust_share must be in [0, 1]")
+        at_least("trusted_factor", self.trusted_factor, 1)
+        positive("refresh", self.refresh)
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """One application's durations in seconds: where checks start, its p50/p95/p99, and
+    the share of its recent ends that came by webhook."""
+
+    start: float
+    p50: float
+    p95: float
+    p99: float
+    samples: int
+    webhook_share: float
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The `q` quantile of sorted values, by linear interpolation between ranks."""
+    if not ordered:
+        raise ValueError("no values")
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def next_check(
+    age: float,
+    attempt: int,
+    expected: Expected | None,
+    interval: float,
+    factor: float,
+    cap: float,
+    jitter: float,
+    rng: random.Random,
+) -> float:
+    """Seconds until the next check of a run `age` seconds old that is still open after
+    `attempt` checks since its last news.
+
+    Without enough samples (`expected` None) this is the fixed schedule: `interval`
+    growing by `factor` to `cap`. With them, a run younger than its application's start
+    quantile waits until then (a check before it would most likely find it running);
+    from there on it is checked every `cap` seconds, the tightest spacing of the fixed
+    schedule, until it ends: past the p99 too, so a run running late is never left
+    silent. +/- `jitter` spreads runs that would otherwise be checked in lockstep.
+    """
+    spread = 1.0 + jitter * rng.uniform(-1.0, 1.0)
+    if expected is None:
+        ceiling = min(cap, interval * factor ** min(attempt - 1, 62))
+        return ceiling * spread
+    wait = expected.start - age
+    if wait > cap:
+        # Jitter on the cap only: the start itself is what the application teaches.
+        return wait + cap * (spread - 1.0)
+    return cap * spread
+
+
+class DurationBook:
+    """Recent durations and end origins per (provider, application); see the module."""
+
+    def __init__(self, settings: LearnSettings = LearnSettings()) -> None:
+        self.settings = settings
+        self._durations: dict[tuple[str, str], deque[float]] = {}
+        self._webhook: dict[tuple[str, str], deque[bool]] = {}
+        self._expected: dict[tuple[str, str], Expected | None] = {}
+        self._seen: dict[str, None] = {}
+
+    def add(self, ends: Iterable[RunEnd]) -> int:
+        """Take in ended runs (any order); returns how many were new."""
+        added = 0
+        for end in ends:
+            if end.run_id is not None:
+                if end.run_id in self._seen:
+                    continue
+                self._seen[end.run_id] = None
+                if len(self._seen) > _SEEN_LIMIT:
+                    del self._seen[next(iter(self._seen))]
+            key = (end.provider, end.application)
+            window = self.settings.window
+            self._webhook.setdefault(key, deque(maxlen=window)).append(end.origin in _PUSHED)
+            if end.status in _DURATION_ENDS and end.submitted_at is not None:
+                seconds = (end.occurred_at - end.submitted_at).total_seconds()
+                if seconds >= 0:
+                    self._durations.setdefault(key, deque(maxlen=window)).append(seconds)
+            self._expected.pop(key, None)
+            added += 1
+        return added
+
+    def expected(self, provider: str, application: str) -> Expected | None:
+        """The application's learned durations, or None while too few runs ended."""
+        key = (provider, application)
+        if key in self._expected:
+            return self._expected[key]
+        durations = self._durations.get(key, ())
+        result: Expected | None = None
+        if len(durations) >= self.settings.min_samples:
+            ordered = sorted(durations)
+            origins = self._webhook[key]
+            result = Expected(
+                start=quantile(ordered, self.settings.start_quantile),
+                p50=quantile(ordered, 0.5),
+                p95=quantile(ordered, 0.95),
+                p99=quantile(ordered, 0.99),
+                samples=len(ordered),
+                webhook_share=sum(origins) / len(origins),
+            )
+        self._expected[key] = result
+        return result
+
+    def applications(self) -> list[tuple[str, str]]:
+        return sorted(self._durations)
+
+    def trusted(self, expected: Expected) -> bool:
+        """Whether webhooks of that application report ends well enough to trust silence."""
+        return expected.webhook_share >= self.settings.trust_share
