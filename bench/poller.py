@@ -26,7 +26,8 @@ its application's 2nd percentile on instead of from submission; see
 log-uniform 5 s to 30 min: nothing to learn, so the learned schedule cannot help.
 Platform time is real time times `--scale` (0.01: a 30-minute run lasts 18 s); the
 SDK's schedule and the listener's poll settings are scaled by the same factor, so
-every poll happens at the same platform time as it would unscaled. Webhook deliveries are not scaled: they take the real few milliseconds.
+every poll happens at the same platform time as it would unscaled. Webhook deliveries
+are not scaled: they take the real few milliseconds.
 
 Measured per phase:
 

@@ -1108,7 +1108,8 @@ async def test_polls_of_silent_runs_are_brought_forward(store: AnyStore) -> None
     assert moved == 1
     runs = {r.run_id: r for r in (await store.list_runs(limit=10)).items}
     assert runs["old"].next_poll_at == t0
-    assert runs["young"].next_poll_at is not None and runs["young"].next_poll_at > soon
+    assert runs["young"].next_poll_at is not None
+    assert runs["young"].next_poll_at > soon
     assert runs["other-app"].next_poll_at != t0
     assert runs["due-soon"].next_poll_at == soon
     assert runs["leased"].next_poll_at == t0 + timedelta(minutes=50)
