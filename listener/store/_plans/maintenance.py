@@ -189,9 +189,7 @@ def list_run_ends_plan(d: Dialect, *, since: datetime, limit: int) -> Plan[list[
             occurred_at=d.time_value(r["occurred_at"]),
             received_at=d.time_value(r["received_at"]),
             run_id=r["run_id"],
-            submitted_at=(
-                None if r["submitted_at"] is None else d.time_value(r["submitted_at"])
-            ),
+            submitted_at=(None if r["submitted_at"] is None else d.time_value(r["submitted_at"])),
         )
         for r in rows
     ]
