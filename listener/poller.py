@@ -277,10 +277,10 @@ class Poller:
         and make due now the silent runs each application's durations say to check.
 
         A run trusted to report (its `running` webhook came) is left alone by its grace,
-        which is long; past its application's expected end it is checked all the same:
-        from the start quantile on while that application's webhooks lose ends, past
-        `trusted_factor` times the p99 while they deliver. Runs polled on the learned
-        schedule are due within a cap, so they are never moved.
+        which is long; past its application's expected end it is checked all the same
+        (`DurationBook.silent_check_after`). Runs reaching that age before the next
+        refresh are taken now, so none waits a refresh period past it. Runs polled on
+        the learned schedule are due within a cap, so they are never moved.
         """
         book, learn = self.durations, self.settings.learn
         if book is None or learn is None:
@@ -304,7 +304,7 @@ class Poller:
             expected = book.expected(provider, application)
             if expected is None:
                 continue
-            past = expected.p99 * learn.trusted_factor if book.trusted(expected) else expected.start
+            past = max(0.0, book.silent_check_after(expected) - learn.refresh)
             report.brought_forward += await self.store.bring_forward_polls(
                 provider,
                 application,

@@ -34,19 +34,25 @@ class LearnSettings:
     """How the poller learns run durations and uses them.
 
     Each application's last `window` ended runs are kept; with at least `min_samples`,
-    a run's checks start at the `start_quantile` of its application's durations (before
-    that: today's fixed schedule). While at least `trust_share` of the application's
-    recent ends came by webhook, silence after news is trusted up to `trusted_factor`
-    times the p99; below it, a silent run is checked from the start quantile on, since
-    its final webhook may be lost. The book is refreshed from the store every `refresh`
-    seconds.
+    a run the poller checks and finds still open is checked next at the
+    `start_quantile` of its application's durations (before that: the fixed schedule).
+
+    A run whose news came by webhook is not polled within its grace. While at least
+    `trust_share` of the application's recent ends came by webhook, that silence is
+    trusted up to `trusted_factor` times the p99 (early samples are the shortest runs,
+    so the p99 starts low: the factor keeps healthy runs free of polls); below it, the
+    run is checked from the `silent_quantile` on, since its final webhook may be the
+    one lost (by default from the shortest duration seen: a lost end is then learned
+    about within about a cap, however early the run ended). The book is refreshed from
+    the store every `refresh` seconds.
     """
 
     window: int = 200
     min_samples: int = 20
     start_quantile: float = 0.02
+    silent_quantile: float = 0.0
     trust_share: float = 0.95
-    trusted_factor: float = 2.0
+    trusted_factor: float = 3.0
     refresh: float = 30.0
 
     def __post_init__(self) -> None:
@@ -56,6 +62,8 @@ class LearnSettings:
             raise ValueError("min_samples must not exceed window")
         if not 0 <= self.start_quantile < 0.5:
             raise ValueError("start_quantile must be in [0, 0.5)")
+        if not 0 <= self.silent_quantile < 0.5:
+            raise ValueError("silent_quantile must be in [0, 0.5)")
         if not 0 <= self.trust_share <= 1:
             raise ValueError("trust_share must be in [0, 1]")
         at_least("trusted_factor", self.trusted_factor, 1)
@@ -64,10 +72,12 @@ class LearnSettings:
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """One application's durations in seconds: where checks start, its p50/p95/p99, and
-    the share of its recent ends that came by webhook."""
+    """One application's durations in seconds: where checks start (`start` for a run
+    polled before, `silent` for one trusted by its grace), its p50/p95/p99, and the
+    share of its recent ends that came by webhook."""
 
     start: float
+    silent: float
     p50: float
     p95: float
     p99: float
@@ -159,6 +169,7 @@ class DurationBook:
             origins = self._webhook[key]
             result = Expected(
                 start=quantile(ordered, self.settings.start_quantile),
+                silent=quantile(ordered, self.settings.silent_quantile),
                 p50=quantile(ordered, 0.5),
                 p95=quantile(ordered, 0.95),
                 p99=quantile(ordered, 0.99),
@@ -174,3 +185,9 @@ class DurationBook:
     def trusted(self, expected: Expected) -> bool:
         """Whether webhooks of that application report ends well enough to trust silence."""
         return expected.webhook_share >= self.settings.trust_share
+
+    def silent_check_after(self, expected: Expected) -> float:
+        """The age past which a run trusted by its grace is checked all the same."""
+        if self.trusted(expected):
+            return expected.p99 * self.settings.trusted_factor
+        return expected.silent

@@ -15,7 +15,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = RunStatus
 # The fixed schedule of these tests: 2 s doubling to a 15 s cap, no jitter.
 FIXED = {"interval": 2.0, "factor": 2.0, "cap": 15.0, "jitter": 0.0}
-EXPECTED = Expected(start=60.0, p50=100.0, p95=150.0, p99=180.0, samples=50, webhook_share=1.0)
+EXPECTED = Expected(
+    start=60.0, silent=40.0, p50=100.0, p95=150.0, p99=180.0, samples=50, webhook_share=1.0
+)
 
 
 def end(
@@ -114,11 +116,23 @@ def test_cut_short_runs_teach_no_duration_but_count_how_ends_came() -> None:
     assert (expected.samples, expected.p99) == (2, 100.0)
     assert expected.webhook_share == 0.5
     assert not book.trusted(expected)
+    assert book.silent_check_after(expected) == expected.silent == 100.0
     book.add(end(f"w{i}", 100.0) for i in range(6))
     trusted = book.expected("nextmv", "routing")
     assert trusted is not None
     assert trusted.webhook_share == 0.8
     assert book.trusted(trusted)
+    assert book.silent_check_after(trusted) == 3.0 * trusted.p99
+
+
+def test_a_silent_run_is_checked_from_the_shortest_duration_seen() -> None:
+    book = DurationBook(LearnSettings(window=100, min_samples=10, trust_share=1.0))
+    book.add(end(f"r{i}", 50.0 + i, origin=Origin.POLL) for i in range(100))
+    expected = book.expected("nextmv", "routing")
+    assert expected is not None
+    assert (expected.silent, expected.p50) == (50.0, 99.5)
+    assert expected.start == pytest.approx(51.98)
+    assert book.silent_check_after(expected) == 50.0
 
 
 @pytest.mark.parametrize(
@@ -128,6 +142,7 @@ def test_cut_short_runs_teach_no_duration_but_count_how_ends_came() -> None:
         ({"min_samples": 300}, "min_samples must not exceed window"),
         ({"start_quantile": 0.5}, "start_quantile must be in"),
         ({"trust_share": 1.5}, "trust_share must be in"),
+        ({"silent_quantile": -0.1}, "silent_quantile must be in"),
         ({"trusted_factor": 0.5}, "trusted_factor must be at least 1"),
         ({"refresh": 0}, "refresh must be positive"),
     ],

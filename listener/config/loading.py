@@ -45,6 +45,7 @@ from listener.notices import NoticeSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
 from listener.receiver import ReceiverSettings
+from listener.run_durations import LearnSettings
 from listener.streaming import StreamSettings
 
 
@@ -143,6 +144,11 @@ def _poll_settings(reader: _Reader, values: Mapping[str, Any]) -> PollSettings:
         if key.startswith("schedule_")
     }
     rest["schedule"] = _settings(reader, "poller", PollSchedule, schedule)
+    learning = rest.pop("learn_durations", True)
+    learn = {
+        key.removeprefix("learn_"): rest.pop(key) for key in list(rest) if key.startswith("learn_")
+    }
+    rest["learn"] = _settings(reader, "poller", LearnSettings, learn) if learning else None
     return _settings(reader, "poller", PollSettings, rest)
 
 
