@@ -301,10 +301,10 @@ class Poller:
         book.add(await self.store.list_run_ends(since=since))
         horizon = now + timedelta(seconds=1.5 * self.schedule.cap)
         for provider, application in book.applications():
-            expected = book.expected(provider, application)
-            if expected is None:
+            after = book.silent_check_after(provider, application)
+            if after is None:
                 continue
-            past = max(0.0, book.silent_check_after(expected) - learn.refresh)
+            past = max(0.0, after - learn.refresh)
             report.brought_forward += await self.store.bring_forward_polls(
                 provider,
                 application,

@@ -43,12 +43,14 @@ class LearnSettings:
     so the p99 starts low: the factor keeps healthy runs free of polls); below it, the
     run is checked from the `silent_quantile` on, since its final webhook may be the
     one lost (by default from the shortest duration seen: a lost end is then learned
-    about within about a cap, however early the run ended). The book is refreshed from
-    the store every `refresh` seconds.
+    about within about a cap, however early the run ended); for that, which costs
+    nothing while webhooks deliver, `silent_min_samples` ended runs suffice. The book
+    is refreshed from the store every `refresh` seconds.
     """
 
     window: int = 200
     min_samples: int = 20
+    silent_min_samples: int = 5
     start_quantile: float = 0.02
     silent_quantile: float = 0.0
     trust_share: float = 0.95
@@ -58,7 +60,8 @@ class LearnSettings:
     def __post_init__(self) -> None:
         whole("window", self.window)
         whole("min_samples", self.min_samples)
-        if self.min_samples > self.window:
+        whole("silent_min_samples", self.silent_min_samples)
+        if max(self.min_samples, self.silent_min_samples) > self.window:
             raise ValueError("min_samples must not exceed window")
         if not 0 <= self.start_quantile < 0.5:
             raise ValueError("start_quantile must be in [0, 0.5)")
@@ -159,12 +162,17 @@ class DurationBook:
 
     def expected(self, provider: str, application: str) -> Expected | None:
         """The application's learned durations, or None while too few runs ended."""
-        key = (provider, application)
+        summary = self._summary((provider, application))
+        if summary is None or summary.samples < self.settings.min_samples:
+            return None
+        return summary
+
+    def _summary(self, key: tuple[str, str]) -> Expected | None:
         if key in self._expected:
             return self._expected[key]
         durations = self._durations.get(key, ())
         result: Expected | None = None
-        if len(durations) >= self.settings.min_samples:
+        if durations:
             ordered = sorted(durations)
             origins = self._webhook[key]
             result = Expected(
@@ -186,8 +194,20 @@ class DurationBook:
         """Whether webhooks of that application report ends well enough to trust silence."""
         return expected.webhook_share >= self.settings.trust_share
 
-    def silent_check_after(self, expected: Expected) -> float:
-        """The age past which a run trusted by its grace is checked all the same."""
-        if self.trusted(expected):
-            return expected.p99 * self.settings.trusted_factor
-        return expected.silent
+    def silent_check_after(self, provider: str, application: str) -> float | None:
+        """The age past which a run trusted by its grace is checked all the same, or
+        None (trust its grace) while too few of its application's runs ended.
+
+        While webhooks lose ends, `silent_min_samples` ended runs are enough: before
+        the schedule has its samples, a lost final webhook would otherwise cost the
+        whole grace.
+        """
+        summary = self._summary((provider, application))
+        if summary is None:
+            return None
+        trusted = self.trusted(summary)
+        if summary.samples >= self.settings.min_samples:
+            return summary.p99 * self.settings.trusted_factor if trusted else summary.silent
+        if summary.samples >= self.settings.silent_min_samples and not trusted:
+            return summary.silent
+        return None

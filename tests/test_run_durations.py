@@ -116,13 +116,13 @@ def test_cut_short_runs_teach_no_duration_but_count_how_ends_came() -> None:
     assert (expected.samples, expected.p99) == (2, 100.0)
     assert expected.webhook_share == 0.5
     assert not book.trusted(expected)
-    assert book.silent_check_after(expected) == expected.silent == 100.0
+    assert book.silent_check_after("nextmv", "routing") == expected.silent == 100.0
     book.add(end(f"w{i}", 100.0) for i in range(6))
     trusted = book.expected("nextmv", "routing")
     assert trusted is not None
     assert trusted.webhook_share == 0.8
     assert book.trusted(trusted)
-    assert book.silent_check_after(trusted) == 3.0 * trusted.p99
+    assert book.silent_check_after("nextmv", "routing") == 3.0 * trusted.p99
 
 
 def test_a_silent_run_is_checked_from_the_shortest_duration_seen() -> None:
@@ -132,7 +132,22 @@ def test_a_silent_run_is_checked_from_the_shortest_duration_seen() -> None:
     assert expected is not None
     assert (expected.silent, expected.p50) == (50.0, 99.5)
     assert expected.start == pytest.approx(51.98)
-    assert book.silent_check_after(expected) == 50.0
+    assert book.silent_check_after("nextmv", "routing") == 50.0
+
+
+def test_while_webhooks_lose_ends_a_few_samples_bound_the_silence() -> None:
+    book = DurationBook(LearnSettings(min_samples=20, silent_min_samples=3))
+    book.add([end("r1", 80.0, origin=Origin.POLL), end("r2", 90.0)])
+    assert book.silent_check_after("nextmv", "routing") is None
+    book.add([end("r3", 70.0)])
+    assert book.expected("nextmv", "routing") is None  # the schedule still waits
+    assert book.silent_check_after("nextmv", "routing") == 70.0
+    # Webhooks that deliver every end: silence is trusted until the full sample.
+    healthy = DurationBook(LearnSettings(min_samples=20, silent_min_samples=3))
+    healthy.add(end(f"w{i}", 70.0) for i in range(19))
+    assert healthy.silent_check_after("nextmv", "routing") is None
+    healthy.add([end("w19", 70.0)])
+    assert healthy.silent_check_after("nextmv", "routing") == 210.0
 
 
 @pytest.mark.parametrize(
@@ -140,6 +155,7 @@ def test_a_silent_run_is_checked_from_the_shortest_duration_seen() -> None:
     [
         ({"window": 0}, "window must be at least 1"),
         ({"min_samples": 300}, "min_samples must not exceed window"),
+        ({"silent_min_samples": 0}, "silent_min_samples must be at least 1"),
         ({"start_quantile": 0.5}, "start_quantile must be in"),
         ({"trust_share": 1.5}, "trust_share must be in"),
         ({"silent_quantile": -0.1}, "silent_quantile must be in"),

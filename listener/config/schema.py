@@ -250,6 +250,7 @@ _POLLER_KEYS: Final[Mapping[str, _Key]] = {
     "learn_durations": _Key("bool", "true or false"),
     "learn_window": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
     "learn_min_samples": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "learn_silent_min_samples": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
     "learn_start_quantile": _Key(
         "float", "a number >= 0 and < 0.5", lambda quantile: 0 <= quantile < 0.5
     ),
