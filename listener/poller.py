@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from listener import backoff
 from listener._checks import at_least, flag, positive, whole
 from listener.budget import SharedRateLimiter
-from listener.events import RunEvent, next_status
+from listener.events import RunEvent, RunStatus, next_status
+from listener.overdue import OverdueNotice, OverdueSettings, find_overdue, overdue_after
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
 from listener.run_durations import DurationBook, LearnSettings, next_check
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
@@ -31,9 +32,12 @@ __all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller"]
 logger = logging.getLogger("listener.poller")
 
 Recorder = Callable[[RunEvent], Awaitable[RecordResult]]
+OnOverdue = Callable[[OverdueNotice], Awaitable[None]]
 
 # How many finished runs seen in listings are remembered, to look each up only once.
 _SEEN_FINAL_LIMIT = 100_000
+# Overdue runs looked at per application and refresh: the oldest are the most overdue.
+_OVERDUE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,8 @@ class PollSettings:
     `rate_limit` status calls a second per provider, counted across every process on
     the store (`listener.budget`). With `learn` (None: never), the poller learns each
     application's run durations from the runs it sees end and checks runs near their
-    expected end instead (`listener.run_durations`).
+    expected end instead (`listener.run_durations`); a run open past `overdue` of its
+    application's durations is reported once (`listener.overdue`).
     """
 
     enabled: bool = True
@@ -94,6 +99,7 @@ class PollSettings:
     batch_size: int = 100
     lease: float = 60.0
     learn: LearnSettings | None = field(default_factory=LearnSettings)
+    overdue: OverdueSettings = field(default_factory=OverdueSettings)
 
     def __post_init__(self) -> None:
         flag("enabled", self.enabled)
@@ -168,6 +174,7 @@ class Poller:
         ride_window: float | None = None,
         rng: random.Random | None = None,
         streaming: Callable[[str], bool] | None = None,
+        on_overdue: OnOverdue | None = None,
     ) -> None:
         if ride_window is not None and ride_window < 0:
             raise ValueError("ride_window must not be negative")
@@ -192,6 +199,9 @@ class Poller:
         self.streaming = streaming
         self.durations = DurationBook(settings.learn) if settings.learn is not None else None
         self._learned_at: datetime | None = None
+        self.on_overdue = on_overdue
+        # Runs reported overdue by this process, oldest first, to report each once.
+        self._overdue: dict[str, None] = {}
         self._limiters: dict[str, SharedRateLimiter] = {}
         # Runs a listing showed finished, so each is looked up in the store only once.
         self._seen_final: dict[str, None] = {}
@@ -312,6 +322,30 @@ class Poller:
                 later_than=horizon,
                 to=now,
             )
+        if self.on_overdue is not None:
+            await self._report_overdue(book, now)
+
+    async def _report_overdue(self, book: DurationBook, now: datetime) -> None:
+        """Tell `on_overdue` of each open run past its application's overdue limit, once."""
+        assert self.on_overdue is not None
+        settings = self.settings.overdue
+        for provider, application in book.applications():
+            expected = book.expected(provider, application)
+            if expected is None:
+                continue
+            limit = overdue_after(expected, settings)
+            page = await self.store.list_runs(
+                status=[RunStatus.QUEUED, RunStatus.RUNNING],
+                provider=provider,
+                application=application,
+                until=now - timedelta(seconds=limit),
+                limit=_OVERDUE_BATCH,
+            )
+            for notice in find_overdue(page.items, expected, settings, now, self._overdue):
+                self._overdue[notice.run_id] = None
+                if len(self._overdue) > _SEEN_FINAL_LIMIT:
+                    del self._overdue[next(iter(self._overdue))]
+                await self.on_overdue(notice)
 
     async def _claim_riders(
         self, provider_names: set[str], now: datetime

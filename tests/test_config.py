@@ -23,6 +23,7 @@ from listener.config import (
 from listener.config import schema as config_schema
 from listener.dispatch import DispatchSettings
 from listener.events import RunStatus
+from listener.overdue import OverdueSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.http import HttpProvider
 from listener.providers.local import LocalProvider
@@ -94,9 +95,11 @@ def test_defaults_are_the_settings_classes_defaults() -> None:
 def test_every_settings_key_is_a_field_of_its_settings_class() -> None:
     """The key tables name fields; the numbers come from the classes alone."""
     dispatch = {field.name for field in dataclasses.fields(DispatchSettings)}
-    poller = {field.name for field in dataclasses.fields(PollSettings)} - {"schedule", "learn"}
+    poller = {field.name for field in dataclasses.fields(PollSettings)}
+    poller -= {"schedule", "learn", "overdue"}
     schedule = {f"schedule_{field.name}" for field in dataclasses.fields(PollSchedule)}
     learn = {f"learn_{field.name}" for field in dataclasses.fields(LearnSettings)}
+    learn |= {f"overdue_{field.name}" for field in dataclasses.fields(OverdueSettings)}
     receiver = {field.name for field in dataclasses.fields(ReceiverSettings)}
     assert set(config_schema._DISPATCH_KEYS) <= dispatch
     assert set(config_schema._POLLER_KEYS) == poller | schedule | learn | {"learn_durations"}
@@ -178,6 +181,7 @@ rate_limit = 2
 batch_size = 10
 learn_min_samples = 50
 learn_start_quantile = 0.05
+overdue_factor = 4
 
 [handlers.save]
 dir = "results"
@@ -253,6 +257,7 @@ def test_every_section_is_read(tmp_path: Path) -> None:
         rate_limit=2.0,
         batch_size=10,
         learn=LearnSettings(min_samples=50, start_quantile=0.05),
+        overdue=OverdueSettings(factor=4.0),
     )
     assert dict(config.handlers["save"]) == {"dir": "results"}
 

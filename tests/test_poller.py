@@ -16,6 +16,7 @@ import pytest
 from listener import poller as poller_module
 from listener.budget import SharedRateLimiter
 from listener.events import Origin, RunEvent, RunStatus
+from listener.overdue import OverdueNotice, OverdueSettings
 from listener.poller import Poller, PollSchedule, PollSettings
 from listener.providers.base import Provider, Submission
 from listener.providers.nextmv import NextmvProvider
@@ -694,3 +695,38 @@ async def test_while_webhooks_deliver_silence_is_trusted_up_to_three_times_the_p
     late = await poller.poll_once(now=run.submitted_at + timedelta(seconds=299.5))
     assert (late.brought_forward, late.status_calls) == (1, 1)
     assert platform.status_calls[run_id] == 1
+
+
+async def test_a_run_open_past_its_overdue_limit_is_reported_once(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await ended_runs(store, 20, 100.0, Origin.WEBHOOK)
+    run_id = await running_by_webhook(store, nextmv, platform)
+    run = await store.get_run(run_id)
+    assert run is not None
+    told: list[OverdueNotice] = []
+
+    async def on_overdue(notice: OverdueNotice) -> None:
+        told.append(notice)
+
+    poller = make_poller(
+        store,
+        {"nextmv": nextmv},
+        Recorder(store),
+        learn=LEARN,
+        overdue=OverdueSettings(factor=2.0, minimum=60.0),
+        on_overdue=on_overdue,
+    )
+    await poller.poll_once(now=run.submitted_at + timedelta(seconds=199))
+    assert told == []
+    at = run.submitted_at + timedelta(seconds=201)
+    await poller.poll_once(now=at)
+    (notice,) = told
+    assert (notice.run_id, notice.running_for, notice.p99, notice.limit) == (
+        run_id,
+        201.0,
+        100.0,
+        200.0,
+    )
+    await poller.poll_once(now=at + timedelta(seconds=60))
+    assert len(told) == 1

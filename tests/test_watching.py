@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime
 from pathlib import Path
 
 from helpers import WAIT_LIMIT, serve, wait_for
@@ -12,10 +13,11 @@ from test_reconcile import DISPATCH, POLL
 
 from listener import Handlers, Listener, Origin, RunEvent, RunStatus, Source
 from listener.notices import DEGRADED, RECOVERED, Notice, NoticeSettings
+from listener.overdue import OverdueNotice
 from listener.signatures import NextmvSignature
 from listener.store import Store
 from listener.testing import FakePlatform, RunPlan
-from listener.watching import NoticeWatcher
+from listener.watching import NoticeWatcher, tell_overdue
 
 SETTINGS = NoticeSettings(window=3600, threshold=0.5, recover_share=0.8, min_ends=10)
 _runs = itertools.count()
@@ -128,3 +130,29 @@ async def test_serve_tells_a_handler_once_when_webhooks_stop_and_once_when_they_
     assert [(n.kind, n.provider) for n in seen] == [(DEGRADED, "nextmv"), (RECOVERED, "nextmv")]
     assert seen[0].counts == {"poll": 4}
     assert seen[1].counts == {"poll": 4, "webhook": 16}
+
+
+async def test_overdue_notices_reach_the_handlers_that_ask_for_them() -> None:
+    handlers = Handlers()
+    told: list[tuple[str, str]] = []
+
+    @handlers.on_notice("run_overdue", provider="nextmv")
+    async def overdue(notice: OverdueNotice) -> None:
+        told.append(("async", notice.key))
+
+    @handlers.on_notice("run_overdue")
+    def also(notice: OverdueNotice) -> None:
+        told.append(("sync", notice.key))
+        raise RuntimeError("logged, not retried")
+
+    @handlers.on_notice("webhooks_degraded")
+    def unrelated(notice: Notice) -> None:
+        told.append(("degraded", notice.key))
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    notice = OverdueNotice("nextmv", "routing", "r1", "running", 900.0, 100.0, 200.0, 600.0, at, at)
+    await tell_overdue(handlers, notice)
+    assert told == [("async", "run_overdue:nextmv:r1"), ("sync", "run_overdue:nextmv:r1")]
+    other = OverdueNotice("local", "app", "r2", "queued", 900.0, 100.0, 200.0, 600.0, at, at)
+    await tell_overdue(handlers, other)
+    assert told[2:] == [("sync", "run_overdue:local:r2")]

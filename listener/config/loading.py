@@ -45,6 +45,7 @@ from listener.notices import NoticeSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
 from listener.receiver import ReceiverSettings
+from listener.overdue import OverdueSettings
 from listener.run_durations import LearnSettings
 from listener.streaming import StreamSettings
 
@@ -149,6 +150,12 @@ def _poll_settings(reader: _Reader, values: Mapping[str, Any]) -> PollSettings:
         key.removeprefix("learn_"): rest.pop(key) for key in list(rest) if key.startswith("learn_")
     }
     rest["learn"] = _settings(reader, "poller", LearnSettings, learn) if learning else None
+    overdue = {
+        key.removeprefix("overdue_"): rest.pop(key)
+        for key in list(rest)
+        if key.startswith("overdue_")
+    }
+    rest["overdue"] = _settings(reader, "poller", OverdueSettings, overdue)
     return _settings(reader, "poller", PollSettings, rest)
 
 

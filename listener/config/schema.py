@@ -260,6 +260,9 @@ _POLLER_KEYS: Final[Mapping[str, _Key]] = {
     "learn_trust_share": _Key("float", "a number from 0 to 1", lambda share: 0 <= share <= 1),
     "learn_trusted_factor": _Key("float", "a number >= 1", _at_least(1)),
     "learn_refresh": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    # `overdue_<field>` of its `OverdueSettings`: when a run gets a `run_overdue` notice.
+    "overdue_factor": _Key("float", "a number >= 1", _at_least(1)),
+    "overdue_minimum": _Key("float", _SECONDS_MIN0, _at_least(0)),
 }
 
 # [streams] keys are `StreamSettings` fields.
