@@ -42,10 +42,10 @@ from listener.config.schema import (
 )
 from listener.dispatch import DispatchSettings
 from listener.notices import NoticeSettings
+from listener.overdue import OverdueSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
 from listener.receiver import ReceiverSettings
-from listener.overdue import OverdueSettings
 from listener.run_durations import LearnSettings
 from listener.streaming import StreamSettings
 
