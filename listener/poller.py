@@ -322,6 +322,17 @@ class Poller:
                 later_than=horizon,
                 to=now,
             )
+        for provider, known in book.losing_providers():
+            # Applications with too few ends for a bound of their own, while the
+            # provider loses ends: their silent runs go on the fixed schedule.
+            report.brought_forward += await self.store.bring_forward_polls(
+                provider,
+                None,
+                submitted_before=now,
+                later_than=horizon,
+                to=now,
+                exclude=known,
+            )
         if self.on_overdue is not None:
             await self._report_overdue(book, now)
 

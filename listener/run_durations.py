@@ -136,6 +136,7 @@ class DurationBook:
         self.settings = settings
         self._durations: dict[tuple[str, str], deque[float]] = {}
         self._webhook: dict[tuple[str, str], deque[bool]] = {}
+        self._provider_webhook: dict[str, deque[bool]] = {}
         self._expected: dict[tuple[str, str], Expected | None] = {}
         self._seen: dict[str, None] = {}
 
@@ -151,7 +152,9 @@ class DurationBook:
                     del self._seen[next(iter(self._seen))]
             key = (end.provider, end.application)
             window = self.settings.window
-            self._webhook.setdefault(key, deque(maxlen=window)).append(end.origin in _PUSHED)
+            pushed = end.origin in _PUSHED
+            self._webhook.setdefault(key, deque(maxlen=window)).append(pushed)
+            self._provider_webhook.setdefault(end.provider, deque(maxlen=window)).append(pushed)
             if end.status in _DURATION_ENDS and end.submitted_at is not None:
                 seconds = (end.occurred_at - end.submitted_at).total_seconds()
                 if seconds >= 0:
@@ -189,6 +192,26 @@ class DurationBook:
 
     def applications(self) -> list[tuple[str, str]]:
         return sorted(self._durations)
+
+    def losing_providers(self) -> list[tuple[str, list[str]]]:
+        """Providers whose recent ends (at least `silent_min_samples`) came by webhook
+        less often than `trust_share`, each with its applications that have a bound
+        of their own (`silent_check_after`). The others' silent runs have nothing to be
+        checked by yet but the fixed schedule: a lost end would cost a whole grace."""
+        settings = self.settings
+        losing = []
+        for provider, origins in sorted(self._provider_webhook.items()):
+            if len(origins) < settings.silent_min_samples:
+                continue
+            if sum(origins) / len(origins) >= settings.trust_share:
+                continue
+            known = [
+                application
+                for p, application in self.applications()
+                if p == provider and self.silent_check_after(p, application) is not None
+            ]
+            losing.append((provider, known))
+        return losing
 
     def trusted(self, expected: Expected) -> bool:
         """Whether webhooks of that application report ends well enough to trust silence."""

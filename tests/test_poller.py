@@ -730,3 +730,19 @@ async def test_a_run_open_past_its_overdue_limit_is_reported_once(
     )
     await poller.poll_once(now=at + timedelta(seconds=60))
     assert len(told) == 1
+
+
+async def test_a_silent_run_without_samples_is_polled_while_its_provider_loses_ends(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    for i in range(5):  # another application's ends, all learned by poll
+        submitted = datetime.now(UTC) - timedelta(hours=1)
+        await store.register_run(NewRun(f"o{i}", "nextmv", "other", submitted_at=submitted))
+        await store.record(
+            RunEvent(f"o{i}-end", "nextmv", "other", f"o{i}", S.FAILED, origin=Origin.POLL)
+        )
+    run_id = await running_by_webhook(store, nextmv, platform)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
+    report = await poller.poll_once(now=datetime.now(UTC) + timedelta(seconds=1))
+    assert (report.brought_forward, report.status_calls) == (1, 1)
+    assert platform.status_calls[run_id] == 1

@@ -166,3 +166,13 @@ def test_while_webhooks_lose_ends_a_few_samples_bound_the_silence() -> None:
 def test_settings_are_checked(changes: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LearnSettings(**changes)  # type: ignore[arg-type]
+
+
+def test_a_provider_losing_ends_names_its_applications_with_a_bound_of_their_own() -> None:
+    book = DurationBook(LearnSettings(min_samples=20, silent_min_samples=3, trust_share=0.9))
+    book.add(end(f"r{i}", 80.0, origin=Origin.POLL) for i in range(3))
+    book.add([end("t1", 900.0, app="training")])
+    assert book.losing_providers() == [("nextmv", ["routing"])]
+    healthy = DurationBook(LearnSettings(silent_min_samples=3))
+    healthy.add(end(f"w{i}", 80.0) for i in range(5))
+    assert healthy.losing_providers() == []

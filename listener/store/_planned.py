@@ -341,11 +341,12 @@ class PlannedStore:
     async def bring_forward_polls(
         self,
         provider: str,
-        application: str,
+        application: str | None,
         *,
         submitted_before: datetime,
         later_than: datetime,
         to: datetime,
+        exclude: Sequence[str] = (),
     ) -> int:
         return await self._write_plan(
             lambda: plans.bring_forward_polls_plan(
@@ -355,6 +356,7 @@ class PlannedStore:
                 submitted_before=submitted_before,
                 later_than=later_than,
                 to=to,
+                exclude=exclude,
             )
         )
 

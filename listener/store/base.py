@@ -468,16 +468,18 @@ class Store(Protocol):
     async def bring_forward_polls(
         self,
         provider: str,
-        application: str,
+        application: str | None,
         *,
         submitted_before: datetime,
         later_than: datetime,
         to: datetime,
+        exclude: Sequence[str] = (),
     ) -> int:
-        """Move the next poll of one application's open runs submitted before
-        `submitted_before` and not due until after `later_than` to `to`; leased runs are
-        left to their poller. Returns how many moved. The poller uses it to check runs
-        past their application's expected end that silence would leave alone."""
+        """Move the next poll of one application's open runs (None: those of every
+        application of `provider` not in `exclude`) submitted before `submitted_before`
+        and not due until after `later_than` to `to`; leased runs are left to their
+        poller. Returns how many moved. The poller uses it to check runs past their
+        application's expected end that silence would leave alone."""
 
     async def release_run(self, run_id: str, owner: str) -> bool:
         """Release a poll lease without changing the schedule."""

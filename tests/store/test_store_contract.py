@@ -1116,3 +1116,29 @@ async def test_polls_of_silent_runs_are_brought_forward(store: AnyStore) -> None
     assert runs["ended"].next_poll_at is None
     (due,) = await store.claim_overdue_runs("p", limit=10, lease_seconds=60, now=t0)
     assert due.run_id == "old"
+
+
+async def test_polls_of_every_other_application_are_brought_forward(store: AnyStore) -> None:
+    t0 = now()
+    for run_id, app in (("a", "routing"), ("b", "training"), ("c", "planning")):
+        await store.register_run(
+            NewRun(
+                run_id, "nextmv", app, submitted_at=t0 - timedelta(minutes=5), grace_seconds=3600
+            )
+        )
+        await store.record(ev(f"{run_id}-running", run_id, S.RUNNING, app=app))
+    later = t0 + timedelta(seconds=30)
+    moved = await store.bring_forward_polls(
+        "nextmv", None, submitted_before=t0, later_than=later, to=t0, exclude=["routing"]
+    )
+    assert moved == 2
+    due = await store.claim_overdue_runs("p", limit=10, lease_seconds=60, now=t0)
+    assert sorted(r.run_id for r in due) == ["b", "c"]
+    for run in due:
+        await store.release_run(run.run_id, "p")
+    assert (
+        await store.bring_forward_polls(
+            "nextmv", None, submitted_before=t0, later_than=later, to=t0
+        )
+        == 1
+    )  # "a": the others are due already

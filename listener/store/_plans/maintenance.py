@@ -97,31 +97,31 @@ def reschedule_poll_plan(
 def bring_forward_polls_plan(
     d: Dialect,
     provider: str,
-    application: str,
+    application: str | None,
     *,
     submitted_before: datetime,
     later_than: datetime,
     to: datetime,
+    exclude: Sequence[str] = (),
     now: datetime | None = None,
 ) -> Plan[int]:
-    """Move to `to` the next poll of the open, unleased runs of one application that were
-    submitted before `submitted_before` and are not due until after `later_than`."""
+    """Move to `to` the next poll of the open, unleased runs of one application (None:
+    every application but those in `exclude`) that were submitted before
+    `submitted_before` and are not due until after `later_than`."""
     at = d.t(as_utc(now) if now is not None else utcnow())
+    if application is not None:
+        which, names = " AND application = ?", [application]
+    elif exclude:
+        which, names = f" AND application NOT IN ({_marks(exclude)})", list(exclude)
+    else:
+        which, names = "", []
     rows = yield (
         "UPDATE runs SET next_poll_at = ?, updated_at = ?"
-        f" WHERE provider = ? AND application = ? AND status IN ({_OPEN})"
+        f" WHERE provider = ?{which} AND status IN ({_OPEN})"
         " AND submitted_at <= ? AND next_poll_at > ?"
         " AND (lease_owner IS NULL OR lease_expires_at <= ?)"
         " RETURNING run_id",
-        [
-            d.t(to),
-            at,
-            provider,
-            application,
-            d.t(submitted_before),
-            d.t(later_than),
-            at,
-        ],
+        [d.t(to), at, provider, *names, d.t(submitted_before), d.t(later_than), at],
     )
     return len(rows)
 
