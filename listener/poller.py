@@ -80,8 +80,9 @@ class PollSettings:
     or from `schedule`'s first step if that is sooner and no source of the listener reads
     its provider's payloads (no webhook can reach it). After news, silence is trusted for
     `grace` seconds; a run still unfinished `deadline` seconds after submission (None: no
-    deadline) becomes `expired`. The poller looks for due runs every `interval` seconds,
-    claims at most `batch_size` at a time for `lease` seconds each, and makes at most
+    deadline) becomes `expired`, and with `cancel_at_deadline` is canceled through its
+    provider first (a failed cancel is logged; the run expires all the same). The poller
+    looks for due runs every `interval` seconds, claims at most `batch_size` at a time for `lease` seconds each, and makes at most
     `rate_limit` status calls a second per provider, counted across every process on
     the store (`listener.budget`). With `learn` (None: never), the poller learns each
     application's run durations from the runs it sees end and checks runs near their
@@ -100,9 +101,11 @@ class PollSettings:
     lease: float = 60.0
     learn: LearnSettings | None = field(default_factory=LearnSettings)
     overdue: OverdueSettings = field(default_factory=OverdueSettings)
+    cancel_at_deadline: bool = False
 
     def __post_init__(self) -> None:
         flag("enabled", self.enabled)
+        flag("cancel_at_deadline", self.cancel_at_deadline)
         if self.learn is not None and not isinstance(self.learn, LearnSettings):
             raise ValueError(f"learn must be LearnSettings or None, got {self.learn!r}")
         at_least("grace", self.grace, 0)
@@ -546,6 +549,8 @@ class Poller:
             if status.is_terminal:
                 return
         if run.deadline is not None and run.deadline <= now:
+            if self.settings.cancel_at_deadline:
+                await self._cancel(run)
             await self.record(self._expiry_event(run, now))
             report.expired += 1
             return
@@ -563,6 +568,21 @@ class Poller:
             run.run_id, self.owner, next_poll_at=next_poll, attempts=attempts, status_call=asked
         )
         report.rescheduled += 1
+
+    async def _cancel(self, run: RunRecord) -> None:
+        provider = self.providers.get(run.provider)
+        if provider is None:
+            return
+        await self._limiter(run.provider).acquire()
+        try:
+            await provider.cancel(run.application, run.run_id)
+        except ProviderError as exc:
+            logger.warning(
+                "cancel of run %s at its deadline failed (%s%s)",
+                run.run_id,
+                type(exc).__name__,
+                f" {exc.status_code}" if exc.status_code else "",
+            )
 
     def _next_delay(self, run: RunRecord, attempts: int, now: datetime) -> float:
         expected = (

@@ -182,6 +182,7 @@ batch_size = 10
 learn_min_samples = 50
 learn_start_quantile = 0.05
 overdue_factor = 4
+cancel_at_deadline = true
 
 [handlers.save]
 dir = "results"
@@ -258,6 +259,7 @@ def test_every_section_is_read(tmp_path: Path) -> None:
         batch_size=10,
         learn=LearnSettings(min_samples=50, start_quantile=0.05),
         overdue=OverdueSettings(factor=4.0),
+        cancel_at_deadline=True,
     )
     assert dict(config.handlers["save"]) == {"dir": "results"}
 

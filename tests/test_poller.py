@@ -746,3 +746,31 @@ async def test_a_silent_run_without_samples_is_polled_while_its_provider_loses_e
     report = await poller.poll_once(now=datetime.now(UTC) + timedelta(seconds=1))
     assert (report.brought_forward, report.status_calls) == (1, 1)
     assert platform.status_calls[run_id] == 1
+
+
+async def test_cancel_at_deadline_cancels_the_run_before_it_expires(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    run_id = await submit(nextmv, store, grace=3600, deadline=deadline)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), cancel_at_deadline=True)
+    report = await poller.poll_once(now=deadline + timedelta(seconds=1))
+    assert report.expired == 1
+    assert platform.api_calls["runs.cancel"] == 1
+    assert platform.runs[run_id].status == "canceled"
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.EXPIRED
+
+
+async def test_without_cancel_at_deadline_an_expired_run_is_left_running(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    run_id = await submit(nextmv, store, grace=3600, deadline=deadline)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store))
+    assert (await poller.poll_once(now=deadline + timedelta(seconds=1))).expired == 1
+    assert platform.api_calls.get("runs.cancel", 0) == 0
+    assert platform.runs[run_id].status == "running"

@@ -25,7 +25,7 @@ Every section is optional; with no file at all the listener runs on the defaults
                         learn_min_samples, learn_silent_min_samples,
                         learn_start_quantile, learn_silent_quantile, learn_trust_share,
                         learn_trusted_factor, learn_refresh, overdue_factor,
-                        overdue_minimum
+                        overdue_minimum, cancel_at_deadline
     [streams]           enabled (auto, on, off), max_streams, interval, reconnects,
                         backoff, backoff_cap
     [health]            enabled, window, threshold, recover_share, min_ends, interval: when

@@ -261,6 +261,7 @@ _POLLER_KEYS: Final[Mapping[str, _Key]] = {
     "learn_trusted_factor": _Key("float", "a number >= 1", _at_least(1)),
     "learn_refresh": _Key("float", _SECONDS_POSITIVE, _above(0)),
     # `overdue_<field>` of its `OverdueSettings`: when a run gets a `run_overdue` notice.
+    "cancel_at_deadline": _Key("bool", "true or false"),
     "overdue_factor": _Key("float", "a number >= 1", _at_least(1)),
     "overdue_minimum": _Key("float", _SECONDS_MIN0, _at_least(0)),
 }
