@@ -84,10 +84,11 @@ class PollSettings:
     provider first (a failed cancel is logged; the run expires all the same). The poller
     looks for due runs every `interval` seconds, claims at most `batch_size` at a time
     for `lease` seconds each, and makes at most `rate_limit` status calls a second per
-    provider, counted across every process on the store (`listener.budget`). With `learn` (None: never), the poller learns each
-    application's run durations from the runs it sees end and checks runs near their
-    expected end instead (`listener.run_durations`); a run open past `overdue` of its
-    application's durations is reported once (`listener.overdue`).
+    provider, counted across every process on the store (`listener.budget`). With
+    `learn` (None: never), the poller learns each application's run durations from the
+    runs it sees end and checks runs near their expected end instead
+    (`listener.run_durations`); a run open past `overdue` of its application's
+    durations is reported once (`listener.overdue`).
     """
 
     enabled: bool = True
