@@ -290,7 +290,8 @@ class Poller:
         """Every `learn.refresh` seconds: take in the runs that ended since the last look,
         and make due now the silent runs each application's durations say to check.
 
-        A run trusted to report (its `running` webhook came) is left alone by its grace,
+        A run trusted to report (its `running` webhook came, and no poll since) is left
+        alone by its grace,
         which is long; past its application's expected end it is checked all the same
         (`DurationBook.silent_check_after`). Runs reaching that age before the next
         refresh are taken now, so none waits a refresh period past it. Runs polled on
@@ -593,9 +594,17 @@ class Poller:
         )
         if expected is None:
             return self.schedule.delay(attempts, self.rng)
+        assert self.durations is not None
         s = self.schedule
         age = (now - run.submitted_at).total_seconds()
-        return next_check(age, attempts, expected, s.interval, s.factor, s.cap, s.jitter, self.rng)
+        trusted_after = (
+            self.durations.silent_check_after(run.provider, run.application)
+            if self.durations.trusted(expected)
+            else None
+        )
+        return next_check(
+            age, attempts, expected, s.interval, s.factor, s.cap, s.jitter, self.rng, trusted_after
+        )
 
     @staticmethod
     def _poll_event(run: RunRecord, state: RunState, now: datetime) -> RunEvent:

@@ -25,6 +25,9 @@ __all__ = ["DurationBook", "Expected", "LearnSettings", "next_check", "quantile"
 _DURATION_ENDS = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED})
 # Ends the platform pushed: silence before them was rightly trusted.
 _PUSHED = frozenset({Origin.WEBHOOK, Origin.STREAM})
+# A run past its trusted silence, checked and found open while webhooks deliver, is
+# checked again after this share of its age: it is long, not lost.
+_LATE_SHARE = 0.1
 # Run ids remembered so an end read twice (refreshes overlap) counts once.
 _SEEN_LIMIT = 100_000
 
@@ -107,6 +110,7 @@ def next_check(
     cap: float,
     jitter: float,
     rng: random.Random,
+    trusted_after: float | None = None,
 ) -> float:
     """Seconds until the next check of a run `age` seconds old that is still open after
     `attempt` checks since its last news.
@@ -116,12 +120,17 @@ def next_check(
     quantile waits until then (a check before it would most likely find it running);
     from there on it is checked every `cap` seconds, the tightest spacing of the fixed
     schedule, until it ends: past the p99 too, so a run running late is never left
-    silent. +/- `jitter` spreads runs that would otherwise be checked in lockstep.
+    silent. While its application's webhooks deliver (`trusted_after`, the age up to
+    which silence is trusted, is given), a run older than that found open is long
+    rather than lost: it is checked again after a tenth of its age (at least `cap`).
+    +/- `jitter` spreads runs that would otherwise be checked in lockstep.
     """
     spread = 1.0 + jitter * rng.uniform(-1.0, 1.0)
     if expected is None:
         ceiling = min(cap, interval * factor ** min(attempt - 1, 62))
         return ceiling * spread
+    if trusted_after is not None and age >= trusted_after:
+        return max(cap, age * _LATE_SHARE) * spread
     wait = expected.start - age
     if wait > cap:
         # Jitter on the cap only: the start itself is what the application teaches.

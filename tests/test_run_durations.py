@@ -176,3 +176,12 @@ def test_a_provider_losing_ends_names_its_applications_with_a_bound_of_their_own
     healthy = DurationBook(LearnSettings(silent_min_samples=3))
     healthy.add(end(f"w{i}", 80.0) for i in range(5))
     assert healthy.losing_providers() == []
+
+
+def test_past_its_trusted_silence_a_long_run_is_checked_after_a_tenth_of_its_age() -> None:
+    rng = random.Random(1)
+    assert next_check(1_000.0, 1, EXPECTED, **FIXED, rng=rng, trusted_after=540.0) == 100.0
+    assert next_check(200.0, 1, EXPECTED, **FIXED, rng=rng, trusted_after=100.0) == 20.0
+    assert next_check(120.0, 1, EXPECTED, **FIXED, rng=rng, trusted_after=100.0) == 15.0  # cap
+    # Younger than that: the learned schedule as without it.
+    assert next_check(100.0, 1, EXPECTED, **FIXED, rng=rng, trusted_after=540.0) == 15.0

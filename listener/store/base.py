@@ -477,7 +477,8 @@ class Store(Protocol):
     ) -> int:
         """Move the next poll of one application's open runs (None: those of every
         application of `provider` not in `exclude`) submitted before `submitted_before`
-        and not due until after `later_than` to `to`; leased runs are left to their
+        and not due until after `later_than` to `to`, if not polled since their last
+        news (a polled run keeps its poller's plan); leased runs are left to their
         poller. Returns how many moved. The poller uses it to check runs past their
         application's expected end that silence would leave alone."""
 

@@ -1091,8 +1091,8 @@ async def test_polls_of_silent_runs_are_brought_forward(store: AnyStore) -> None
     await store.record(ev("ended-done", "ended", S.SUCCEEDED))
     soon, later = t0 + timedelta(seconds=5), t0 + timedelta(hours=2)
     assert len(await store.claim_overdue_runs("p", limit=10, lease_seconds=60, now=later)) == 5
-    await store.reschedule_poll("due-soon", "p", next_poll_at=soon, attempts=1)
-    await store.reschedule_poll("leased", "p", next_poll_at=t0 + timedelta(minutes=50), attempts=1)
+    await store.reschedule_poll("due-soon", "p", next_poll_at=soon, attempts=0)
+    await store.reschedule_poll("leased", "p", next_poll_at=t0 + timedelta(minutes=50), attempts=0)
     for run_id in ("old", "young", "other-app"):
         await store.release_run(run_id, "p")
     # Soonest due first: another poller now holds "due-soon" and "leased".
@@ -1142,3 +1142,15 @@ async def test_polls_of_every_other_application_are_brought_forward(store: AnySt
         )
         == 1
     )  # "a": the others are due already
+
+
+async def test_a_run_polled_since_its_news_keeps_its_pollers_plan(store: AnyStore) -> None:
+    t0 = now()
+    far = t0 + timedelta(hours=1)
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=0))
+    await store.claim_overdue_runs("p", limit=1, lease_seconds=60, now=t0)
+    await store.reschedule_poll("r1", "p", next_poll_at=far, attempts=1)
+    window = {"submitted_before": t0, "later_than": t0, "to": t0}
+    assert await store.bring_forward_polls("nextmv", "routing", **window) == 0
+    await store.record(ev("d1", "r1", S.RUNNING))  # news: the poll count starts again
+    assert await store.bring_forward_polls("nextmv", "routing", **window) == 1

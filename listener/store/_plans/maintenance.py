@@ -107,7 +107,8 @@ def bring_forward_polls_plan(
 ) -> Plan[int]:
     """Move to `to` the next poll of the open, unleased runs of one application (None:
     every application but those in `exclude`) that were submitted before
-    `submitted_before` and are not due until after `later_than`."""
+    `submitted_before`, are not due until after `later_than` and were not polled since
+    their last news (a polled run keeps its poller's plan)."""
     at = d.t(as_utc(now) if now is not None else utcnow())
     if application is not None:
         which, names = " AND application = ?", [application]
@@ -118,7 +119,7 @@ def bring_forward_polls_plan(
     rows = yield (
         "UPDATE runs SET next_poll_at = ?, updated_at = ?"
         f" WHERE provider = ?{which} AND status IN ({_OPEN})"
-        " AND submitted_at <= ? AND next_poll_at > ?"
+        " AND submitted_at <= ? AND next_poll_at > ? AND poll_attempts = 0"
         " AND (lease_owner IS NULL OR lease_expires_at <= ?)"
         " RETURNING run_id",
         [d.t(to), at, provider, *names, d.t(submitted_before), d.t(later_than), at],
