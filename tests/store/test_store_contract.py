@@ -1150,7 +1150,12 @@ async def test_a_run_polled_since_its_news_keeps_its_pollers_plan(store: AnyStor
     await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=0))
     await store.claim_overdue_runs("p", limit=1, lease_seconds=60, now=t0)
     await store.reschedule_poll("r1", "p", next_poll_at=far, attempts=1)
-    window = {"submitted_before": t0, "later_than": t0, "to": t0}
-    assert await store.bring_forward_polls("nextmv", "routing", **window) == 0
+
+    async def bring_forward() -> int:
+        return await store.bring_forward_polls(
+            "nextmv", "routing", submitted_before=t0, later_than=t0, to=t0
+        )
+
+    assert await bring_forward() == 0
     await store.record(ev("d1", "r1", S.RUNNING))  # news: the poll count starts again
-    assert await store.bring_forward_polls("nextmv", "routing", **window) == 1
+    assert await bring_forward() == 1
