@@ -597,11 +597,9 @@ class Poller:
         assert self.durations is not None
         s = self.schedule
         age = (now - run.submitted_at).total_seconds()
-        trusted_after = (
-            self.durations.silent_check_after(run.provider, run.application)
-            if self.durations.trusted(expected)
-            else None
-        )
+        # Past the p99 of an application whose webhooks deliver, an open run is long
+        # rather than lost: it backs off instead of being checked every cap.
+        trusted_after = expected.p99 if self.durations.trusted(expected) else None
         return next_check(
             age, attempts, expected, s.interval, s.factor, s.cap, s.jitter, self.rng, trusted_after
         )

@@ -120,9 +120,9 @@ def next_check(
     quantile waits until then (a check before it would most likely find it running);
     from there on it is checked every `cap` seconds, the tightest spacing of the fixed
     schedule, until it ends: past the p99 too, so a run running late is never left
-    silent. While its application's webhooks deliver (`trusted_after`, the age up to
-    which silence is trusted, is given), a run older than that found open is long
-    rather than lost: it is checked again after a tenth of its age (at least `cap`).
+    silent. While its application's webhooks deliver, a run older than `trusted_after`
+    (the poller gives the p99) found open is long rather than lost: it is checked again
+    after a tenth of its age (at least `cap`).
     +/- `jitter` spreads runs that would otherwise be checked in lockstep.
     """
     spread = 1.0 + jitter * rng.uniform(-1.0, 1.0)
