@@ -21,7 +21,7 @@ seconds, each queued 0-2 s, then running, ending succeeded (90%) or failed. With
 (`APPS`), each with its own typical duration: log-normal around the application's
 median (sigma `APP_SIGMA`), the case the listener's learned schedule is for (it learns
 each application's durations from the runs it sees end, and checks a silent run from
-its application's 2nd percentile on instead of from submission; see
+its application's 4th percentile on instead of from submission; see
 `listener.run_durations`). With `--workload uniform`, one application whose runs last a
 log-uniform 5 s to 30 min: nothing to learn, so the learned schedule cannot help.
 Platform time is real time times `--scale` (0.01: a 30-minute run lasts 18 s); the

@@ -54,7 +54,7 @@ class LearnSettings:
     window: int = 200
     min_samples: int = 20
     silent_min_samples: int = 5
-    start_quantile: float = 0.02
+    start_quantile: float = 0.04
     silent_quantile: float = 0.0
     trust_share: float = 0.95
     trusted_factor: float = 3.0

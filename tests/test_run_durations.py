@@ -131,7 +131,7 @@ def test_a_silent_run_is_checked_from_the_shortest_duration_seen() -> None:
     expected = book.expected("nextmv", "routing")
     assert expected is not None
     assert (expected.silent, expected.p50) == (50.0, 99.5)
-    assert expected.start == pytest.approx(51.98)
+    assert expected.start == pytest.approx(53.96)  # the 4th percentile
     assert book.silent_check_after("nextmv", "routing") == 50.0
 
 
