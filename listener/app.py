@@ -32,6 +32,7 @@ from listener.following import ChangeFollower
 from listener.health import end_of, lag_seconds, learned_by
 from listener.metrics import Metrics
 from listener.notices import Notice, NoticeSettings
+from listener.overdue import OverdueNotice
 from listener.poller import Poller, PollSettings
 from listener.providers.base import Provider, RunResult
 from listener.receiver import Receiver, ReceiverSettings, create_app
@@ -53,7 +54,7 @@ from listener.store import (
     open_store,
 )
 from listener.streaming import Streamer, StreamSettings
-from listener.watching import NoticeWatcher
+from listener.watching import NoticeWatcher, tell_overdue
 
 __all__ = ["Listener"]
 
@@ -207,6 +208,9 @@ class Listener:
     @property
     def sources(self) -> dict[str, Source]:
         return self.receiver.sources
+
+    async def _tell_overdue(self, notice: OverdueNotice) -> None:
+        await tell_overdue(self.handlers, notice)
 
     def _webhook_providers(self) -> set[str]:
         return {source.provider for source in self.sources.values()}
@@ -406,6 +410,7 @@ class Listener:
                         self.poll,
                         owner=self.owner,
                         streaming=streaming,
+                        on_overdue=self._tell_overdue,
                     ),
                 )
             if self.health.enabled and self.dispatch.enabled:

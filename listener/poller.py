@@ -21,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from listener import backoff
 from listener._checks import at_least, flag, positive, whole
 from listener.budget import SharedRateLimiter
-from listener.events import RunEvent, next_status
+from listener.events import RunEvent, RunStatus, next_status
+from listener.overdue import OverdueNotice, OverdueSettings, find_overdue, overdue_after
 from listener.providers.base import BatchStatus, Provider, ProviderError, RunState
+from listener.run_durations import DurationBook, LearnSettings, next_check
 from listener.store.base import RecordResult, RunRecord, Store, StoreUnavailable
 
 __all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller"]
@@ -30,9 +32,12 @@ __all__ = ["PollReport", "PollSchedule", "PollSettings", "Poller"]
 logger = logging.getLogger("listener.poller")
 
 Recorder = Callable[[RunEvent], Awaitable[RecordResult]]
+OnOverdue = Callable[[OverdueNotice], Awaitable[None]]
 
 # How many finished runs seen in listings are remembered, to look each up only once.
 _SEEN_FINAL_LIMIT = 100_000
+# Overdue runs looked at per application and refresh: the oldest are the most overdue.
+_OVERDUE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +80,15 @@ class PollSettings:
     or from `schedule`'s first step if that is sooner and no source of the listener reads
     its provider's payloads (no webhook can reach it). After news, silence is trusted for
     `grace` seconds; a run still unfinished `deadline` seconds after submission (None: no
-    deadline) becomes `expired`. The poller looks for due runs every `interval` seconds,
-    claims at most `batch_size` at a time for `lease` seconds each, and makes at most
-    `rate_limit` status calls a second per provider, counted across every process on
-    the store (`listener.budget`).
+    deadline) becomes `expired`, and with `cancel_at_deadline` is canceled through its
+    provider first (a failed cancel is logged; the run expires all the same). The poller
+    looks for due runs every `interval` seconds, claims at most `batch_size` at a time
+    for `lease` seconds each, and makes at most `rate_limit` status calls a second per
+    provider, counted across every process on the store (`listener.budget`). With
+    `learn` (None: never), the poller learns each application's run durations from the
+    runs it sees end and checks runs near their expected end instead
+    (`listener.run_durations`); a run open past `overdue` of its application's
+    durations is reported once (`listener.overdue`).
     """
 
     enabled: bool = True
@@ -90,9 +100,15 @@ class PollSettings:
     rate_limit: float = 10.0
     batch_size: int = 100
     lease: float = 60.0
+    learn: LearnSettings | None = field(default_factory=LearnSettings)
+    overdue: OverdueSettings = field(default_factory=OverdueSettings)
+    cancel_at_deadline: bool = False
 
     def __post_init__(self) -> None:
         flag("enabled", self.enabled)
+        flag("cancel_at_deadline", self.cancel_at_deadline)
+        if self.learn is not None and not isinstance(self.learn, LearnSettings):
+            raise ValueError(f"learn must be LearnSettings or None, got {self.learn!r}")
         at_least("grace", self.grace, 0)
         if self.first_poll is not None:
             at_least("first_poll", self.first_poll, 0)
@@ -117,6 +133,7 @@ class PollReport:
     errors: int = 0
     rescheduled: int = 0
     put_off: int = 0  # claimed runs left alone because this process streams them
+    brought_forward: int = 0  # silent runs past their expected end, made due now
     providers_paused: set[str] = field(default_factory=set)
 
 
@@ -161,6 +178,7 @@ class Poller:
         ride_window: float | None = None,
         rng: random.Random | None = None,
         streaming: Callable[[str], bool] | None = None,
+        on_overdue: OnOverdue | None = None,
     ) -> None:
         if ride_window is not None and ride_window < 0:
             raise ValueError("ride_window must not be negative")
@@ -183,6 +201,11 @@ class Poller:
         self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
         self.streaming = streaming
+        self.durations = DurationBook(settings.learn) if settings.learn is not None else None
+        self._learned_at: datetime | None = None
+        self.on_overdue = on_overdue
+        # Runs reported overdue by this process, oldest first, to report each once.
+        self._overdue: dict[str, None] = {}
         self._limiters: dict[str, SharedRateLimiter] = {}
         # Runs a listing showed finished, so each is looked up in the store only once.
         self._seen_final: dict[str, None] = {}
@@ -235,6 +258,7 @@ class Poller:
         """Claim the runs due now, poll them, record what was learned."""
         now = now or datetime.now(UTC)
         report = PollReport()
+        await self._learn(now, report)
         runs = await self.store.claim_overdue_runs(
             self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds, now=now
         )
@@ -261,6 +285,83 @@ class Poller:
             )
         )
         return report
+
+    async def _learn(self, now: datetime, report: PollReport) -> None:
+        """Every `learn.refresh` seconds: take in the runs that ended since the last look,
+        and make due now the silent runs each application's durations say to check.
+
+        A run trusted to report (its `running` webhook came, and no poll since) is left
+        alone by its grace,
+        which is long; past its application's expected end it is checked all the same
+        (`DurationBook.silent_check_after`). Runs reaching that age before the next
+        refresh are taken now, so none waits a refresh period past it. Runs polled on
+        the learned schedule are due within a cap, so they are never moved.
+        """
+        book, learn = self.durations, self.settings.learn
+        if book is None or learn is None:
+            return
+        if (
+            self._learned_at is not None
+            and (now - self._learned_at).total_seconds() < learn.refresh
+        ):
+            return
+        # Refreshes overlap by one period (the book counts each run once), so an end
+        # committed while the last read ran is not missed; the first looks back a week.
+        since = (
+            now - timedelta(days=7)
+            if self._learned_at is None
+            else self._learned_at - timedelta(seconds=learn.refresh)
+        )
+        self._learned_at = now
+        book.add(await self.store.list_run_ends(since=since))
+        horizon = now + timedelta(seconds=1.5 * self.schedule.cap)
+        for provider, application in book.applications():
+            after = book.silent_check_after(provider, application)
+            if after is None:
+                continue
+            past = max(0.0, after - learn.refresh)
+            report.brought_forward += await self.store.bring_forward_polls(
+                provider,
+                application,
+                submitted_before=now - timedelta(seconds=past),
+                later_than=horizon,
+                to=now,
+            )
+        for provider, known in book.losing_providers():
+            # Applications with too few ends for a bound of their own, while the
+            # provider loses ends: their silent runs go on the fixed schedule.
+            report.brought_forward += await self.store.bring_forward_polls(
+                provider,
+                None,
+                submitted_before=now,
+                later_than=horizon,
+                to=now,
+                exclude=known,
+            )
+        if self.on_overdue is not None:
+            await self._report_overdue(book, now)
+
+    async def _report_overdue(self, book: DurationBook, now: datetime) -> None:
+        """Tell `on_overdue` of each open run past its application's overdue limit, once."""
+        assert self.on_overdue is not None
+        settings = self.settings.overdue
+        for provider, application in book.applications():
+            expected = book.expected(provider, application)
+            if expected is None:
+                continue
+            limit = overdue_after(expected, settings)
+            page = await self.store.list_runs(
+                status=[RunStatus.QUEUED, RunStatus.RUNNING],
+                provider=provider,
+                application=application,
+                until=now - timedelta(seconds=limit),
+                limit=_OVERDUE_BATCH,
+            )
+            for notice in find_overdue(page.items, expected, settings, now, self._overdue):
+                self._overdue[notice.run_id] = None
+                if len(self._overdue) > _SEEN_FINAL_LIMIT:
+                    del self._overdue[next(iter(self._overdue))]
+                await self.on_overdue(notice)
 
     async def _claim_riders(
         self, provider_names: set[str], now: datetime
@@ -450,11 +551,13 @@ class Poller:
             if status.is_terminal:
                 return
         if run.deadline is not None and run.deadline <= now:
+            if self.settings.cancel_at_deadline:
+                await self._cancel(run)
             await self.record(self._expiry_event(run, now))
             report.expired += 1
             return
         attempts = run.poll_attempts + 1
-        next_poll = now + timedelta(seconds=self.schedule.delay(attempts, self.rng))
+        next_poll = now + timedelta(seconds=self._next_delay(run, attempts, now))
         if ride and run.next_poll_at is not None and next_poll < run.next_poll_at:
             next_poll = run.next_poll_at
         paused_until = self._paused_until.get(run.provider)
@@ -467,6 +570,39 @@ class Poller:
             run.run_id, self.owner, next_poll_at=next_poll, attempts=attempts, status_call=asked
         )
         report.rescheduled += 1
+
+    async def _cancel(self, run: RunRecord) -> None:
+        provider = self.providers.get(run.provider)
+        if provider is None:
+            return
+        await self._limiter(run.provider).acquire()
+        try:
+            await provider.cancel(run.application, run.run_id)
+        except ProviderError as exc:
+            logger.warning(
+                "cancel of run %s at its deadline failed (%s%s)",
+                run.run_id,
+                type(exc).__name__,
+                f" {exc.status_code}" if exc.status_code else "",
+            )
+
+    def _next_delay(self, run: RunRecord, attempts: int, now: datetime) -> float:
+        expected = (
+            None
+            if self.durations is None
+            else self.durations.expected(run.provider, run.application)
+        )
+        if expected is None:
+            return self.schedule.delay(attempts, self.rng)
+        assert self.durations is not None
+        s = self.schedule
+        age = (now - run.submitted_at).total_seconds()
+        # Past the p99 of an application whose webhooks deliver, an open run is long
+        # rather than lost: it backs off instead of being checked every cap.
+        trusted_after = expected.p99 if self.durations.trusted(expected) else None
+        return next_check(
+            age, attempts, expected, s.interval, s.factor, s.cap, s.jitter, self.rng, trusted_after
+        )
 
     @staticmethod
     def _poll_event(run: RunRecord, state: RunState, now: datetime) -> RunEvent:

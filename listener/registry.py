@@ -55,7 +55,7 @@ NoticeFunc = Callable[[Any], Any]
 N = TypeVar("N", bound=NoticeFunc)
 # The notices a handler can ask for (`listener.notices.NOTICE_KINDS`, kept here so the
 # registry imports nothing beyond the vocabulary).
-NOTICE_KINDS = frozenset({"webhooks_degraded", "webhooks_recovered"})
+NOTICE_KINDS = frozenset({"webhooks_degraded", "webhooks_recovered", "run_overdue"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +277,8 @@ class Handlers:
         name: str | None = None,
     ) -> Callable[[N], N]:
         """Decorator: call the function with the listener's notices of `kinds`
-        (`webhooks_degraded`, `webhooks_recovered`)."""
+        (`webhooks_degraded`, `webhooks_recovered`: a `listener.notices.Notice`;
+        `run_overdue`: a `listener.overdue.OverdueNotice`)."""
         if not kinds:
             raise ValueError("on_notice needs at least one notice kind")
         unknown = sorted(set(kinds) - NOTICE_KINDS)

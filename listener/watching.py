@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from listener.notices import Episode, Notice, NoticeSettings, assess, window_counts
+from listener.overdue import OverdueNotice
 from listener.redaction import log_text
 from listener.registry import Handlers, NoticeHandler
 from listener.store.base import Store
 
-__all__ = ["NoticeWatcher"]
+__all__ = ["NoticeWatcher", "tell_overdue"]
 
 log = logging.getLogger("listener.notices")
 
@@ -138,3 +139,20 @@ class NoticeWatcher:
             except Exception as exc:  # the store may be briefly away; try next time
                 log.warning("webhook health evaluation failed: %s", log_text(repr(exc)))
             await asyncio.sleep(self.settings.interval)
+
+
+async def tell_overdue(handlers: Handlers, notice: OverdueNotice) -> None:
+    """Call each handler asking for `run_overdue` notices of the run's provider, once: a
+    handler that raises is logged, not retried (the run is not overdue a second time)."""
+    log.info("%s: %s", notice.kind, notice.as_dict())
+    for handler in handlers.notice_handlers(notice.kind, notice.provider):
+        try:
+            if handler.is_async:
+                await handler.func(notice)
+            else:  # off the event loop, which receives webhooks meanwhile
+                await asyncio.to_thread(handler.func, notice)
+        except Exception as exc:
+            log.error(
+                "notice handler %s failed on %s: %s",
+                handler.name, notice.key, log_text(repr(exc)),
+            )  # fmt: skip

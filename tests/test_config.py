@@ -24,11 +24,13 @@ from listener.config import schema as config_schema
 from listener.dispatch import DispatchSettings
 from listener.endpoint_keeper import WebhookSettings
 from listener.events import RunStatus
+from listener.overdue import OverdueSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.http import HttpProvider
 from listener.providers.local import LocalProvider
 from listener.providers.nextmv import NextmvProvider
 from listener.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverSettings
+from listener.run_durations import LearnSettings
 from listener.signatures import generate_hmac_secret
 from listener.store import DEFAULT_STORE_URL
 from listener.streaming import StreamSettings
@@ -94,11 +96,14 @@ def test_defaults_are_the_settings_classes_defaults() -> None:
 def test_every_settings_key_is_a_field_of_its_settings_class() -> None:
     """The key tables name fields; the numbers come from the classes alone."""
     dispatch = {field.name for field in dataclasses.fields(DispatchSettings)}
-    poller = {field.name for field in dataclasses.fields(PollSettings)} - {"schedule"}
+    poller = {field.name for field in dataclasses.fields(PollSettings)}
+    poller -= {"schedule", "learn", "overdue"}
     schedule = {f"schedule_{field.name}" for field in dataclasses.fields(PollSchedule)}
+    learn = {f"learn_{field.name}" for field in dataclasses.fields(LearnSettings)}
+    learn |= {f"overdue_{field.name}" for field in dataclasses.fields(OverdueSettings)}
     receiver = {field.name for field in dataclasses.fields(ReceiverSettings)}
     assert set(config_schema._DISPATCH_KEYS) <= dispatch
-    assert set(config_schema._POLLER_KEYS) == poller | schedule
+    assert set(config_schema._POLLER_KEYS) == poller | schedule | learn | {"learn_durations"}
     assert set(config_schema._RECEIVER_KEYS) <= receiver & set(config_schema._LISTENER_KEYS)
     # Each key given alone lands on its field; the others keep the class defaults.
     assert load_config(None, env={"LISTENER_DISPATCH_CONCURRENCY": "2"}).dispatch == (
@@ -175,6 +180,10 @@ schedule_cap = 30
 schedule_jitter = 0
 rate_limit = 2
 batch_size = 10
+learn_min_samples = 50
+learn_start_quantile = 0.05
+overdue_factor = 4
+cancel_at_deadline = true
 
 [handlers.save]
 dir = "results"
@@ -249,6 +258,9 @@ def test_every_section_is_read(tmp_path: Path) -> None:
         schedule=PollSchedule(interval=1.0, factor=1.5, cap=30.0, jitter=0.0),
         rate_limit=2.0,
         batch_size=10,
+        learn=LearnSettings(min_samples=50, start_quantile=0.05),
+        overdue=OverdueSettings(factor=4.0),
+        cancel_at_deadline=True,
     )
     assert dict(config.handlers["save"]) == {"dir": "results"}
 
@@ -499,6 +511,7 @@ def test_a_relative_path_is_named_as_given(tmp_path: Path, monkeypatch: pytest.M
         ("[poller]\nenabled = 1", "poller.enabled: expected true or false, got 1"),
         ("[poller]\nschedule_jitter = 1", "poller.schedule_jitter: expected a number >= 0 and < 1"),
         ("[poller]\nschedule_factor = 0.5", "poller.schedule_factor: expected a number >= 1"),
+        ("[poller]\nlearn_trust_share = 2", "poller.learn_trust_share: expected a number from 0"),
         ("[poller]\ndeadline = 0", "poller.deadline: expected a number of seconds > 0, got 0"),
         (
             "[poller]\nbatch_size = true",
@@ -1013,3 +1026,11 @@ def test_webhooks_section_and_its_overrides(tmp_path: Path) -> None:
     assert "webhooks.ensure: expected one of off, start, degraded" in error_of(
         tmp_path, '[webhooks]\nensure = "always"\n'
     )
+
+
+def test_learning_durations_can_be_turned_off(tmp_path: Path) -> None:
+    assert load_config(None).poller.learn == LearnSettings()
+    off = load_config(write(tmp_path, "[poller]\nlearn_durations = false\nlearn_window = 5\n"))
+    assert off.poller.learn is None
+    env = {"LISTENER_POLLER_LEARN_REFRESH": "5"}
+    assert load_config(None, env=env).poller.learn == LearnSettings(refresh=5.0)

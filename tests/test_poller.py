@@ -16,9 +16,11 @@ import pytest
 from listener import poller as poller_module
 from listener.budget import SharedRateLimiter
 from listener.events import Origin, RunEvent, RunStatus
+from listener.overdue import OverdueNotice, OverdueSettings
 from listener.poller import Poller, PollSchedule, PollSettings
 from listener.providers.base import Provider, Submission
 from listener.providers.nextmv import NextmvProvider
+from listener.run_durations import LearnSettings
 from listener.store import NewRun, Store, open_store
 from listener.store.base import RecordResult
 from listener.testing import FakePlatform, RunPlan
@@ -595,3 +597,180 @@ async def test_the_poller_runs_by_its_settings(store: Store) -> None:
     assert poller.lease_seconds == 20.0
     # Riders are claimed within a quarter of the cap, at most a quarter of the lease.
     assert poller.ride_window == 5.0
+
+
+# -- learned durations -------------------------------------------------------------------
+
+
+async def ended_runs(store: Store, count: int, seconds: float, origin: Origin) -> None:
+    """`count` runs of APP that took `seconds` each, their ends learned by `origin`."""
+    for i in range(count):
+        submitted = datetime.now(UTC) - timedelta(hours=1)
+        run_id = f"past-{origin.value}-{i}"
+        await store.register_run(NewRun(run_id, "nextmv", APP, submitted_at=submitted))
+        done = RunEvent(
+            f"{run_id}-end", "nextmv", APP, run_id, S.SUCCEEDED, origin=origin,
+            occurred_at=submitted + timedelta(seconds=seconds),
+        )  # fmt: skip
+        await store.record(done)
+
+
+LEARN = LearnSettings(min_samples=20, refresh=1.0)
+
+
+async def test_a_run_is_first_checked_near_its_applications_expected_end(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await ended_runs(store, 20, 100.0, Origin.POLL)
+    run_id = await submit(nextmv, store)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
+    t0 = datetime.now(UTC) + timedelta(seconds=1)
+    assert (await poller.poll_once(now=t0)).learned == 1  # queued -> running
+    run = await store.get_run(run_id)
+    assert run is not None
+    # Every run of the application took 100 s: the next check is then, not 2 s later.
+    assert run.next_poll_at == run.submitted_at + timedelta(seconds=100)
+    assert (await poller.poll_once(now=t0 + timedelta(seconds=60))).claimed == 0
+    at = run.submitted_at + timedelta(seconds=100)
+    assert (await poller.poll_once(now=at)).status_calls == 1
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.next_poll_at == at + timedelta(seconds=30)  # the cap from there on
+
+
+async def test_without_learning_the_fixed_schedule_holds(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await ended_runs(store, 20, 100.0, Origin.POLL)
+    run_id = await submit(nextmv, store)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=None)
+    t0 = datetime.now(UTC) + timedelta(seconds=1)
+    await poller.poll_once(now=t0)
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.next_poll_at == t0 + timedelta(seconds=2)
+
+
+async def running_by_webhook(store: Store, nextmv: NextmvProvider, platform: FakePlatform) -> str:
+    """A run whose `running` webhook came: its silence is trusted for an hour."""
+    run_id = await submit(nextmv, store, grace=3600)
+    platform.start_run(run_id)
+    await store.record(RunEvent(f"{run_id}-running", "nextmv", APP, run_id, S.RUNNING))
+    return run_id
+
+
+async def test_while_webhooks_lose_ends_a_silent_run_is_checked_past_its_start_quantile(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await ended_runs(store, 20, 100.0, Origin.POLL)
+    run_id = await running_by_webhook(store, nextmv, platform)
+    run = await store.get_run(run_id)
+    assert run is not None
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
+    early = await poller.poll_once(now=run.submitted_at + timedelta(seconds=90))
+    assert (early.brought_forward, early.status_calls) == (0, 0)
+    at = run.submitted_at + timedelta(seconds=101)
+    report = await poller.poll_once(now=at)
+    assert (report.brought_forward, report.claimed, report.status_calls) == (1, 1, 1)
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.next_poll_at == at + timedelta(seconds=30)
+    platform.finish(run_id, "succeeded")
+    assert (await poller.poll_once(now=at + timedelta(seconds=30))).learned == 1
+
+
+async def test_while_webhooks_deliver_silence_is_trusted_up_to_three_times_the_p99(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await ended_runs(store, 20, 100.0, Origin.WEBHOOK)
+    run_id = await running_by_webhook(store, nextmv, platform)
+    run = await store.get_run(run_id)
+    assert run is not None
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
+    trusted = await poller.poll_once(now=run.submitted_at + timedelta(seconds=250))
+    assert (trusted.brought_forward, trusted.status_calls) == (0, 0)
+    # A refresh period (1 s) early: taken now rather than a refresh past that age.
+    late = await poller.poll_once(now=run.submitted_at + timedelta(seconds=299.5))
+    assert (late.brought_forward, late.status_calls) == (1, 1)
+    assert platform.status_calls[run_id] == 1
+
+
+async def test_a_run_open_past_its_overdue_limit_is_reported_once(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    await ended_runs(store, 20, 100.0, Origin.WEBHOOK)
+    run_id = await running_by_webhook(store, nextmv, platform)
+    run = await store.get_run(run_id)
+    assert run is not None
+    told: list[OverdueNotice] = []
+
+    async def on_overdue(notice: OverdueNotice) -> None:
+        told.append(notice)
+
+    poller = make_poller(
+        store,
+        {"nextmv": nextmv},
+        Recorder(store),
+        learn=LEARN,
+        overdue=OverdueSettings(factor=2.0, minimum=60.0),
+        on_overdue=on_overdue,
+    )
+    await poller.poll_once(now=run.submitted_at + timedelta(seconds=199))
+    assert told == []
+    at = run.submitted_at + timedelta(seconds=201)
+    await poller.poll_once(now=at)
+    (notice,) = told
+    assert (notice.run_id, notice.running_for, notice.p99, notice.limit) == (
+        run_id,
+        201.0,
+        100.0,
+        200.0,
+    )
+    await poller.poll_once(now=at + timedelta(seconds=60))
+    assert len(told) == 1
+
+
+async def test_a_silent_run_without_samples_is_polled_while_its_provider_loses_ends(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    for i in range(5):  # another application's ends, all learned by poll
+        submitted = datetime.now(UTC) - timedelta(hours=1)
+        await store.register_run(NewRun(f"o{i}", "nextmv", "other", submitted_at=submitted))
+        await store.record(
+            RunEvent(f"o{i}-end", "nextmv", "other", f"o{i}", S.FAILED, origin=Origin.POLL)
+        )
+    run_id = await running_by_webhook(store, nextmv, platform)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
+    report = await poller.poll_once(now=datetime.now(UTC) + timedelta(seconds=1))
+    assert (report.brought_forward, report.status_calls) == (1, 1)
+    assert platform.status_calls[run_id] == 1
+
+
+async def test_cancel_at_deadline_cancels_the_run_before_it_expires(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    run_id = await submit(nextmv, store, grace=3600, deadline=deadline)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), cancel_at_deadline=True)
+    report = await poller.poll_once(now=deadline + timedelta(seconds=1))
+    assert report.expired == 1
+    assert platform.api_calls["runs.cancel"] == 1
+    assert platform.runs[run_id].status == "canceled"
+    run = await store.get_run(run_id)
+    assert run is not None
+    assert run.status is S.EXPIRED
+
+
+async def test_without_cancel_at_deadline_an_expired_run_is_left_running(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider
+) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    run_id = await submit(nextmv, store, grace=3600, deadline=deadline)
+    platform.start_run(run_id)
+    poller = make_poller(store, {"nextmv": nextmv}, Recorder(store))
+    assert (await poller.poll_once(now=deadline + timedelta(seconds=1))).expired == 1
+    assert platform.api_calls.get("runs.cancel", 0) == 0
+    assert platform.runs[run_id].status == "running"

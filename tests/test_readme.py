@@ -152,6 +152,10 @@ def test_configuration_reference_loads(tmp_path: Path) -> None:
     assert config.receiver.metrics_token == "a-metrics-token"
     assert "a-metrics-token" not in repr(config)
     assert config.poller.grace == 300.0
+    assert config.poller.learn is not None
+    assert config.poller.cancel_at_deadline is False
+    assert config.poller.overdue.minimum == 300.0
+    assert (config.poller.learn.window, config.poller.learn.trusted_factor) == (200, 3.0)
     assert config.retention_days == 30
     assert config.dispatch.lease_margin == 30.0
     assert (config.health.window, config.health.min_ends) == (120.0, 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from helpers import WAIT_LIMIT, serve, wait_for
@@ -12,10 +13,13 @@ from test_reconcile import DISPATCH, POLL
 
 from listener import Handlers, Listener, Origin, RunEvent, RunStatus, Source
 from listener.notices import DEGRADED, RECOVERED, Notice, NoticeSettings
+from listener.overdue import OverdueNotice, OverdueSettings
+from listener.poller import PollSettings
+from listener.run_durations import LearnSettings
 from listener.signatures import NextmvSignature
-from listener.store import Store
+from listener.store import NewRun, Store, open_store
 from listener.testing import FakePlatform, RunPlan
-from listener.watching import NoticeWatcher
+from listener.watching import NoticeWatcher, tell_overdue
 
 SETTINGS = NoticeSettings(window=3600, threshold=0.5, recover_share=0.8, min_ends=10)
 _runs = itertools.count()
@@ -153,3 +157,69 @@ async def test_serve_tells_a_handler_once_when_webhooks_stop_and_once_when_they_
     assert [(n.kind, n.provider) for n in seen] == [(DEGRADED, "nextmv"), (RECOVERED, "nextmv")]
     assert seen[0].counts == {"poll": 4}
     assert seen[1].counts == {"poll": 4, "webhook": 16}
+
+
+async def test_overdue_notices_reach_the_handlers_that_ask_for_them() -> None:
+    handlers = Handlers()
+    told: list[tuple[str, str]] = []
+
+    @handlers.on_notice("run_overdue", provider="nextmv")
+    async def overdue(notice: OverdueNotice) -> None:
+        told.append(("async", notice.key))
+
+    @handlers.on_notice("run_overdue")
+    def also(notice: OverdueNotice) -> None:
+        told.append(("sync", notice.key))
+        raise RuntimeError("logged, not retried")
+
+    @handlers.on_notice("webhooks_degraded")
+    def unrelated(notice: Notice) -> None:
+        told.append(("degraded", notice.key))
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    notice = OverdueNotice("nextmv", "routing", "r1", "running", 900.0, 100.0, 200.0, 600.0, at, at)
+    await tell_overdue(handlers, notice)
+    assert told == [("async", "run_overdue:nextmv:r1"), ("sync", "run_overdue:nextmv:r1")]
+    other = OverdueNotice("local", "app", "r2", "queued", 900.0, 100.0, 200.0, 600.0, at, at)
+    await tell_overdue(handlers, other)
+    assert told[2:] == [("sync", "run_overdue:local:r2")]
+
+
+async def test_a_listener_tells_run_overdue_handlers_of_a_run_open_too_long(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'listener.db'}"
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    store = await open_store(url)
+    try:
+        for i in range(20):  # the application's runs take a minute
+            await store.register_run(NewRun(f"r{i}", "local", "app", submitted_at=long_ago))
+            done = RunEvent(
+                f"r{i}-end", "local", "app", f"r{i}", RunStatus.SUCCEEDED,
+                occurred_at=long_ago + timedelta(seconds=60),
+            )  # fmt: skip
+            await store.record(done)
+        await store.register_run(
+            NewRun("stuck", "local", "app", submitted_at=long_ago, grace_seconds=86400)
+        )
+        await store.record(RunEvent("stuck-running", "local", "app", "stuck", RunStatus.RUNNING))
+    finally:
+        await store.close()
+    poll = PollSettings(
+        interval=0.05,
+        learn=LearnSettings(refresh=0.05),
+        overdue=OverdueSettings(factor=3.0, minimum=600.0),
+    )
+    listener = Listener(store_url=url, dispatch=DISPATCH, poll=poll)
+    told: list[OverdueNotice] = []
+
+    @listener.on_notice("run_overdue")
+    async def overdue(notice: OverdueNotice) -> None:
+        told.append(notice)
+
+    async with listener:
+        await wait_for(lambda: bool(told), "the run_overdue notice")
+        await asyncio.sleep(0.3)  # further refreshes tell nothing new
+    (notice,) = told
+    assert (notice.run_id, notice.p50, notice.limit) == ("stuck", 60.0, 600.0)
+    assert notice.running_for >= 7200

@@ -21,7 +21,11 @@ Every section is optional; with no file at all the listener runs on the defaults
                         backoff_cap, sweep_interval, shutdown_timeout, lease_margin
     [poller]            enabled, interval, grace, first_poll, deadline, schedule_interval,
                         schedule_factor, schedule_cap, schedule_jitter, rate_limit,
-                        batch_size, lease
+                        batch_size, lease, learn_durations, learn_window,
+                        learn_min_samples, learn_silent_min_samples,
+                        learn_start_quantile, learn_silent_quantile, learn_trust_share,
+                        learn_trusted_factor, learn_refresh, overdue_factor,
+                        overdue_minimum, cancel_at_deadline
     [streams]           enabled (auto, on, off), max_streams, interval, reconnects,
                         backoff, backoff_cap
     [health]            enabled, window, threshold, recover_share, min_ends, interval: when

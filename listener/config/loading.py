@@ -43,9 +43,11 @@ from listener.config.schema import (
 from listener.dispatch import DispatchSettings
 from listener.endpoint_keeper import WebhookSettings
 from listener.notices import NoticeSettings
+from listener.overdue import OverdueSettings
 from listener.poller import PollSchedule, PollSettings
 from listener.providers.kinds import provider_kind, provider_kinds
 from listener.receiver import ReceiverSettings
+from listener.run_durations import LearnSettings
 from listener.streaming import StreamSettings
 
 
@@ -145,6 +147,17 @@ def _poll_settings(reader: _Reader, values: Mapping[str, Any]) -> PollSettings:
         if key.startswith("schedule_")
     }
     rest["schedule"] = _settings(reader, "poller", PollSchedule, schedule)
+    learning = rest.pop("learn_durations", True)
+    learn = {
+        key.removeprefix("learn_"): rest.pop(key) for key in list(rest) if key.startswith("learn_")
+    }
+    rest["learn"] = _settings(reader, "poller", LearnSettings, learn) if learning else None
+    overdue = {
+        key.removeprefix("overdue_"): rest.pop(key)
+        for key in list(rest)
+        if key.startswith("overdue_")
+    }
+    rest["overdue"] = _settings(reader, "poller", OverdueSettings, overdue)
     return _settings(reader, "poller", PollSettings, rest)
 
 

@@ -249,6 +249,24 @@ _POLLER_KEYS: Final[Mapping[str, _Key]] = {
     "rate_limit": _Key("float", "a number of calls a second > 0", _above(0)),
     "batch_size": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
     "lease": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    # `learn_<field>` of its `LearnSettings`; `learn_durations = false` turns learning off.
+    "learn_durations": _Key("bool", "true or false"),
+    "learn_window": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "learn_min_samples": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "learn_silent_min_samples": _Key("int", _WHOLE_POSITIVE, _at_least(1)),
+    "learn_start_quantile": _Key(
+        "float", "a number >= 0 and < 0.5", lambda quantile: 0 <= quantile < 0.5
+    ),
+    "learn_silent_quantile": _Key(
+        "float", "a number >= 0 and < 0.5", lambda quantile: 0 <= quantile < 0.5
+    ),
+    "learn_trust_share": _Key("float", "a number from 0 to 1", lambda share: 0 <= share <= 1),
+    "learn_trusted_factor": _Key("float", "a number >= 1", _at_least(1)),
+    "learn_refresh": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    # `overdue_<field>` of its `OverdueSettings`: when a run gets a `run_overdue` notice.
+    "cancel_at_deadline": _Key("bool", "true or false"),
+    "overdue_factor": _Key("float", "a number >= 1", _at_least(1)),
+    "overdue_minimum": _Key("float", _SECONDS_MIN0, _at_least(0)),
 }
 
 # [streams] keys are `StreamSettings` fields.

@@ -351,6 +351,28 @@ class PlannedStore:
             )
         )
 
+    async def bring_forward_polls(
+        self,
+        provider: str,
+        application: str | None,
+        *,
+        submitted_before: datetime,
+        later_than: datetime,
+        to: datetime,
+        exclude: Sequence[str] = (),
+    ) -> int:
+        return await self._write_plan(
+            lambda: plans.bring_forward_polls_plan(
+                self.dialect,
+                provider,
+                application,
+                submitted_before=submitted_before,
+                later_than=later_than,
+                to=to,
+                exclude=exclude,
+            )
+        )
+
     async def release_run(self, run_id: str, owner: str) -> bool:
         return await self._write_plan(lambda: plans.release_run_plan(self.dialect, run_id, owner))
 

@@ -206,6 +206,10 @@ class RunEnd:
     origin: Origin
     occurred_at: datetime
     received_at: datetime
+    # Which run, and when it was submitted (or first heard of): with `occurred_at`, how
+    # long it took, from which the poller learns each application's durations.
+    run_id: str | None = None
+    submitted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +486,23 @@ class Store(Protocol):
         count, and release the lease; `status_call` False when the poller put the run
         off without asking its platform (it counts no call). False if `owner` no longer
         holds the lease."""
+
+    async def bring_forward_polls(
+        self,
+        provider: str,
+        application: str | None,
+        *,
+        submitted_before: datetime,
+        later_than: datetime,
+        to: datetime,
+        exclude: Sequence[str] = (),
+    ) -> int:
+        """Move the next poll of one application's open runs (None: those of every
+        application of `provider` not in `exclude`) submitted before `submitted_before`
+        and not due until after `later_than` to `to`, if not polled since their last
+        news (a polled run keeps its poller's plan); leased runs are left to their
+        poller. Returns how many moved. The poller uses it to check runs past their
+        application's expected end that silence would leave alone."""
 
     async def release_run(self, run_id: str, owner: str) -> bool:
         """Release a poll lease without changing the schedule."""

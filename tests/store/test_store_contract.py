@@ -1097,3 +1097,102 @@ async def test_a_webhook_episode_moves_once_however_many_processes_decide_it(
         WebhookEpisode("local", True, began),
         WebhookEpisode("nextmv", False, None),
     ]
+
+
+async def test_run_ends_say_which_run_and_when_it_was_submitted(store: AnyStore) -> None:
+    submitted = now() - timedelta(minutes=10)
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=submitted))
+    await store.record(ev("d1", "r1", S.SUCCEEDED))
+    # A run first heard of by its end: submitted when first seen.
+    await store.record(ev("d2", "r2", S.FAILED, origin=Origin.POLL))
+    ends = {e.run_id: e for e in await store.list_run_ends(since=now() - timedelta(hours=1))}
+    assert set(ends) == {"r1", "r2"}
+    assert ends["r1"].submitted_at == submitted
+    assert ends["r2"].submitted_at is not None
+    assert ends["r2"].submitted_at > submitted
+
+
+async def test_polls_of_silent_runs_are_brought_forward(store: AnyStore) -> None:
+    t0 = now()
+    old, young = t0 - timedelta(minutes=30), t0 - timedelta(minutes=1)
+    for run_id, at, app in (
+        ("old", old, "routing"),
+        ("young", young, "routing"),
+        ("other-app", old, "training"),
+        ("due-soon", old, "routing"),
+        ("leased", old, "routing"),
+        ("ended", old, "routing"),
+    ):
+        await store.register_run(NewRun(run_id, "nextmv", app, submitted_at=at, grace_seconds=3600))
+        await store.record(ev(f"{run_id}-running", run_id, S.RUNNING, app=app))
+    await store.record(ev("ended-done", "ended", S.SUCCEEDED))
+    soon, later = t0 + timedelta(seconds=5), t0 + timedelta(hours=2)
+    assert len(await store.claim_overdue_runs("p", limit=10, lease_seconds=60, now=later)) == 5
+    await store.reschedule_poll("due-soon", "p", next_poll_at=soon, attempts=0)
+    await store.reschedule_poll("leased", "p", next_poll_at=t0 + timedelta(minutes=50), attempts=0)
+    for run_id in ("old", "young", "other-app"):
+        await store.release_run(run_id, "p")
+    # Soonest due first: another poller now holds "due-soon" and "leased".
+    held = await store.claim_overdue_runs("q", limit=2, lease_seconds=60, now=later)
+    assert {r.run_id for r in held} == {"due-soon", "leased"}
+    moved = await store.bring_forward_polls(
+        "nextmv",
+        "routing",
+        submitted_before=t0 - timedelta(minutes=10),
+        later_than=t0 + timedelta(seconds=30),
+        to=t0,
+    )
+    assert moved == 1
+    runs = {r.run_id: r for r in (await store.list_runs(limit=10)).items}
+    assert runs["old"].next_poll_at == t0
+    assert runs["young"].next_poll_at is not None
+    assert runs["young"].next_poll_at > soon
+    assert runs["other-app"].next_poll_at != t0
+    assert runs["due-soon"].next_poll_at == soon
+    assert runs["leased"].next_poll_at == t0 + timedelta(minutes=50)
+    assert runs["ended"].next_poll_at is None
+    (due,) = await store.claim_overdue_runs("p", limit=10, lease_seconds=60, now=t0)
+    assert due.run_id == "old"
+
+
+async def test_polls_of_every_other_application_are_brought_forward(store: AnyStore) -> None:
+    t0 = now()
+    for run_id, app in (("a", "routing"), ("b", "training"), ("c", "planning")):
+        await store.register_run(
+            NewRun(
+                run_id, "nextmv", app, submitted_at=t0 - timedelta(minutes=5), grace_seconds=3600
+            )
+        )
+        await store.record(ev(f"{run_id}-running", run_id, S.RUNNING, app=app))
+    later = t0 + timedelta(seconds=30)
+    moved = await store.bring_forward_polls(
+        "nextmv", None, submitted_before=t0, later_than=later, to=t0, exclude=["routing"]
+    )
+    assert moved == 2
+    due = await store.claim_overdue_runs("p", limit=10, lease_seconds=60, now=t0)
+    assert sorted(r.run_id for r in due) == ["b", "c"]
+    for run in due:
+        await store.release_run(run.run_id, "p")
+    assert (
+        await store.bring_forward_polls(
+            "nextmv", None, submitted_before=t0, later_than=later, to=t0
+        )
+        == 1
+    )  # "a": the others are due already
+
+
+async def test_a_run_polled_since_its_news_keeps_its_pollers_plan(store: AnyStore) -> None:
+    t0 = now()
+    far = t0 + timedelta(hours=1)
+    await store.register_run(NewRun("r1", "nextmv", "routing", submitted_at=t0, grace_seconds=0))
+    await store.claim_overdue_runs("p", limit=1, lease_seconds=60, now=t0)
+    await store.reschedule_poll("r1", "p", next_poll_at=far, attempts=1)
+
+    async def bring_forward() -> int:
+        return await store.bring_forward_polls(
+            "nextmv", "routing", submitted_before=t0, later_than=t0, to=t0
+        )
+
+    assert await bring_forward() == 0
+    await store.record(ev("d1", "r1", S.RUNNING))  # news: the poll count starts again
+    assert await bring_forward() == 1

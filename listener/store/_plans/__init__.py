@@ -41,6 +41,7 @@ from listener.store._plans.events import (
 )
 from listener.store._plans.maintenance import (
     PRUNE_IN_CHUNK,
+    bring_forward_polls_plan,
     claim_overdue_runs_plan,
     counts_plan,
     list_run_ends_plan,
@@ -78,6 +79,7 @@ __all__ = [
     "Plan",
     "Query",
     "Stmt",
+    "bring_forward_polls_plan",
     "claim_calls_plan",
     "claim_overdue_runs_plan",
     "claimable_calls",

@@ -95,6 +95,39 @@ def reschedule_poll_plan(
     return bool(rows)
 
 
+def bring_forward_polls_plan(
+    d: Dialect,
+    provider: str,
+    application: str | None,
+    *,
+    submitted_before: datetime,
+    later_than: datetime,
+    to: datetime,
+    exclude: Sequence[str] = (),
+    now: datetime | None = None,
+) -> Plan[int]:
+    """Move to `to` the next poll of the open, unleased runs of one application (None:
+    every application but those in `exclude`) that were submitted before
+    `submitted_before`, are not due until after `later_than` and were not polled since
+    their last news (a polled run keeps its poller's plan)."""
+    at = d.t(as_utc(now) if now is not None else utcnow())
+    if application is not None:
+        which, names = " AND application = ?", [application]
+    elif exclude:
+        which, names = f" AND application NOT IN ({_marks(exclude)})", list(exclude)
+    else:
+        which, names = "", []
+    rows = yield (
+        "UPDATE runs SET next_poll_at = ?, updated_at = ?"
+        f" WHERE provider = ?{which} AND status IN ({_OPEN})"
+        " AND submitted_at <= ? AND next_poll_at > ? AND poll_attempts = 0"
+        " AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+        " RETURNING run_id",
+        [d.t(to), at, provider, *names, d.t(submitted_before), d.t(later_than), at],
+    )
+    return len(rows)
+
+
 def take_budget_plan(
     d: Dialect, name: str, *, rate: float, burst: int, want: int, now: datetime | None = None
 ) -> Plan[int]:
@@ -170,8 +203,10 @@ def move_webhook_episode_plan(
 def list_run_ends_plan(d: Dialect, *, since: datetime, limit: int) -> Plan[list[RunEnd]]:
     check_limit(limit)
     rows = yield (
-        "SELECT e.provider, e.application, t.status, e.origin, e.occurred_at, e.received_at"
+        "SELECT e.provider, e.application, t.status, e.origin, e.occurred_at, e.received_at,"
+        " t.run_id, r.submitted_at"
         " FROM transitions t JOIN events e ON e.delivery_id = t.delivery_id"
+        " LEFT JOIN runs r ON r.run_id = t.run_id"
         f" WHERE t.created_at >= ? AND t.status IN ({_marks(TERMINAL_STATUSES)})"
         " ORDER BY t.created_at DESC LIMIT ?",
         [d.t(since), *TERMINAL_STATUSES, limit],
@@ -184,6 +219,8 @@ def list_run_ends_plan(d: Dialect, *, since: datetime, limit: int) -> Plan[list[
             origin=Origin(r["origin"]),
             occurred_at=d.time_value(r["occurred_at"]),
             received_at=d.time_value(r["received_at"]),
+            run_id=r["run_id"],
+            submitted_at=(None if r["submitted_at"] is None else d.time_value(r["submitted_at"])),
         )
         for r in rows
     ]
