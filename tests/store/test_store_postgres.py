@@ -40,6 +40,7 @@ async def test_tables_land_in_the_schema_named_by_the_url(
         "handler_calls",
         "unroutable",
         "rate_budgets",
+        "audit",
     }
 
 

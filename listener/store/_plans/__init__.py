@@ -20,6 +20,11 @@ from listener.store._plans.calls import (
     release_call_plan,
     replay_call_plan,
 )
+from listener.store._plans.console import (
+    list_audit_plan,
+    record_audit_plan,
+    run_history_plan,
+)
 from listener.store._plans.core import (
     CALL_SELECT,
     OPEN_STATUSES,
@@ -90,6 +95,7 @@ __all__ = [
     "get_event_plan",
     "get_run_plan",
     "in_step_waves",
+    "list_audit_plan",
     "list_calls_plan",
     "list_events_plan",
     "list_run_ends_plan",
@@ -98,6 +104,7 @@ __all__ = [
     "list_unroutable_plan",
     "ping_plan",
     "prune_plan",
+    "record_audit_plan",
     "record_plan",
     "record_unroutable_plan",
     "register_run_plan",
@@ -106,6 +113,7 @@ __all__ = [
     "replay_call_plan",
     "replay_calls_plan",
     "reschedule_poll_plan",
+    "run_history_plan",
     "scan_unroutable_plan",
     "schema_version_plan",
     "settle_unroutable_plan",
