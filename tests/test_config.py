@@ -999,3 +999,37 @@ def test_streams_are_configured_in_their_own_section(tmp_path: Path) -> None:
     assert config.streams == StreamSettings(enabled="on", max_streams=3, reconnects=0)
     assert build_listener(config).streams == config.streams
     assert "expected one of auto, on, off" in error_of(tmp_path, '[streams]\nenabled = "yes"\n')
+
+
+def test_console_tokens_come_from_references_and_are_never_shown(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[console]\nread_token = "env:READ_T"\nadmin_token = "env:ADMIN_T"\nrefresh = 2\n',
+    )
+    read, admin = "r" * 20, "a" * 20
+    config = load_config(path, env={"READ_T": read, "ADMIN_T": admin})
+    assert config.console.read_token == read
+    assert config.console.admin_token == admin
+    assert config.console.refresh == 2
+    assert config.console.enabled
+    assert read not in repr(config)
+    assert admin not in repr(config)
+    assert config.notices == ()
+    listener = build_listener(config)
+    assert listener.console == config.console
+    assert "/ui" in [getattr(route, "path", "") for route in listener.asgi().routes]
+
+
+def test_console_tokens_are_checked_and_inline_ones_warned_about(tmp_path: Path) -> None:
+    short = write(tmp_path, '[console]\nadmin_token = "env:T"\n')
+    with pytest.raises(
+        ConfigError, match=r"console\.admin_token: expected a string of at least 16"
+    ):
+        load_config(short, env={"T": "short"})
+    inline = write(tmp_path, '[console]\nread_token = "an-inline-console-token"\n')
+    config = load_config(inline, env={})
+    assert [notice.split(": ")[1] for notice in config.notices] == ["console.read_token"]
+    assert "an-inline-console-token" not in " ".join(config.notices)
+    env = load_config(None, env={"LISTENER_CONSOLE_READ_TOKEN": "x" * 16})
+    assert env.console.read_token == "x" * 16
+    assert not load_config(None, env={}).console.enabled

@@ -26,6 +26,9 @@ Every section is optional; with no file at all the listener runs on the defaults
                         backoff, backoff_cap
     [health]            enabled, window, threshold, recover_share, min_ends, interval: when
                         `serve` tells notice handlers that webhooks are degraded
+    [console]           read_token, admin_token (as env:/file: references), refresh,
+                        page_size, session_hours: the operator console under /ui, served
+                        only when a token is set
     [handlers.<plugin>] settings for the plugin module's `configure(mapping)`; <plugin> is
                         a ready plugin's short name (`save` for `handlers.save`) or a
                         module path
@@ -34,8 +37,8 @@ Environment overrides, applied over the file: `LISTENER_<KEY>` sets a scalar key
 `[listener]` (`LISTENER_STORE`, `LISTENER_PUBLIC_URL`, `LISTENER_CALLBACK_SECRET`,
 `LISTENER_MAX_BODY_BYTES`, `LISTENER_METRICS_TOKEN`, `LISTENER_ENTRY_POINTS`,
 `LISTENER_RETENTION_DAYS`) and
-`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]`, `[poller]`, `[streams]` or
-`[health]`
+`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]`, `[poller]`, `[streams]`,
+`[health]` or `[console]`
 (`LISTENER_SERVER_PORT`, `LISTENER_POLLER_GRACE`, ...). The text is read as the key's
 type: numbers as written, booleans as true/false/yes/no/on/off/1/0, and an empty value or
 `none` clears a key that may be absent (`deadline`, `public_url`, `callback_secret`). An

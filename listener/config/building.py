@@ -156,6 +156,7 @@ def build_listener(
             streams=config.streams,
             receiver=config.receiver,
             health=config.health,
+            console=config.console,
             retention=config.retention_days * _DAY if retention else None,
         )
     except PluginError as exc:

@@ -22,6 +22,7 @@ from listener.config.reading import (
     _shown,
 )
 from listener.config.schema import (
+    _CONSOLE_TOKENS,
     _ENV_SECTIONS,
     _INLINE_WARNED,
     _LISTENER_ALL_KEYS,
@@ -40,6 +41,7 @@ from listener.config.schema import (
     _at_least,
     _Key,
 )
+from listener.console.settings import ConsoleSettings
 from listener.dispatch import DispatchSettings
 from listener.notices import NoticeSettings
 from listener.poller import PollSchedule, PollSettings
@@ -96,6 +98,10 @@ def load_config(
         values = _scalars(reader, name, table, keys)
         values.update(_section_env(reader, env, prefix, name, keys))
         sections[name] = values
+    for key in _CONSOLE_TOKENS:
+        value = document.get("console", {}).get(key)
+        if isinstance(value, str) and value and not _is_reference(value):
+            reader.inline_secret(f"console.{key}")
 
     providers = _providers(reader, reader.table("providers", document.get("providers", {})))
     sources = _sources(
@@ -119,6 +125,7 @@ def load_config(
         streams=_settings(reader, "streams", StreamSettings, sections["streams"]),
         receiver=_settings(reader, "listener", ReceiverSettings, receiver),
         health=_settings(reader, "health", NoticeSettings, sections["health"]),
+        console=_settings(reader, "console", ConsoleSettings, sections["console"]),
         handlers=MappingProxyType(handlers),
         notices=tuple(reader.notices),
         **top,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from listener.console.settings import MIN_TOKEN_LENGTH, ConsoleSettings
 from listener.dispatch import DispatchSettings
 from listener.notices import NoticeSettings
 from listener.poller import PollSettings
@@ -115,6 +116,7 @@ class Config:
     streams: StreamSettings = field(default_factory=StreamSettings)
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     health: NoticeSettings = field(default_factory=NoticeSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Warnings about the file (secrets written inline), shown by the command line.
     notices: tuple[str, ...] = field(default=(), compare=False)
@@ -137,7 +139,8 @@ class Config:
             f"server={self.server!r}, "
             f"sources={self.sources!r}, providers={self.providers!r}, "
             f"dispatch={self.dispatch!r}, poller={self.poller!r}, streams={self.streams!r}, "
-            f"receiver={self.receiver!r}, health={self.health!r}, handlers={handlers!r})"
+            f"receiver={self.receiver!r}, health={self.health!r}, console={self.console!r}, "
+            f"handlers={handlers!r})"
         )
 
 
@@ -269,6 +272,21 @@ _HEALTH_KEYS: Final[Mapping[str, _Key]] = {
     "interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
 }
 
+# [console] keys are `ConsoleSettings` fields; the tokens belong in references.
+_TOKEN = f"a string of at least {MIN_TOKEN_LENGTH} characters"
+_CONSOLE_KEYS: Final[Mapping[str, _Key]] = {
+    "read_token": _Key(
+        "str", _TOKEN, lambda t: len(t) >= MIN_TOKEN_LENGTH, optional=True, secret=True
+    ),
+    "admin_token": _Key(
+        "str", _TOKEN, lambda t: len(t) >= MIN_TOKEN_LENGTH, optional=True, secret=True
+    ),
+    "refresh": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "page_size": _Key("int", "a whole number from 1 to 500", lambda n: 1 <= n <= 500),
+    "session_hours": _Key("float", "a number of hours > 0", _above(0)),
+}
+_CONSOLE_TOKENS: Final = ("read_token", "admin_token")
+
 _SECTIONS: Final = (
     "listener",
     "server",
@@ -278,6 +296,7 @@ _SECTIONS: Final = (
     "poller",
     "streams",
     "health",
+    "console",
     "handlers",
 )
 _SOURCE_KEYS: Final = ("provider", "scheme", "secrets", "tolerance", "options")
@@ -289,4 +308,5 @@ _ENV_SECTIONS: Final[Mapping[str, tuple[str, Mapping[str, _Key]]]] = {
     "POLLER": ("poller", _POLLER_KEYS),
     "STREAMS": ("streams", _STREAMS_KEYS),
     "HEALTH": ("health", _HEALTH_KEYS),
+    "CONSOLE": ("console", _CONSOLE_KEYS),
 }

@@ -51,15 +51,14 @@ def run_history_plan(d: Dialect, run_id: str, *, limit: int) -> Plan[RunHistory]
             event = event_from_row(row, d.time_value, d.json_value)
             made[event.delivery_id] = event
     for row in rows:
-        event = made.get(row["delivery_id"])
-        if event is None:
+        if row["delivery_id"] not in made:
             continue
         transitions.append(
             PastTransition(
                 run_id=run_id,
                 status=RunStatus(row["status"]),
                 created_at=d.time_value(row["created_at"]),
-                event=event,
+                event=made[row["delivery_id"]],
             )
         )
     return RunHistory(events=events, transitions=transitions)
