@@ -1030,6 +1030,8 @@ def test_console_tokens_are_checked_and_inline_ones_warned_about(tmp_path: Path)
     config = load_config(inline, env={})
     assert [notice.split(": ")[1] for notice in config.notices] == ["console.read_token"]
     assert "an-inline-console-token" not in " ".join(config.notices)
-    env = load_config(None, env={"LISTENER_CONSOLE_READ_TOKEN": "x" * 16})
-    assert env.console.read_token == "x" * 16
-    assert not load_config(None, env={}).console.enabled
+    # LISTENER_CONSOLE_* is no override prefix: the tokens' own variables may use it.
+    assert not load_config(None, env={"LISTENER_CONSOLE_TOKEN": "x" * 16}).console.enabled
+    unknown = write(tmp_path, '[console]\nread_tokn = "env:T"\n')
+    with pytest.raises(ConfigError, match="read_tokn"):
+        load_config(unknown, env={"T": "t" * 16})

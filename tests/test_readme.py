@@ -278,3 +278,30 @@ def test_recovering_in_bulk(tmp_path: Path) -> None:
         " 0 still unroutable, 0 skipped",
     ]
     assert "replay: chunk 1: 3 matched, 3 replayed" in done.stderr
+
+
+async def test_the_console_section_serves_the_console(tmp_path: Path) -> None:
+    from helpers import serve
+
+    from listener.config import build_listener, load_config
+
+    path = tmp_path / "listener.toml"
+    path.write_text(
+        f'[listener]\nstore = "sqlite:///{tmp_path / "c.db"}"\n' + block_after("## Console", "toml")
+    )
+    env = {
+        "LISTENER_CONSOLE_TOKEN": "a-read-token-of-some-length",
+        "LISTENER_CONSOLE_ADMIN_TOKEN": "an-admin-token-of-some-length",
+    }
+    config = load_config(path, env=env)
+    assert config.console.refresh == 5
+    assert config.notices == ()
+    listener = build_listener(config)
+    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+        login = await client.post("/ui/login", data={"token": env["LISTENER_CONSOLE_TOKEN"]})
+        assert login.status_code == 303
+        page = await client.get("/ui/runs")
+        assert page.status_code == 200
+        assert "No runs match." in page.text
+        bearer = {"authorization": f"Bearer {env['LISTENER_CONSOLE_ADMIN_TOKEN']}"}
+        assert (await client.get("/ui/audit", headers=bearer)).status_code == 200

@@ -37,8 +37,8 @@ Environment overrides, applied over the file: `LISTENER_<KEY>` sets a scalar key
 `[listener]` (`LISTENER_STORE`, `LISTENER_PUBLIC_URL`, `LISTENER_CALLBACK_SECRET`,
 `LISTENER_MAX_BODY_BYTES`, `LISTENER_METRICS_TOKEN`, `LISTENER_ENTRY_POINTS`,
 `LISTENER_RETENTION_DAYS`) and
-`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]`, `[poller]`, `[streams]`,
-`[health]` or `[console]`
+`LISTENER_<SECTION>_<KEY>` a key of `[server]`, `[dispatch]`, `[poller]`, `[streams]` or
+`[health]`
 (`LISTENER_SERVER_PORT`, `LISTENER_POLLER_GRACE`, ...). The text is read as the key's
 type: numbers as written, booleans as true/false/yes/no/on/off/1/0, and an empty value or
 `none` clears a key that may be absent (`deadline`, `public_url`, `callback_secret`). An

@@ -22,6 +22,7 @@ from listener.config.reading import (
     _shown,
 )
 from listener.config.schema import (
+    _CONSOLE_KEYS,
     _CONSOLE_TOKENS,
     _ENV_SECTIONS,
     _INLINE_WARNED,
@@ -98,8 +99,11 @@ def load_config(
         values = _scalars(reader, name, table, keys)
         values.update(_section_env(reader, env, prefix, name, keys))
         sections[name] = values
+    console = reader.table("console", document.get("console", {}))
+    reader.check_keys("console", console, _CONSOLE_KEYS)
+    sections["console"] = _scalars(reader, "console", console, _CONSOLE_KEYS)
     for key in _CONSOLE_TOKENS:
-        value = document.get("console", {}).get(key)
+        value = console.get(key)
         if isinstance(value, str) and value and not _is_reference(value):
             reader.inline_secret(f"console.{key}")
 

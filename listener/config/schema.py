@@ -272,7 +272,8 @@ _HEALTH_KEYS: Final[Mapping[str, _Key]] = {
     "interval": _Key("float", _SECONDS_POSITIVE, _above(0)),
 }
 
-# [console] keys are `ConsoleSettings` fields; the tokens belong in references.
+# [console] keys are `ConsoleSettings` fields; the tokens belong in references. It takes no
+# LISTENER_CONSOLE_* overrides: that prefix is left free for the tokens' own variables.
 _TOKEN = f"a string of at least {MIN_TOKEN_LENGTH} characters"
 _CONSOLE_KEYS: Final[Mapping[str, _Key]] = {
     "read_token": _Key(
@@ -308,5 +309,4 @@ _ENV_SECTIONS: Final[Mapping[str, tuple[str, Mapping[str, _Key]]]] = {
     "POLLER": ("poller", _POLLER_KEYS),
     "STREAMS": ("streams", _STREAMS_KEYS),
     "HEALTH": ("health", _HEALTH_KEYS),
-    "CONSOLE": ("console", _CONSOLE_KEYS),
 }
