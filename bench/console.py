@@ -216,9 +216,9 @@ async def time_pages(store: Store, runs: int, t0: datetime, repeat: int) -> dict
 
 
 def report(backend: str, fill_seconds: float, times: dict[str, list[float]]) -> None:
-    print(f"\n{backend}: filled in {fill_seconds:.1f} s")
+    stored = int(times.pop("stored events")[0])
+    print(f"\n{backend}: filled in {fill_seconds:.1f} s; {stored} events stored")
     print(f"  {'page':<26} {'median ms':>10} {'p95 ms':>8}  goal < {GOAL_MS:.0f} ms")
-    print(f"  stored: {int(times.pop('stored events')[0])} events")
     for name, samples in times.items():
         p95 = percentile(samples, 0.95) or 0.0
         median = statistics.median(samples)

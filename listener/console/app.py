@@ -413,7 +413,8 @@ class Console:
                 session=session,
             )
         back = form.get("back") or str(request.url_for("console:calls"))
-        if not back.startswith("/") or back.startswith("//"):
+        # Only a path on this site: "//host" and "/\\host" would leave it.
+        if not back.startswith("/") or back.startswith("//") or "\\" in back:
             back = str(request.url_for("console:calls"))
         return _secured(RedirectResponse(back, 303))
 

@@ -188,6 +188,7 @@ def build_timeline(
                 status=call.status.value,
                 detail={
                     "call_id": call.id,
+                    "state": call.state.value,
                     "attempts": call.attempts,
                     "replays": call.replays,
                     "updated_at": call.updated_at,

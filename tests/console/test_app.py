@@ -175,6 +175,13 @@ async def test_an_admin_replays_a_dead_letter_and_it_is_audited(served: Served) 
         ]
         assert audit[0].actor.startswith("admin (")
         assert "replay call" in (await client.get("/ui/audit")).text
+        for away in ("//evil.example/x", "/\\evil.example/x", "https://evil.example/"):
+            answer = await client.post(
+                "/ui/calls/replay", data={"call_id": str(call_id), "csrf": csrf, "back": away}
+            )
+            assert answer.status_code == 303
+            assert answer.headers["location"].endswith("/ui/calls")
+            await wait_for(replayed, "the replayed call to be done")
         missing = await client.post("/ui/calls/replay", data={"call_id": "999999", "csrf": csrf})
         assert missing.status_code == 409
         assert "nothing replayed" in missing.text
