@@ -23,10 +23,8 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 from listener.client import CallbackPlan, RunClient, RunHandle
-from listener.console.settings import ConsoleSettings
 from listener.dispatch import Dispatcher, DispatchSettings
 from listener.events import RunEvent, RunStatus
 from listener.following import ChangeFollower
@@ -91,9 +89,8 @@ class Listener:
     stream is healthy), and `receiver` how the webhook endpoints answer
     (`ReceiverSettings`), and `health` when handlers registered with `on_notice` hear
     that a source's provider's webhooks are degraded or recovered (`NoticeSettings`; the
-    window is evaluated where handlers are dispatched), and `console` whether the operator
-    console is served under `/ui` of `asgi()` (`ConsoleSettings`: only with a token). Each
-    is checked when it is made, so a bad value is a `ValueError` naming it.
+    window is evaluated where handlers are dispatched). Each is checked when it is made, so a bad
+    value is a `ValueError` naming it.
 
     Retention: with `retention` seconds (at least one day; None or 0 keeps everything),
     the started listener deletes what is finished and older than that (see
@@ -122,7 +119,6 @@ class Listener:
         health: NoticeSettings = NoticeSettings(),
         retention: float | None = None,
         retention_interval: float = DEFAULT_INTERVAL,
-        console: ConsoleSettings = ConsoleSettings(),
     ) -> None:
         if store is not None and store_url is not None:
             raise ValueError("give store_url or store, not both")
@@ -131,7 +127,6 @@ class Listener:
         _check_settings("streams", streams, StreamSettings)
         _check_settings("receiver", receiver, ReceiverSettings)
         _check_settings("health", health, NoticeSettings)
-        _check_settings("console", console, ConsoleSettings)
         if retention:
             check_age(retention, "retention")
         if not retention_interval > 0:
@@ -151,7 +146,6 @@ class Listener:
         self.retention_interval = retention_interval
         self._pruner: Pruner | None = None
         self.health = health
-        self.console = console
         self._watcher: NoticeWatcher | None = None
         # What start() started, closed by stop() in reverse order.
         self._parts: contextlib.AsyncExitStack | None = None
@@ -455,11 +449,6 @@ class Listener:
         """The Starlette app; its own lifespan starts and stops the listener."""
         if self._app is None:
             self._app = create_app(self.receiver, lifespan=self.lifespan)
-            if self.console.enabled:
-                # Imported only when configured: the console's templates need Jinja2.
-                from listener.console.app import console_app
-
-                self._app.router.routes.append(Mount("/ui", app=console_app(self, self.console)))
         return self._app
 
     # -- retention -----------------------------------------------------------------------

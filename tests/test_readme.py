@@ -283,7 +283,8 @@ def test_recovering_in_bulk(tmp_path: Path) -> None:
 async def test_the_console_section_serves_the_console(tmp_path: Path) -> None:
     from helpers import serve
 
-    from listener.config import build_listener, load_config
+    from listener.cli.serve import service_app
+    from listener.config import load_config
 
     path = tmp_path / "listener.toml"
     path.write_text(
@@ -296,8 +297,7 @@ async def test_the_console_section_serves_the_console(tmp_path: Path) -> None:
     config = load_config(path, env=env)
     assert config.console.refresh == 5
     assert config.notices == ()
-    listener = build_listener(config)
-    async with serve(listener.asgi()) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(service_app(config)) as url, httpx.AsyncClient(base_url=url) as client:
         login = await client.post("/ui/login", data={"token": env["LISTENER_CONSOLE_TOKEN"]})
         assert login.status_code == 303
         page = await client.get("/ui/runs")

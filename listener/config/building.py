@@ -156,7 +156,6 @@ def build_listener(
             streams=config.streams,
             receiver=config.receiver,
             health=config.health,
-            console=config.console,
             retention=config.retention_days * _DAY if retention else None,
         )
     except PluginError as exc:

@@ -360,7 +360,14 @@ class Console:
         return self.render(
             request,
             name,
-            {"query": query, "calls": page.items, "next_url": next_url, "live": live},
+            {
+                "query": query,
+                "calls": page.items,
+                "next_url": next_url,
+                "live": live,
+                # Where a replay button returns: this list with its filters.
+                "back": request.url.path + "?" + urlencode(query.given),
+            },
             session=session,
         )
 

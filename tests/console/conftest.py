@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from helpers import serve
+from starlette.routing import Mount
 
 from console.support import ADMIN_TOKEN, READ_TOKEN, SCHEME, Served
 from listener import DispatchSettings, Listener, RunEvent, Source
 from listener.console import ConsoleSettings
+from listener.console.app import console_app
 
 
 @pytest.fixture
@@ -22,8 +24,8 @@ async def served(store_url: str) -> AsyncIterator[Served]:
         dispatch=DispatchSettings(
             sweep_interval=0.02, backoff_base=0.001, backoff_cap=0.01, max_attempts=1
         ),
-        console=ConsoleSettings(read_token=READ_TOKEN, admin_token=ADMIN_TOKEN, refresh=0.5),
     )
+    settings = ConsoleSettings(read_token=READ_TOKEN, admin_token=ADMIN_TOKEN, refresh=0.5)
     failing = {"on": True}
 
     @listener.on("failed", name="flaky")
@@ -31,5 +33,8 @@ async def served(store_url: str) -> AsyncIterator[Served]:
         if failing["on"]:
             raise RuntimeError(f"flaky refused {event.run_id}")
 
-    async with serve(listener.asgi()) as url:
+    # Mounted as `listener serve` mounts it.
+    app = listener.asgi()
+    app.router.routes.append(Mount("/ui", app=console_app(listener, settings)))
+    async with serve(app) as url:
         yield Served(listener=listener, url=url, failing=failing)
