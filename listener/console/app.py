@@ -29,6 +29,7 @@ from listener.console.queries import CallQuery, FilterError, RunQuery, build_tim
 from listener.console.settings import ConsoleSettings
 from listener.console.strip import health_strip
 from listener.errors import RecoveryError
+from listener.events import Origin
 from listener.metrics import Metrics
 from listener.recording import EventRecorder
 from listener.recovery import CallFilter, check_handler_names
@@ -298,10 +299,23 @@ class Console:
 
     async def deliveries(self, request: Request, session: auth.Session) -> Response:
         store = self.backend.store
-        cursor = request.query_params.get("cursor") or None
-        ucursor = request.query_params.get("ucursor") or None
+        params = request.query_params
+        cursor = params.get("cursor") or None
+        ucursor = params.get("ucursor") or None
+        origin_word = params.get("origin") or None
         try:
-            events = await store.list_events(limit=self.settings.page_size, cursor=cursor)
+            origin = Origin(origin_word) if origin_word is not None else None
+        except ValueError:
+            known = ", ".join(o.value for o in Origin)
+            return _secured(Response(f"origin must be one of {known}\n", status_code=400))
+        given = {name: params[name] for name in ("origin", "run_id") if params.get(name)}
+        try:
+            events = await store.list_events(
+                run_id=params.get("run_id") or None,
+                origin=origin,
+                limit=self.settings.page_size,
+                cursor=cursor,
+            )
             unroutable = await store.list_unroutable(limit=self.settings.page_size, cursor=ucursor)
         except ValueError:
             return _secured(Response("invalid page cursor\n", status_code=400))
@@ -323,7 +337,9 @@ class Console:
             "deliveries.html",
             {
                 "events": events.items,
-                "next_events": f"?{urlencode({'cursor': events.next_cursor})}"
+                "given": given,
+                "origins": [o.value for o in Origin],
+                "next_events": f"?{urlencode({**given, 'cursor': events.next_cursor})}"
                 if events.next_cursor
                 else None,
                 "unroutable": rows,

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from console.support import ADMIN_TOKEN, READ_TOKEN, Served
-from listener import RunStatus
+from listener import Origin, RunEvent, RunStatus
 from listener.cli.serve import service_app
 from listener.config import load_config
 from listener.console import ConsoleSettings
@@ -286,3 +286,29 @@ async def test_static_files_are_served(served: Served, name: str) -> None:
         answer = await client.get(f"/ui/static/{name}")
         assert answer.status_code == 200
         assert (await client.get("/ui/static/../app.py")).status_code == 404
+
+
+async def test_deliveries_are_filtered_by_origin_and_run(served: Served) -> None:
+    await served.record("run-a", RunStatus.RUNNING, delivery_id="hook-a")
+    await served.listener.record(
+        RunEvent(
+            delivery_id="poll-b",
+            provider="local",
+            application="routing",
+            run_id="run-b",
+            status=RunStatus.RUNNING,
+            origin=Origin.POLL,
+            payload={},
+        )
+    )
+    async with httpx.AsyncClient(base_url=served.url, headers=READ) as client:
+        everything = (await client.get("/ui/deliveries")).text
+        assert "hook-a" in everything
+        assert "poll-b" in everything
+        polled = (await client.get("/ui/deliveries?origin=poll")).text
+        assert "poll-b" in polled
+        assert "hook-a" not in polled
+        one = (await client.get("/ui/deliveries?run_id=run-a")).text
+        assert "hook-a" in one
+        assert "poll-b" not in one
+        assert (await client.get("/ui/deliveries?origin=carrier-pigeon")).status_code == 400
