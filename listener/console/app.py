@@ -36,7 +36,7 @@ from listener.recovery import CallFilter, check_handler_names
 from listener.redaction import redact_headers
 from listener.registry import Handlers
 from listener.sources import Source
-from listener.store.base import Store
+from listener.store.base import Store, StoreUnavailable
 
 __all__ = ["ConsoleBackend", "console_app"]
 
@@ -150,7 +150,11 @@ class Console:
                 self.backend.store  # noqa: B018  # raises while the listener is stopped
             except RuntimeError:
                 return _secured(Response("the listener is not started\n", status_code=503))
-            return await handler(request, session)
+            try:
+                return await handler(request, session)
+            except StoreUnavailable:
+                # Said plainly, and the live refresh simply tries again later.
+                return _secured(Response("the store is unavailable\n", status_code=503))
 
         return endpoint
 
