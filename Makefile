@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
+	$(BIN)/mypy bench/console.py
 
 test: lint
 	$(BIN)/coverage erase
@@ -47,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/reliability.py
 	$(BIN)/python bench/flow_end.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache

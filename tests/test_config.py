@@ -1034,3 +1034,39 @@ def test_learning_durations_can_be_turned_off(tmp_path: Path) -> None:
     assert off.poller.learn is None
     env = {"LISTENER_POLLER_LEARN_REFRESH": "5"}
     assert load_config(None, env=env).poller.learn == LearnSettings(refresh=5.0)
+
+
+def test_console_tokens_come_from_references_and_are_never_shown(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[console]\nread_token = "env:READ_T"\nadmin_token = "env:ADMIN_T"\nrefresh = 2\n',
+    )
+    read, admin = "r" * 20, "a" * 20
+    config = load_config(path, env={"READ_T": read, "ADMIN_T": admin})
+    assert config.console.read_token == read
+    assert config.console.admin_token == admin
+    assert config.console.refresh == 2
+    assert config.console.enabled
+    assert read not in repr(config)
+    assert admin not in repr(config)
+    assert config.notices == ()
+    from listener.cli.serve import service_app
+
+    assert "/ui" in [getattr(route, "path", "") for route in service_app(config).routes]
+
+
+def test_console_tokens_are_checked_and_inline_ones_warned_about(tmp_path: Path) -> None:
+    short = write(tmp_path, '[console]\nadmin_token = "env:T"\n')
+    with pytest.raises(
+        ConfigError, match=r"console\.admin_token: expected a string of at least 16"
+    ):
+        load_config(short, env={"T": "short"})
+    inline = write(tmp_path, '[console]\nread_token = "an-inline-console-token"\n')
+    config = load_config(inline, env={})
+    assert [notice.split(": ")[1] for notice in config.notices] == ["console.read_token"]
+    assert "an-inline-console-token" not in " ".join(config.notices)
+    # LISTENER_CONSOLE_* is no override prefix: the tokens' own variables may use it.
+    assert not load_config(None, env={"LISTENER_CONSOLE_TOKEN": "x" * 16}).console.enabled
+    unknown = write(tmp_path, '[console]\nread_tokn = "env:T"\n')
+    with pytest.raises(ConfigError, match="read_tokn"):
+        load_config(unknown, env={"T": "t" * 16})

@@ -296,3 +296,30 @@ def test_endpoint_configuration_loads(tmp_path: Path) -> None:
     listener = build_listener(config)
     [handler] = listener.handlers.notice_handlers("webhooks_degraded", "nextmv")
     assert handler.name == NOTICE_HANDLER_NAME
+
+
+async def test_the_console_section_serves_the_console(tmp_path: Path) -> None:
+    from helpers import serve
+
+    from listener.cli.serve import service_app
+    from listener.config import load_config
+
+    path = tmp_path / "listener.toml"
+    path.write_text(
+        f'[listener]\nstore = "sqlite:///{tmp_path / "c.db"}"\n' + block_after("## Console", "toml")
+    )
+    env = {
+        "LISTENER_CONSOLE_TOKEN": "a-read-token-of-some-length",
+        "LISTENER_CONSOLE_ADMIN_TOKEN": "an-admin-token-of-some-length",
+    }
+    config = load_config(path, env=env)
+    assert config.console.refresh == 5
+    assert config.notices == ()
+    async with serve(service_app(config)) as url, httpx.AsyncClient(base_url=url) as client:
+        login = await client.post("/ui/login", data={"token": env["LISTENER_CONSOLE_TOKEN"]})
+        assert login.status_code == 303
+        page = await client.get("/ui/runs")
+        assert page.status_code == 200
+        assert "No runs match." in page.text
+        bearer = {"authorization": f"Bearer {env['LISTENER_CONSOLE_ADMIN_TOKEN']}"}
+        assert (await client.get("/ui/audit", headers=bearer)).status_code == 200

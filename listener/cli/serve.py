@@ -75,13 +75,27 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     )
 
 
+def service_app(config: Config) -> Starlette:
+    """The service's ASGI app as `config` describes it: the listener's routes, and the
+    operator console under `/ui` when `[console]` names a token (imported only then)."""
+    listener = build_listener(config)
+    app = listener.asgi()
+    if config.console.enabled:
+        from starlette.routing import Mount
+
+        from listener.console.app import console_app
+
+        app.router.routes.append(Mount("/ui", app=console_app(listener, config.console)))
+    return app
+
+
 def create_app() -> Starlette:
     """The ASGI app for `uvicorn --factory listener.cli:create_app` (one per worker);
     the configuration comes from `$LISTENER_CONFIG` or `./listener.toml`."""
     config = load_config(find_config(None))
     _setup_logging(config.server.log_level, config.server.log_format)
     access_log.install()
-    return build_listener(config).asgi()
+    return service_app(config)
 
 
 def uvicorn_options(server: ServerConfig) -> dict[str, Any]:
@@ -213,7 +227,7 @@ def serve(
         asyncio.run(_check_store(config))
         _serve_workers(config, server, reload)
         return
-    app = build_listener(config).asgi()
+    app = service_app(config)
     asyncio.run(_check_store(config))
     _serve_one(app, server)
 

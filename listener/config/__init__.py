@@ -32,6 +32,9 @@ Every section is optional; with no file at all the listener runs on the defaults
                         `serve` tells notice handlers that webhooks are degraded
     [webhooks]          ensure (off, start, degraded), endpoint_prefix, description: whether
                         `serve` checks and repairs the account webhook endpoints
+    [console]           read_token, admin_token (as env:/file: references), refresh,
+                        page_size, session_hours: the operator console under /ui, served
+                        only when a token is set
     [handlers.<plugin>] settings for the plugin module's `configure(mapping)`; <plugin> is
                         a ready plugin's short name (`save` for `handlers.save`) or a
                         module path

@@ -22,6 +22,8 @@ from listener.config.reading import (
     _shown,
 )
 from listener.config.schema import (
+    _CONSOLE_KEYS,
+    _CONSOLE_TOKENS,
     _ENV_SECTIONS,
     _INLINE_WARNED,
     _LISTENER_ALL_KEYS,
@@ -40,6 +42,7 @@ from listener.config.schema import (
     _at_least,
     _Key,
 )
+from listener.console.settings import ConsoleSettings
 from listener.dispatch import DispatchSettings
 from listener.endpoint_keeper import WebhookSettings
 from listener.notices import NoticeSettings
@@ -99,6 +102,13 @@ def load_config(
         values = _scalars(reader, name, table, keys)
         values.update(_section_env(reader, env, prefix, name, keys))
         sections[name] = values
+    console = reader.table("console", document.get("console", {}))
+    reader.check_keys("console", console, _CONSOLE_KEYS)
+    sections["console"] = _scalars(reader, "console", console, _CONSOLE_KEYS)
+    for key in _CONSOLE_TOKENS:
+        value = console.get(key)
+        if isinstance(value, str) and value and not _is_reference(value):
+            reader.inline_secret(f"console.{key}")
 
     providers = _providers(reader, reader.table("providers", document.get("providers", {})))
     sources = _sources(
@@ -123,6 +133,7 @@ def load_config(
         receiver=_settings(reader, "listener", ReceiverSettings, receiver),
         health=_settings(reader, "health", NoticeSettings, sections["health"]),
         webhooks=_settings(reader, "webhooks", WebhookSettings, sections["webhooks"]),
+        console=_settings(reader, "console", ConsoleSettings, sections["console"]),
         handlers=MappingProxyType(handlers),
         notices=tuple(reader.notices),
         **top,

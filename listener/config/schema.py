@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from listener.console.settings import MIN_TOKEN_LENGTH, ConsoleSettings
 from listener.dispatch import DispatchSettings
 from listener.endpoint_keeper import ENSURE_MODES, WebhookSettings
 from listener.notices import NoticeSettings
@@ -117,6 +118,7 @@ class Config:
     receiver: ReceiverSettings = field(default_factory=ReceiverSettings)
     health: NoticeSettings = field(default_factory=NoticeSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Warnings about the file (secrets written inline), shown by the command line.
     notices: tuple[str, ...] = field(default=(), compare=False)
@@ -140,7 +142,8 @@ class Config:
             f"sources={self.sources!r}, providers={self.providers!r}, "
             f"dispatch={self.dispatch!r}, poller={self.poller!r}, streams={self.streams!r}, "
             f"receiver={self.receiver!r}, health={self.health!r}, "
-            f"webhooks={self.webhooks!r}, handlers={handlers!r})"
+            f"webhooks={self.webhooks!r}, console={self.console!r}, "
+            f"handlers={handlers!r})"
         )
 
 
@@ -297,6 +300,22 @@ _WEBHOOKS_KEYS: Final[Mapping[str, _Key]] = {
     "description": _Key("str", "a string"),
 }
 
+# [console] keys are `ConsoleSettings` fields; the tokens belong in references. It takes no
+# LISTENER_CONSOLE_* overrides: that prefix is left free for the tokens' own variables.
+_TOKEN = f"a string of at least {MIN_TOKEN_LENGTH} characters"
+_CONSOLE_KEYS: Final[Mapping[str, _Key]] = {
+    "read_token": _Key(
+        "str", _TOKEN, lambda t: len(t) >= MIN_TOKEN_LENGTH, optional=True, secret=True
+    ),
+    "admin_token": _Key(
+        "str", _TOKEN, lambda t: len(t) >= MIN_TOKEN_LENGTH, optional=True, secret=True
+    ),
+    "refresh": _Key("float", _SECONDS_POSITIVE, _above(0)),
+    "page_size": _Key("int", "a whole number from 1 to 500", lambda n: 1 <= n <= 500),
+    "session_hours": _Key("float", "a number of hours > 0", _above(0)),
+}
+_CONSOLE_TOKENS: Final = ("read_token", "admin_token")
+
 _SECTIONS: Final = (
     "listener",
     "server",
@@ -307,6 +326,7 @@ _SECTIONS: Final = (
     "streams",
     "health",
     "webhooks",
+    "console",
     "handlers",
 )
 _SOURCE_KEYS: Final = ("provider", "scheme", "secrets", "tolerance", "options")

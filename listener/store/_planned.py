@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from listener.events import Origin, RunEvent, RunStatus, Transition
 from listener.store import _plans as plans
 from listener.store.base import (
     REPLAYABLE_STATES,
+    AuditRecord,
     CallState,
     Change,
     HandlerCall,
@@ -25,6 +26,7 @@ from listener.store.base import (
     PruneCounts,
     RecordResult,
     RunEnd,
+    RunHistory,
     RunRecord,
     StoreCounts,
     UnroutableRecord,
@@ -305,6 +307,27 @@ class PlannedStore:
         ids, texts = tuple(remove), dict(reasons or {})
         return await self._write_plan(
             lambda: plans.settle_unroutable_plan(self.dialect, remove=ids, reasons=texts)
+        )
+
+    async def run_history(self, run_id: str, *, limit: int = 1000) -> RunHistory:
+        return await self._read_plan(
+            lambda: plans.run_history_plan(self.dialect, run_id, limit=limit)
+        )
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def record_audit(
+        self, *, actor: str, action: str, count: int, detail: Mapping[str, Any]
+    ) -> int:
+        return await self._write_plan(
+            lambda: plans.record_audit_plan(
+                self.dialect, actor=actor, action=action, count=count, detail=detail
+            )
+        )
+
+    async def list_audit(self, *, limit: int = 100, cursor: str | None = None) -> Page[AuditRecord]:
+        return await self._read_plan(
+            lambda: plans.list_audit_plan(self.dialect, limit=limit, cursor=cursor)
         )
 
     # -- polling -----------------------------------------------------------------------

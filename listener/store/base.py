@@ -18,6 +18,7 @@ from listener.events import Origin, RunEvent, RunStatus, Transition
 __all__ = [
     "ON_END_HANDLER_PREFIX",
     "REPLAYABLE_STATES",
+    "AuditRecord",
     "CallState",
     "Change",
     "HandlerCall",
@@ -27,12 +28,14 @@ __all__ = [
     "PruneCounts",
     "RecordResult",
     "RunEnd",
+    "RunHistory",
     "RunRecord",
     "SchemaTooNew",
     "Store",
     "StoreCounts",
     "StoreError",
     "StoreUnavailable",
+    "StoredEvent",
     "UnroutableRecord",
 ]
 
@@ -220,6 +223,35 @@ class WebhookEpisode:
     provider: str
     degraded: bool
     since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the store keeps it: with the time it was received."""
+
+    event: RunEvent
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunHistory:
+    """What the store holds of one run's story, oldest first (see `Store.run_history`)."""
+
+    events: list[StoredEvent]
+    transitions: list[PastTransition]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One operator action taken through a front end (the console): who took it, what it
+    was, how many rows it touched, and its details (filters, ids)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    count: int
+    detail: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +487,23 @@ class Store(Protocol):
     ) -> int:
         """In one transaction, delete the unroutable deliveries of `remove` and set the
         reason of those in `reasons`; how many were deleted."""
+        ...
+
+    async def run_history(self, run_id: str, *, limit: int = 1000) -> RunHistory:
+        """One run's stored events (with the time each was received) and transitions,
+        oldest first, at most `limit` of each."""
+        ...
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def record_audit(
+        self, *, actor: str, action: str, count: int, detail: Mapping[str, Any]
+    ) -> int:
+        """Keep one operator action (`AuditRecord`); its id."""
+        ...
+
+    async def list_audit(self, *, limit: int = 100, cursor: str | None = None) -> Page[AuditRecord]:
+        """Operator actions, newest first."""
         ...
 
     # -- polling -------------------------------------------------------------------------

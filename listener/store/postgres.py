@@ -150,6 +150,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at timestamptz NOT NULL
         )""",
     ),
+    # Operator actions taken in the console (`Store.record_audit`).
+    (
+        """CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            count integer NOT NULL DEFAULT 0,
+            detail jsonb NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX audit_by_at ON audit (at, id)",
+    ),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

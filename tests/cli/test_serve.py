@@ -193,3 +193,38 @@ async def test_create_app_reads_listener_config(
         answer = await client.get(f"{base_url}/readyz")
         assert answer.json() == {"status": "ready"}
     assert (tmp_path / "listener.db").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_mounts_the_console_when_a_token_is_set(tmp_path: Path, workers: int) -> None:
+    token = "a-console-token-of-some-length"
+    config = write_config(
+        tmp_path,
+        f'[listener]\nstore = "{store_url(tmp_path)}"\n'
+        '[console]\nread_token = "env:LISTENER_CONSOLE_TOKEN"\n',
+    )
+    port = free_port()
+    args = ["--config", str(config), "serve", "--workers", str(workers), "--port", str(port)]
+    with long_running(args, cwd=tmp_path, env={"LISTENER_CONSOLE_TOKEN": token}) as server:
+        server.wait_for_line("Application startup complete")
+        base = f"http://127.0.0.1:{port}"
+        refused = httpx.get(f"{base}/ui/runs", headers={"authorization": "Bearer no"})
+        assert refused.status_code == 401
+        page = httpx.get(
+            f"{base}/ui/runs", headers={"authorization": f"Bearer {token}"}, timeout=PROCESS_LIMIT
+        )
+        assert page.status_code == 200
+        assert "No runs match." in page.text
+        assert server.stop(signal.SIGTERM) == 0
+    # The access lines name the pages, never the token.
+    assert token not in "".join(server.stderr)
+
+
+def test_serve_without_a_console_token_serves_no_console(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f'[listener]\nstore = "{store_url(tmp_path)}"\n')
+    port = free_port()
+    args = ["--config", str(config), "serve", "--port", str(port)]
+    with long_running(args, cwd=tmp_path, env={}) as server:
+        server.wait_for_line("Application startup complete")
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/runs").status_code == 404
+        assert server.stop(signal.SIGTERM) == 0

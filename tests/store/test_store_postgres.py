@@ -41,6 +41,7 @@ async def test_tables_land_in_the_schema_named_by_the_url(
         "unroutable",
         "rate_budgets",
         "webhook_episodes",
+        "audit",
     }
 
 

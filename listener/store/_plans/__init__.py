@@ -20,6 +20,11 @@ from listener.store._plans.calls import (
     release_call_plan,
     replay_call_plan,
 )
+from listener.store._plans.console import (
+    list_audit_plan,
+    record_audit_plan,
+    run_history_plan,
+)
 from listener.store._plans.core import (
     CALL_SELECT,
     OPEN_STATUSES,
@@ -94,6 +99,7 @@ __all__ = [
     "get_event_plan",
     "get_run_plan",
     "in_step_waves",
+    "list_audit_plan",
     "list_calls_plan",
     "list_events_plan",
     "list_run_ends_plan",
@@ -104,6 +110,7 @@ __all__ = [
     "move_webhook_episode_plan",
     "ping_plan",
     "prune_plan",
+    "record_audit_plan",
     "record_plan",
     "record_unroutable_plan",
     "register_run_plan",
@@ -112,6 +119,7 @@ __all__ = [
     "replay_call_plan",
     "replay_calls_plan",
     "reschedule_poll_plan",
+    "run_history_plan",
     "scan_unroutable_plan",
     "schema_version_plan",
     "settle_unroutable_plan",

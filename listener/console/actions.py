@@ -1,0 +1,62 @@
+"""The console's actions, each through `listener.recovery` and each written to the audit:
+who (the session's label), what (the action and its filter), how many."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from listener.recording import EventRecorder
+from listener.recovery import (
+    CallFilter,
+    ReplayCounts,
+    ReprocessCounts,
+    counts_dict,
+    replay_calls,
+    reprocess_unroutable,
+)
+from listener.sources import Source
+from listener.store.base import CallState, Store
+
+__all__ = ["replay_by_filter", "replay_one", "reprocess"]
+
+
+async def replay_one(store: Store, actor: str, call_id: int) -> bool:
+    """Replay one dead or done call; audited when it was replayed."""
+    done = await store.replay_calls([call_id], states=(CallState.DEAD, CallState.DONE))
+    if done:
+        await store.record_audit(
+            actor=actor, action="replay call", count=len(done), detail={"call_ids": done}
+        )
+    return bool(done)
+
+
+async def replay_by_filter(
+    store: Store, actor: str, call_filter: CallFilter, *, dry_run: bool
+) -> ReplayCounts:
+    """`recovery.replay_calls` over the filter; a real run is audited with its counts."""
+    counts = await replay_calls(store, call_filter, dry_run=dry_run)
+    if not dry_run:
+        data = counts_dict(counts)
+        await store.record_audit(
+            actor=actor, action="replay by filter", count=counts.replayed, detail=data
+        )
+    return counts
+
+
+async def reprocess(
+    store: Store,
+    actor: str,
+    recorder: EventRecorder,
+    sources: Mapping[str, Source],
+    *,
+    dry_run: bool,
+) -> ReprocessCounts:
+    """`recovery.reprocess_unroutable`; a real run is audited with its counts."""
+    counts = await reprocess_unroutable(store, recorder, sources, dry_run=dry_run)
+    if not dry_run:
+        data: dict[str, Any] = counts_dict(counts)
+        await store.record_audit(
+            actor=actor, action="reprocess unroutable", count=counts.readable, detail=data
+        )
+    return counts
