@@ -97,4 +97,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN on_end TEXT",
         "ALTER TABLE runs ADD COLUMN on_end_context TEXT NOT NULL DEFAULT '{}'",
     ),
+    # Indexes the hot queries walk in their own order, so each reads about as many rows as
+    # it returns however large the tables grow: open runs by when they are due (the
+    # poller's claim), expired leases in claim order, done calls by age (retention).
+    (
+        "DROP INDEX runs_by_next_poll",
+        "DROP INDEX runs_by_deadline",
+        "CREATE INDEX runs_due ON runs ((CASE WHEN next_poll_at IS NULL THEN deadline"
+        " WHEN deadline IS NULL OR next_poll_at <= deadline THEN next_poll_at ELSE deadline END),"
+        " run_id) WHERE status IN ('queued', 'running')",
+        "DROP INDEX calls_leased",
+        "CREATE INDEX calls_leased ON handler_calls (lease_expires_at, id) WHERE state = 'running'",
+        "CREATE INDEX calls_done ON handler_calls (updated_at, id) WHERE state = 'done'",
+    ),
 )
