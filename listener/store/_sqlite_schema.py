@@ -99,7 +99,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Indexes the hot queries walk in their own order, so each reads about as many rows as
     # it returns however large the tables grow: open runs by when they are due (the
-    # poller's claim), expired leases in claim order, done calls by age (retention).
+    # poller's claim), expired leases in claim order, done calls by age (retention), open
+    # runs newest first (the streams' listing).
     (
         "DROP INDEX runs_by_next_poll",
         "DROP INDEX runs_by_deadline",
@@ -109,5 +110,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX calls_leased",
         "CREATE INDEX calls_leased ON handler_calls (lease_expires_at, id) WHERE state = 'running'",
         "CREATE INDEX calls_done ON handler_calls (updated_at, id) WHERE state = 'done'",
+        "CREATE INDEX runs_open ON runs (submitted_at, run_id)"
+        " WHERE status IN ('queued', 'running')",
     ),
 )

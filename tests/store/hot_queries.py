@@ -109,6 +109,9 @@ class HotQuery:
     # Its first statement reads rows in the order it wants them from an index, so it stops
     # at its limit however many rows qualify: no sort.
     in_order: bool = False
+    # The index its first statement must walk, where another would read far more rows
+    # than it returns when what it wants is rare.
+    index: str | None = None
 
 
 def hot_queries(d: plans.Dialect, runs: int, now: float) -> list[HotQuery]:
@@ -149,8 +152,9 @@ def hot_queries(d: plans.Dialect, runs: int, now: float) -> list[HotQuery]:
         HotQuery("list_runs", lambda: plans.list_runs_plan(d, status=None, **page), 101),
         HotQuery(
             "list_runs of open runs",
-            lambda: plans.list_runs_plan(d, status=[RunStatus.QUEUED, RunStatus.RUNNING], **page),
+            lambda: plans.list_runs_plan(d, status=[RunStatus.RUNNING, RunStatus.QUEUED], **page),
             101,
+            index="runs_open",
         ),
         HotQuery("list_events", lambda: plans.list_events_plan(d, run_id=None, **events), 101),
         HotQuery(

@@ -134,3 +134,6 @@ def test_a_hot_query_reads_through_indexes(filled: str, query: HotQuery, generic
         assert full_scans(tree) == [], (sql, tree)
     if query.in_order:
         assert sorts(seen[0][1]) == [], (seen[0][0], seen[0][1])
+    if query.index is not None:
+        used = {node.get("Index Name") for node in _nodes(seen[0][1])}
+        assert query.index in used, (seen[0][0], seen[0][1])

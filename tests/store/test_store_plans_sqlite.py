@@ -90,3 +90,5 @@ def test_a_hot_query_reads_through_indexes(filled: Path, query: HotQuery) -> Non
         assert full_scans(lines) == [], (sql, lines)
     if query.in_order:
         assert not any("TEMP B-TREE" in line for line in seen[0][1]), seen[0]
+    if query.index is not None:
+        assert any(f"INDEX {query.index}" in line for line in seen[0][1]), seen[0]

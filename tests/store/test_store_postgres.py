@@ -77,7 +77,7 @@ async def test_a_version_4_database_gains_the_indexes_of_version_5(pg_schema_url
                 " AND relname IN ('runs', 'handler_calls')"
             ).fetchall()
         )
-    assert {"runs_due", "calls_leased", "calls_done"} <= indexes
+    assert {"runs_due", "calls_leased", "calls_done", "runs_open"} <= indexes
     assert not {"runs_by_next_poll", "runs_by_deadline"} & indexes
     assert options == {"runs": ["fillfactor=80"], "handler_calls": ["fillfactor=80"]}
 

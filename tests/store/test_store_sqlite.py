@@ -211,6 +211,7 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
     with conn:  # back to what version 1 wrote
         conn.execute("DROP INDEX runs_due")
         conn.execute("DROP INDEX calls_done")
+        conn.execute("DROP INDEX runs_open")
         conn.execute("DROP INDEX calls_leased")
         conn.execute(
             "CREATE INDEX calls_leased ON handler_calls (lease_expires_at) WHERE state = 'running'"
