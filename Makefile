@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reliability.py
 	$(BIN)/python bench/flow_end.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache

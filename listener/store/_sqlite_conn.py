@@ -63,4 +63,5 @@ DIALECT = plans.Dialect(
     skip_locked="",
     due_calls_index=" INDEXED BY calls_due",
     leased_calls_index=" INDEXED BY calls_leased",
+    done_calls_index=" INDEXED BY calls_done",
 )

@@ -119,4 +119,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_by_at ON audit (at, id)",
     ),
+    # Indexes the hot queries walk in their own order, so each reads about as many rows as
+    # it returns however large the tables grow: open runs by when they are due (the
+    # poller's claim), expired leases in claim order, done calls by age (retention), open
+    # runs newest first (the streams' listing).
+    (
+        "DROP INDEX runs_by_next_poll",
+        "DROP INDEX runs_by_deadline",
+        "CREATE INDEX runs_due ON runs ((CASE WHEN next_poll_at IS NULL THEN deadline"
+        " WHEN deadline IS NULL OR next_poll_at <= deadline THEN next_poll_at ELSE deadline END),"
+        " run_id) WHERE status IN ('queued', 'running')",
+        "DROP INDEX calls_leased",
+        "CREATE INDEX calls_leased ON handler_calls (lease_expires_at, id) WHERE state = 'running'",
+        "CREATE INDEX calls_done ON handler_calls (updated_at, id) WHERE state = 'done'",
+        "CREATE INDEX runs_open ON runs (submitted_at, run_id)"
+        " WHERE status IN ('queued', 'running')",
+    ),
 )

@@ -9,7 +9,7 @@ import pytest
 
 from listener.events import RunEvent, RunStatus
 from listener.store import StoreUnavailable, open_store
-from listener.store.postgres import PostgresStore
+from listener.store.postgres import MIGRATIONS, PostgresStore
 
 
 def event(delivery: str, run: str = "r1") -> RunEvent:
@@ -43,6 +43,45 @@ async def test_tables_land_in_the_schema_named_by_the_url(
         "webhook_episodes",
         "audit",
     }
+
+
+async def test_a_version_4_database_gains_the_later_indexes(pg_schema_url: str) -> None:
+    with psycopg.connect(pg_schema_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at"
+            " timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, statements in enumerate(MIGRATIONS[:4], start=1):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [version])
+    store = PostgresStore(pg_schema_url)
+    await store.open()
+    try:
+        assert await store.schema_version() == len(MIGRATIONS) == 7
+        await store.record(event("d1"), ["h"])
+        assert [
+            call.handler for call in await store.claim_calls("me", limit=5, lease_seconds=9)
+        ] == ["h"]
+    finally:
+        await store.close()
+    with psycopg.connect(pg_schema_url) as conn:
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            )
+        }
+        options: dict[str, list[str]] = dict(
+            conn.execute(
+                "SELECT relname, reloptions FROM pg_class"
+                " WHERE relnamespace = current_schema()::regnamespace"
+                " AND relname IN ('runs', 'handler_calls')"
+            ).fetchall()
+        )
+    assert {"runs_due", "calls_leased", "calls_done", "runs_open"} <= indexes
+    assert not {"runs_by_next_poll", "runs_by_deadline"} & indexes
+    assert options == {"runs": ["fillfactor=80"], "handler_calls": ["fillfactor=80"]}
 
 
 async def test_an_unreachable_server_is_unavailable_without_leaking_the_password() -> None:

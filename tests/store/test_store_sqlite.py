@@ -209,6 +209,17 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
     await store.close()
     conn = sqlite3.connect(path)
     with conn:  # back to what version 1 wrote
+        conn.execute("DROP INDEX runs_due")
+        conn.execute("DROP INDEX calls_done")
+        conn.execute("DROP INDEX runs_open")
+        conn.execute("DROP INDEX calls_leased")
+        conn.execute(
+            "CREATE INDEX calls_leased ON handler_calls (lease_expires_at) WHERE state = 'running'"
+        )
+        conn.execute(
+            "CREATE INDEX runs_by_next_poll ON runs (next_poll_at) WHERE next_poll_at IS NOT NULL"
+        )
+        conn.execute("CREATE INDEX runs_by_deadline ON runs (deadline) WHERE deadline IS NOT NULL")
         conn.execute("ALTER TABLE runs DROP COLUMN status_calls")
         conn.execute("DROP TABLE rate_budgets")
         conn.execute("DROP INDEX transitions_by_created")
@@ -221,7 +232,7 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.schema_version() == 6
+        assert await store.schema_version() == 7
         run = await store.get_run("old")
         assert run is not None
         assert run.status_calls == 0

@@ -70,9 +70,9 @@ def claim_calls_plan(
     lease = [owner, d.t(after(at, lease_seconds)), d.t(at)]
     ids: list[int] = []
     for state, column, index in CLAIMABLE:
+        picked = f"SELECT id FROM ({claimable_calls(d, state, column, index)}) AS picked"
         rows = yield (
-            f"{CLAIM_SET} WHERE id IN (SELECT id FROM ({claimable_calls(d, state, column, index)})"
-            " AS picked) RETURNING id",
+            f"{CLAIM_SET} WHERE {d.pick('id', picked)} RETURNING id",
             [*lease, d.t(at), limit - len(ids)],
         )
         ids.extend(int(r["id"]) for r in rows)

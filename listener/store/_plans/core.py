@@ -46,6 +46,25 @@ class Dialect:
     # to walk (SQLite, without statistics, would rather read every call in the state).
     due_calls_index: str = ""
     leased_calls_index: str = ""
+    # After `handler_calls` in retention's pick of done calls: calls_done, in age order
+    # (SQLite would rather read every done call through calls_by_state, then sort them).
+    done_calls_index: str = ""
+    # PostgreSQL: the rows a write picks come as an array built once (`= ANY(ARRAY(...))`);
+    # `IN (SELECT ...)` lets its planner hash-join the picked rows against a scan of the
+    # whole table, a cost that grows with the table rather than with the rows picked.
+    arrays: bool = False
+    # Appended to a correlated EXISTS that must stay a lookup per row in its index:
+    # PostgreSQL would otherwise join it by hashing the other table, read in full.
+    probe: str = ""
+    # PostgreSQL: a row of another table looked up per row by key is a LATERAL subquery
+    # (with `probe`), which its planner cannot turn into a hash join.
+    lateral: bool = False
+
+    def pick(self, column: str, select: str) -> str:
+        """`column` is one of the values `select` returns (see `arrays`)."""
+        if self.arrays:
+            return f"{column} = ANY(ARRAY({select}))"
+        return f"{column} IN ({select})"
 
     def t(self, value: datetime) -> Any:
         return self.time_param(as_utc(value))
@@ -81,7 +100,11 @@ class Query:
     ) -> None:
         """The filters runs and events share: status, provider, application."""
         if status is not None:
-            self.where_in("status", [RunStatus(s).value for s in status])
+            # Written out, in the vocabulary's order: the open statuses then read as the
+            # predicate of runs_open, so both databases can walk that index.
+            wanted = {RunStatus(s) for s in status}
+            listed = ", ".join(f"'{s.value}'" for s in RunStatus if s in wanted)
+            self.clauses.append(f"status IN ({listed})" if listed else "1 = 0")
         if provider is not None:
             self.where("provider = ?", provider)
         if application is not None:

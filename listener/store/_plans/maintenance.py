@@ -57,14 +57,17 @@ def claim_overdue_runs_plan(
     # Runs due a little later may be claimed early; leases still expire by the real clock.
     due = d.t(as_utc(due_by)) if due_by is not None else at
     by_provider = " AND provider = ?" if provider is not None else ""
+    # runs_due holds the open runs in the order claimed: the walk stops at the limit, and
+    # past the first run not yet due, however many runs are open or overdue.
+    picked = (
+        f"SELECT run_id FROM runs WHERE status IN ({_OPEN}) AND {_RUN_DUE} <= ?"
+        f" AND (lease_owner IS NULL OR lease_expires_at <= ?){by_provider}"
+        f" ORDER BY {_RUN_DUE}, run_id LIMIT ?{d.skip_locked}"
+    )
     rows = yield (
         "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, updated_at = ?"
-        " WHERE run_id IN (SELECT run_id FROM runs"
-        f" WHERE status IN ({_OPEN}) AND (next_poll_at <= ? OR deadline <= ?)"
-        f" AND (lease_owner IS NULL OR lease_expires_at <= ?){by_provider}"
-        f" ORDER BY {_RUN_DUE}, run_id LIMIT ?{d.skip_locked})"
-        " RETURNING run_id",
-        [owner, expires, at, due, due, at, *([provider] if provider is not None else []), limit],
+        f" WHERE {d.pick('run_id', picked)} RETURNING run_id",
+        [owner, expires, at, due, at, *([provider] if provider is not None else []), limit],
     )
     if not rows:
         return []
@@ -202,11 +205,22 @@ def move_webhook_episode_plan(
 
 def list_run_ends_plan(d: Dialect, *, since: datetime, limit: int) -> Plan[list[RunEnd]]:
     check_limit(limit)
+    columns = "e.provider, e.application, e.origin, e.occurred_at, e.received_at"
+    if d.lateral:
+        # Each transition's event looked up by its key: a hash join would read every event.
+        event = (
+            f"CROSS JOIN LATERAL (SELECT {columns} FROM events e"
+            f" WHERE e.delivery_id = t.delivery_id{d.probe}) AS e"
+        )
+        run = (
+            "LEFT JOIN LATERAL (SELECT r.submitted_at FROM runs r"
+            f" WHERE r.run_id = t.run_id{d.probe}) AS r ON true"
+        )
+    else:
+        event = "JOIN events e ON e.delivery_id = t.delivery_id"
+        run = "LEFT JOIN runs r ON r.run_id = t.run_id"
     rows = yield (
-        "SELECT e.provider, e.application, t.status, e.origin, e.occurred_at, e.received_at,"
-        " t.run_id, r.submitted_at"
-        " FROM transitions t JOIN events e ON e.delivery_id = t.delivery_id"
-        " LEFT JOIN runs r ON r.run_id = t.run_id"
+        f"SELECT t.status, t.run_id, r.submitted_at, {columns} FROM transitions t {event} {run}"
         f" WHERE t.created_at >= ? AND t.status IN ({_marks(TERMINAL_STATUSES)})"
         " ORDER BY t.created_at DESC LIMIT ?",
         [d.t(since), *TERMINAL_STATUSES, limit],
@@ -244,19 +258,26 @@ def counts_plan() -> Plan[StoreCounts]:
 # Keys per DELETE ... IN (...): well inside both databases' limits on parameters.
 PRUNE_IN_CHUNK = 500
 
+
 # What `prune_plan` may delete, each as the condition on its table and its parameters
-# (all of them the cutoff). Done calls of terminal runs: calls_by_state walks the done
-# ones in id order.
-_PRUNE_CALLS = (
-    "state = 'done' AND updated_at < ? AND EXISTS (SELECT 1 FROM runs r"
-    f" WHERE r.run_id = handler_calls.run_id AND r.status IN ({_TERMINAL}))"
-)
+# (all of them the cutoff). Done calls of terminal runs: calls_done walks the done ones
+# oldest first, each run looked up by its key.
+def _prune_calls(d: Dialect) -> str:
+    return (
+        "state = 'done' AND updated_at < ? AND EXISTS (SELECT 1 FROM runs r"
+        f" WHERE r.run_id = handler_calls.run_id AND r.status IN ({_TERMINAL}){d.probe})"
+    )
+
+
 # Terminal runs with no call left: runs_by_submitted narrows the scan, the NOT EXISTS reads
-# calls_by_run_handler.
-_PRUNE_RUNS = (
-    f"status IN ({_TERMINAL}) AND submitted_at < ? AND updated_at < ?"
-    " AND NOT EXISTS (SELECT 1 FROM handler_calls h WHERE h.run_id = runs.run_id)"
-)
+# calls_by_run_handler, once per run.
+def _prune_runs(d: Dialect) -> str:
+    return (
+        f"status IN ({_TERMINAL}) AND submitted_at < ? AND updated_at < ?"
+        f" AND NOT EXISTS (SELECT 1 FROM handler_calls h WHERE h.run_id = runs.run_id{d.probe})"
+    )
+
+
 _PRUNE_UNROUTABLE = "received_at < ?"
 
 
@@ -292,20 +313,22 @@ def prune_plan(d: Dialect, *, before: datetime, limit: int) -> Plan[PruneCounts]
     check_limit(limit)
     cutoff = d.t(before)
 
+    prune_calls, prune_runs = _prune_calls(d), _prune_runs(d)
     rows = yield (
-        f"SELECT id FROM handler_calls WHERE {_PRUNE_CALLS} ORDER BY id LIMIT ?{d.skip_locked}",
+        f"SELECT id FROM handler_calls{d.done_calls_index} WHERE {prune_calls}"
+        f" ORDER BY updated_at, id LIMIT ?{d.skip_locked}",
         [cutoff, limit],
     )
     picked_calls = [row["id"] for row in rows]
-    calls = yield from _delete_keys("handler_calls", "id", picked_calls, _PRUNE_CALLS, [cutoff])
+    calls = yield from _delete_keys("handler_calls", "id", picked_calls, prune_calls, [cutoff])
 
     rows = yield (
-        f"SELECT run_id FROM runs WHERE {_PRUNE_RUNS}"
+        f"SELECT run_id FROM runs WHERE {prune_runs}"
         f" ORDER BY submitted_at, run_id LIMIT ?{d.skip_locked}",
         [cutoff, cutoff, limit],
     )
     picked_runs = [row["run_id"] for row in rows]
-    runs = yield from _delete_keys("runs", "run_id", picked_runs, _PRUNE_RUNS, [cutoff, cutoff])
+    runs = yield from _delete_keys("runs", "run_id", picked_runs, prune_runs, [cutoff, cutoff])
     # Everything the deleted runs owned: events_by_run and the transitions' primary key.
     events = yield from _delete_keys("events", "run_id", runs)
     transitions = yield from _delete_keys("transitions", "run_id", runs)
