@@ -204,7 +204,7 @@ class Poller:
         self.durations = DurationBook(settings.learn) if settings.learn is not None else None
         self._learned_at: datetime | None = None
         self.on_overdue = on_overdue
-        # Runs reported overdue by this process, oldest first, to report each once.
+        # Runs found overdue by this process, oldest first: asked of the store once each.
         self._overdue: dict[str, None] = {}
         self._limiters: dict[str, SharedRateLimiter] = {}
         # Runs a listing showed finished, so each is looked up in the store only once.
@@ -361,7 +361,10 @@ class Poller:
                 self._overdue[notice.run_id] = None
                 if len(self._overdue) > _SEEN_FINAL_LIMIT:
                     del self._overdue[next(iter(self._overdue))]
-                await self.on_overdue(notice)
+                # The store says who reports it: another replica, or this process before
+                # a restart, may have already.
+                if await self.store.mark_overdue(notice.run_id):
+                    await self.on_overdue(notice)
 
     async def _claim_riders(
         self, provider_names: set[str], now: datetime

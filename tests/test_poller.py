@@ -730,6 +730,18 @@ async def test_a_run_open_past_its_overdue_limit_is_reported_once(
     )
     await poller.poll_once(now=at + timedelta(seconds=60))
     assert len(told) == 1
+    # Another replica, or this one restarted, finds it reported already.
+    replica = make_poller(
+        store,
+        {"nextmv": nextmv},
+        Recorder(store),
+        learn=LEARN,
+        overdue=OverdueSettings(factor=2.0, minimum=60.0),
+        on_overdue=on_overdue,
+    )
+    await replica.poll_once(now=at + timedelta(seconds=120))
+    assert len(told) == 1
+    assert not await store.mark_overdue(run_id)
 
 
 async def test_a_silent_run_without_samples_is_polled_while_its_provider_loses_ends(

@@ -399,6 +399,9 @@ class PlannedStore:
     async def release_run(self, run_id: str, owner: str) -> bool:
         return await self._write_plan(lambda: plans.release_run_plan(self.dialect, run_id, owner))
 
+    async def mark_overdue(self, run_id: str) -> bool:
+        return await self._write_plan(lambda: plans.mark_overdue_plan(self.dialect, run_id))
+
     # -- reporting and retention -------------------------------------------------------
 
     async def counts(self) -> StoreCounts:

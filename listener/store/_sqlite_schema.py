@@ -135,4 +135,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_open ON runs (submitted_at, run_id)"
         " WHERE status IN ('queued', 'running')",
     ),
+    # When a run was reported overdue, so that each run is reported once by any process.
+    ("ALTER TABLE runs ADD COLUMN overdue_noticed_at REAL",),
 )

@@ -556,6 +556,11 @@ class Store(Protocol):
     async def release_run(self, run_id: str, owner: str) -> bool:
         """Release a poll lease without changing the schedule."""
 
+    async def mark_overdue(self, run_id: str) -> bool:
+        """Note that `run_id` was reported overdue. True the first time only, whichever
+        process asks, so each run is reported once (`listener.overdue`)."""
+        ...
+
     # -- reporting -----------------------------------------------------------------------
 
     async def counts(self) -> StoreCounts: ...

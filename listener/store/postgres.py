@@ -182,6 +182,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs SET (fillfactor = 80)",
         "ALTER TABLE handler_calls SET (fillfactor = 80)",
     ),
+    # When a run was reported overdue, so that each run is reported once by any process.
+    ("ALTER TABLE runs ADD COLUMN overdue_noticed_at timestamptz",),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

@@ -86,7 +86,7 @@ async def all_pages(fetch: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
 async def test_open_is_idempotent_and_reports_version(store: AnyStore) -> None:
     await store.open()
     await store.ping()
-    assert await store.schema_version() == 7
+    assert await store.schema_version() == 8
 
 
 async def test_schema_too_new_is_refused(store_factory: Factory, store_url: str) -> None:
@@ -104,8 +104,8 @@ async def test_concurrent_opens_apply_the_schema_once(
 ) -> None:
     stores = [await store_factory(open_store=False) for _ in range(6)]
     await asyncio.gather(*(s.open() for s in stores))
-    assert [await s.schema_version() for s in stores] == [7] * 6
-    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(7,)]
+    assert [await s.schema_version() for s in stores] == [8] * 6
+    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(8,)]
     # All of them write to the same tables.
     await asyncio.gather(*(s.record(ev(f"d{i}", f"r{i}", S.RUNNING)) for i, s in enumerate(stores)))
     assert (await stores[0].counts()).events == 6

@@ -227,12 +227,13 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
         conn.execute("ALTER TABLE runs DROP COLUMN on_end_context")
         conn.execute("DROP TABLE webhook_episodes")
         conn.execute("DROP TABLE audit")
+        conn.execute("ALTER TABLE runs DROP COLUMN overdue_noticed_at")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     conn.close()
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.schema_version() == 7
+        assert await store.schema_version() == 8
         run = await store.get_run("old")
         assert run is not None
         assert run.status_calls == 0

@@ -162,6 +162,15 @@ def take_budget_plan(
     return granted
 
 
+def mark_overdue_plan(d: Dialect, run_id: str) -> Plan[bool]:
+    rows = yield (
+        "UPDATE runs SET overdue_noticed_at = ?"
+        " WHERE run_id = ? AND overdue_noticed_at IS NULL RETURNING run_id",
+        [d.t(utcnow()), run_id],
+    )
+    return bool(rows)
+
+
 def release_run_plan(d: Dialect, run_id: str, owner: str) -> Plan[bool]:
     rows = yield (
         "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
