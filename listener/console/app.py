@@ -72,8 +72,15 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["when"] = _when
     env.filters["pretty"] = _pretty
-    env.filters["seconds"] = lambda value: "" if value is None else f"{value:.1f} s"
+    env.filters["seconds"] = _seconds
     return env
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    # Handler calls take milliseconds; lags take seconds or more.
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
 def _when(value: datetime | None) -> str:

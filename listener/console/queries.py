@@ -191,6 +191,7 @@ def build_timeline(
                     "state": call.state.value,
                     "attempts": call.attempts,
                     "replays": call.replays,
+                    "took": call.last_duration,
                     "updated_at": call.updated_at,
                     "next_attempt_at": call.next_attempt_at,
                 },

@@ -73,7 +73,8 @@ EVENT_COLUMNS_FOR_CALL = (
 
 CALL_COLUMNS = (
     "c.id, c.handler, c.run_id, c.status, c.state, c.attempts, c.next_attempt_at, "
-    "c.last_error, c.lease_owner, c.lease_expires_at, c.replays, c.created_at, c.updated_at"
+    "c.last_error, c.lease_owner, c.lease_expires_at, c.replays, c.created_at, c.updated_at, "
+    "c.started_at"
 )
 
 
@@ -93,6 +94,7 @@ def call_from_row(row: Row, ts: TimeDecoder, js: JsonDecoder) -> HandlerCall:
         replays=int(row["replays"]),
         created_at=ts(row["created_at"]),
         updated_at=ts(row["updated_at"]),
+        started_at=_opt(ts, row["started_at"]),
     )
 
 

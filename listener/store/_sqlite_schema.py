@@ -137,4 +137,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # When a run was reported overdue, so that each run is reported once by any process.
     ("ALTER TABLE runs ADD COLUMN overdue_noticed_at REAL",),
+    # When a handler call's last attempt was claimed: how long it took, for the console.
+    ("ALTER TABLE handler_calls ADD COLUMN started_at REAL",),
 )

@@ -140,6 +140,16 @@ class HandlerCall:
     replays: int
     created_at: datetime
     updated_at: datetime
+    # When its last attempt was claimed (None: never run, or handed back unstarted).
+    started_at: datetime | None = None
+
+    @property
+    def last_duration(self) -> float | None:
+        """Seconds its last finished attempt took, from claim to the write of its outcome;
+        None while running or when it never ran."""
+        if self.started_at is None or self.state is CallState.RUNNING:
+            return None
+        return max(0.0, (self.updated_at - self.started_at).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)

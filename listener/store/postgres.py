@@ -184,6 +184,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # When a run was reported overdue, so that each run is reported once by any process.
     ("ALTER TABLE runs ADD COLUMN overdue_noticed_at timestamptz",),
+    # When a handler call's last attempt was claimed: how long it took, for the console.
+    ("ALTER TABLE handler_calls ADD COLUMN started_at timestamptz",),
 )
 
 # First half of the advisory lock key taken while migrating ("list" in ASCII); the second

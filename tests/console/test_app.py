@@ -173,6 +173,16 @@ async def test_an_admin_replays_a_dead_letter_and_it_is_audited(served: Served) 
             return call is not None and call.state is CallState.DONE
 
         await wait_for(replayed, "the replayed call to be done")
+        call = await served.listener.store.get_call(call_id)
+        assert call is not None
+        assert call.last_duration is not None
+        row = re.search(
+            rf'data-call="{call_id}".*?<td class="took">([^<]*)</td>',
+            (await client.get("/ui/calls?state=done")).text,
+            re.S,
+        )
+        assert row is not None
+        assert re.fullmatch(r"\d+ ms|\d+\.\d s", row.group(1))
         audit = (await served.listener.store.list_audit()).items
         assert [(a.action, a.count, a.detail) for a in audit] == [
             ("replay call", 1, {"call_ids": [call_id]})

@@ -86,7 +86,7 @@ async def all_pages(fetch: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
 async def test_open_is_idempotent_and_reports_version(store: AnyStore) -> None:
     await store.open()
     await store.ping()
-    assert await store.schema_version() == 8
+    assert await store.schema_version() == 9
 
 
 async def test_schema_too_new_is_refused(store_factory: Factory, store_url: str) -> None:
@@ -104,8 +104,8 @@ async def test_concurrent_opens_apply_the_schema_once(
 ) -> None:
     stores = [await store_factory(open_store=False) for _ in range(6)]
     await asyncio.gather(*(s.open() for s in stores))
-    assert [await s.schema_version() for s in stores] == [8] * 6
-    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(8,)]
+    assert [await s.schema_version() for s in stores] == [9] * 6
+    assert raw(store_url, "SELECT count(*) FROM schema_version") == [(9,)]
     # All of them write to the same tables.
     await asyncio.gather(*(s.record(ev(f"d{i}", f"r{i}", S.RUNNING)) for i, s in enumerate(stores)))
     assert (await stores[0].counts()).events == 6
@@ -1196,3 +1196,21 @@ async def test_a_run_polled_since_its_news_keeps_its_pollers_plan(store: AnyStor
     assert await bring_forward() == 0
     await store.record(ev("d1", "r1", S.RUNNING))  # news: the poll count starts again
     assert await bring_forward() == 1
+
+
+async def test_a_call_keeps_when_its_last_attempt_started(store: AnyStore) -> None:
+    await store.record(ev("d1", "r1", S.SUCCEEDED), ["h", "g"])
+    before = now()
+    claimed = await store.claim_calls("me", limit=2, lease_seconds=30)
+    assert all(c.started_at is not None and c.started_at >= before for c in claimed)
+    assert [c.last_duration for c in claimed] == [None, None]  # still running
+    done, handed_back = claimed
+    assert await store.complete_call(done.id, "me")
+    assert await store.release_call(handed_back.id, "me")
+    finished = await store.get_call(done.id)
+    assert finished is not None
+    assert finished.last_duration is not None
+    assert finished.last_duration >= 0
+    released = await store.get_call(handed_back.id)
+    assert released is not None
+    assert (released.started_at, released.last_duration) == (None, None)

@@ -58,7 +58,7 @@ async def test_a_version_4_database_gains_the_later_indexes(pg_schema_url: str) 
     store = PostgresStore(pg_schema_url)
     await store.open()
     try:
-        assert await store.schema_version() == len(MIGRATIONS) == 8
+        assert await store.schema_version() == len(MIGRATIONS) == 9
         await store.record(event("d1"), ["h"])
         assert [
             call.handler for call in await store.claim_calls("me", limit=5, lease_seconds=9)

@@ -58,9 +58,9 @@ async def test_processes_opening_at_once_apply_the_schema_once(
     outputs = await asyncio.gather(*(p.communicate() for p in procs))
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
-        assert out.strip() == b"8"
+        assert out.strip() == b"9"
     store = await store_factory()
-    assert await store.schema_version() == 8
+    assert await store.schema_version() == 9
 
 
 async def test_two_processes_never_claim_the_same_call_or_run(

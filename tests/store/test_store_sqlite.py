@@ -228,12 +228,13 @@ async def test_a_version_1_database_gains_the_status_call_count(tmp_path: Path) 
         conn.execute("DROP TABLE webhook_episodes")
         conn.execute("DROP TABLE audit")
         conn.execute("ALTER TABLE runs DROP COLUMN overdue_noticed_at")
+        conn.execute("ALTER TABLE handler_calls DROP COLUMN started_at")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     conn.close()
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
-        assert await store.schema_version() == 8
+        assert await store.schema_version() == 9
         run = await store.get_run("old")
         assert run is not None
         assert run.status_calls == 0

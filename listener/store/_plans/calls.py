@@ -43,7 +43,7 @@ CLAIMABLE = (
 # The claim itself, given the owner, the lease's end and now.
 CLAIM_SET = (
     "UPDATE handler_calls SET state = 'running', attempts = attempts + 1,"
-    " lease_owner = ?, lease_expires_at = ?, updated_at = ?"
+    " lease_owner = ?, lease_expires_at = ?, updated_at = ?, started_at = ?"
 )
 
 
@@ -67,7 +67,7 @@ def claim_calls_plan(
 ) -> Plan[list[HandlerCall]]:
     check_limit(limit)
     at = as_utc(now) if now is not None else utcnow()
-    lease = [owner, d.t(after(at, lease_seconds)), d.t(at)]
+    lease = [owner, d.t(after(at, lease_seconds)), d.t(at), d.t(at)]
     ids: list[int] = []
     for state, column, index in CLAIMABLE:
         picked = f"SELECT id FROM ({claimable_calls(d, state, column, index)}) AS picked"
@@ -123,7 +123,7 @@ def release_call_plan(d: Dialect, call_id: int, owner: str) -> Plan[bool]:
     rows = yield (
         "UPDATE handler_calls SET state = 'pending', next_attempt_at = ?,"
         " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
-        " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
+        " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?, started_at = NULL"
         " WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING id",
         [now, now, call_id, owner],
     )
