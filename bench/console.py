@@ -32,6 +32,7 @@ from listener.console import ConsoleSettings
 from listener.console.app import console_app
 from listener.health import percentile
 from listener.metrics import Metrics
+from listener.receiver import Receiver
 from listener.recording import EventRecorder
 from listener.registry import Handlers
 from listener.sources import Source
@@ -55,6 +56,7 @@ class Backend:
 
     def __post_init__(self) -> None:
         self.recorder = EventRecorder(self.handlers)
+        self.receiver = Receiver(sources=(), recorder=self.recorder, metrics=self.metrics)
 
 
 def _case(i: str, values: list[str]) -> str:

@@ -12,8 +12,10 @@ import hmac
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -58,6 +60,21 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_ID_CHARS = 200
 # Outcomes logged at INFO; the others (rejections, unroutable, errors) at WARNING.
 _QUIET = frozenset({"accepted", "duplicate", "known"})
+# Refused deliveries kept for the console, newest last: a bounded memory of this process.
+REFUSALS_KEPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A delivery answered with an error: when, to which source, and the answer's reason
+    code. Nothing the sender wrote is kept (it was not verified): no body, no header."""
+
+    at: datetime
+    source: str
+    outcome: str
+    http_status: int
+    reason: str
+    delivery_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +213,7 @@ class Receiver:
         self.endpoint = _HookEndpoint(self)
         self.callback_secret = callback_secret
         self.settings = settings
+        self.refusals: deque[Refusal] = deque(maxlen=REFUSALS_KEPT)
 
     def add_source(self, source: Source) -> None:
         if source.name in self.sources:
@@ -410,6 +428,11 @@ class Receiver:
             check.emit(None, event, refused=_refusal(answer))
         self.metrics.delivery(source, outcome)
         self.metrics.receive_seconds.observe(time.perf_counter() - started)
+        reason = _refusal(answer)
+        if reason is not None:
+            self.refusals.append(
+                Refusal(datetime.now(UTC), source, outcome, answer.status_code, reason, delivery_id)
+            )
         # Unroutable deliveries are 2xx but need a person's attention.
         quiet = outcome in _QUIET
         level = logging.INFO if quiet else logging.WARNING

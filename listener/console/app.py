@@ -24,13 +24,14 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from listener.console import actions, auth
-from listener.console.forms import FormError, read_form
-from listener.console.queries import CallQuery, FilterError, RunQuery, build_timeline
+from listener.console.forms import _FormError, read_form
+from listener.console.queries import CallQuery, RunQuery, _FilterError, build_timeline
 from listener.console.settings import ConsoleSettings
 from listener.console.strip import health_strip
 from listener.errors import RecoveryError
 from listener.events import Origin
 from listener.metrics import Metrics
+from listener.receiver import Receiver
 from listener.recording import EventRecorder
 from listener.recovery import CallFilter, check_handler_names
 from listener.redaction import redact_headers
@@ -62,6 +63,7 @@ class ConsoleBackend(Protocol):
     recorder: EventRecorder
     handlers: Handlers
     metrics: Metrics
+    receiver: Receiver
 
 
 def _environment() -> jinja2.Environment:
@@ -175,7 +177,7 @@ class Console:
                 return self.render(request, "denied.html", {}, status=403, session=session)
             try:
                 form = await read_form(request)
-            except FormError as exc:
+            except _FormError as exc:
                 return _secured(Response(f"{exc}\n", status_code=exc.status))
             if not session.csrf_ok(form.get("csrf")):
                 return _secured(Response("missing or stale CSRF token\n", status_code=403))
@@ -191,7 +193,7 @@ class Console:
     async def login(self, request: Request) -> Response:
         try:
             form = await read_form(request)
-        except FormError as exc:
+        except _FormError as exc:
             return _secured(Response(f"{exc}\n", status_code=exc.status))
         cookie = auth.login(self.settings, form.get("token", ""), time.time())
         if cookie is None:
@@ -223,7 +225,7 @@ class Console:
         now = datetime.now(UTC)
         try:
             query = RunQuery.parse(request.query_params, now)
-        except FilterError as exc:
+        except _FilterError as exc:
             return self.render(
                 request,
                 "runs.html",
@@ -354,6 +356,8 @@ class Console:
                 if events.next_cursor
                 else None,
                 "unroutable": rows,
+                # Newest first; refusals are not stored (their bodies are unverified).
+                "refusals": list(reversed(self.backend.receiver.refusals)),
                 "next_unroutable": f"?{urlencode({'ucursor': unroutable.next_cursor})}"
                 if unroutable.next_cursor
                 else None,
@@ -371,7 +375,7 @@ class Console:
                 limit=self.settings.page_size,
                 cursor=query.cursor,
             )
-        except (FilterError, ValueError) as exc:
+        except (_FilterError, ValueError) as exc:
             return self.render(
                 request,
                 "calls.html",

@@ -8,12 +8,12 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-__all__ = ["MAX_FORM_BYTES", "FormError", "read_form"]
+__all__ = ["MAX_FORM_BYTES", "read_form"]
 
 MAX_FORM_BYTES = 16 * 1024
 
 
-class FormError(ValueError):
+class _FormError(ValueError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
@@ -26,14 +26,14 @@ async def read_form(request: Request) -> dict[str, str]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise FormError("form too large", 413)
+            raise _FormError("form too large", 413)
     if not body:
         return {}
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
-        raise FormError("expected a form (application/x-www-form-urlencoded)", 415)
+        raise _FormError("expected a form (application/x-www-form-urlencoded)", 415)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise FormError("form is not UTF-8", 400) from None
+        raise _FormError("form is not UTF-8", 400) from None
     return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=64))

@@ -20,7 +20,6 @@ from listener.store.base import (
 
 __all__ = [
     "CallQuery",
-    "FilterError",
     "RunQuery",
     "Timeline",
     "TimelineEntry",
@@ -28,7 +27,7 @@ __all__ = [
 ]
 
 
-class FilterError(ValueError):
+class _FilterError(ValueError):
     """A filter the operator wrote that cannot be read; the page says which."""
 
 
@@ -44,7 +43,7 @@ def _moment(params: Mapping[str, str], name: str, now: datetime) -> datetime | N
     try:
         return parse_moment(text, now=now)
     except ValueError as exc:
-        raise FilterError(f"{name}: {exc}") from None
+        raise _FilterError(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +70,11 @@ class RunQuery:
                 status.append(RunStatus(word.strip()))
             except ValueError:
                 known = ", ".join(s.value for s in RunStatus)
-                raise FilterError(f"status: {word.strip()!r} is not one of {known}") from None
+                raise _FilterError(f"status: {word.strip()!r} is not one of {known}") from None
         since = _moment(params, "since", now)
         until = _moment(params, "until", now)
         if since is not None and until is not None and since >= until:
-            raise FilterError("since must be before until")
+            raise _FilterError("since must be before until")
         names = ("status", "provider", "application", "since", "until", "run_id")
         return cls(
             status=tuple(status),
@@ -106,7 +105,7 @@ class CallQuery:
                 state = CallState(word)
             except ValueError:
                 known = ", ".join(s.value for s in CallState)
-                raise FilterError(f"state: {word!r} is not one of {known}") from None
+                raise _FilterError(f"state: {word!r} is not one of {known}") from None
         names = ("state", "handler", "run_id")
         return cls(
             state=state,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -322,3 +323,32 @@ async def test_deliveries_are_filtered_by_origin_and_run(served: Served) -> None
         assert "hook-a" in one
         assert "poll-b" not in one
         assert (await client.get("/ui/deliveries?origin=carrier-pigeon")).status_code == 400
+
+
+async def test_refused_deliveries_are_listed_without_what_the_sender_wrote(
+    served: Served,
+) -> None:
+    body = b'{"id": "<script>run-9</script>", "status": "succeeded"}'
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        forged = await client.post(
+            "/hooks/std",
+            content=body,
+            headers={
+                "webhook-id": "msg-forged",
+                "webhook-timestamp": "1700000000",
+                "webhook-signature": "v1,AAAA",
+            },
+        )
+        assert forged.status_code == 401
+        assert (await client.post("/hooks/nowhere", content=b"{}")).status_code == 404
+    async with httpx.AsyncClient(base_url=served.url, headers=READ) as client:
+        page = (await client.get("/ui/deliveries")).text
+    rows = re.findall(r'<tr class="refusal">(.*?)</tr>', page, re.S)
+    assert len(rows) == 2
+    cells = [re.findall(r"<td>([^<]*)</td>", row) for row in rows]
+    # Newest first: the unknown source, then the bad signature.
+    assert [c[1:3] for c in cells] == [["(unknown)", "404"], ["std", "401"]]
+    assert cells[0][3] == "unknown_source"
+    assert cells[1][3] == json.loads(forged.text)["error"]
+    assert "run-9" not in page
+    assert "msg-forged" not in page

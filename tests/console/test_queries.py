@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from listener.console.queries import CallQuery, FilterError, RunQuery, build_timeline
+from listener.console.queries import CallQuery, RunQuery, _FilterError, build_timeline
 from listener.events import Origin, RunEvent, RunStatus
 from listener.store.base import (
     CallState,
@@ -155,12 +155,12 @@ def test_run_filters_are_read_from_the_words_written() -> None:
     ],
 )
 def test_bad_run_filters_say_which(params: dict[str, str], message: str) -> None:
-    with pytest.raises(FilterError, match=message):
+    with pytest.raises(_FilterError, match=message):
         RunQuery.parse(params, NOW)
 
 
 def test_call_filters() -> None:
     assert CallQuery.parse({"state": "dead"}).state is CallState.DEAD
     assert CallQuery.parse({}).state is None
-    with pytest.raises(FilterError, match="state: 'gone'"):
+    with pytest.raises(_FilterError, match="state: 'gone'"):
         CallQuery.parse({"state": "gone"})
