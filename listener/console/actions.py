@@ -4,21 +4,25 @@ who (the session's label), what (the action and its filter), how many."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from listener.recording import EventRecorder
 from listener.recovery import (
+    BackfillCounts,
     CallFilter,
     ReplayCounts,
     ReprocessCounts,
+    backfill,
     counts_dict,
     replay_calls,
     reprocess_unroutable,
 )
+from listener.registry import Handlers
 from listener.sources import Source
 from listener.store.base import CallState, Store
 
-__all__ = ["replay_by_filter", "replay_one", "reprocess"]
+__all__ = ["backfill_handler", "replay_by_filter", "replay_one", "reprocess"]
 
 
 async def replay_one(store: Store, actor: str, call_id: int) -> bool:
@@ -58,5 +62,24 @@ async def reprocess(
         data: dict[str, Any] = counts_dict(counts)
         await store.record_audit(
             actor=actor, action="reprocess unroutable", count=counts.readable, detail=data
+        )
+    return counts
+
+
+async def backfill_handler(
+    store: Store,
+    actor: str,
+    handlers: Handlers,
+    handler: str,
+    *,
+    since: datetime,
+    until: datetime,
+    dry_run: bool,
+) -> BackfillCounts:
+    """`recovery.backfill` of `handler` over `[since, until)`; a real run is audited."""
+    counts = await backfill(store, handlers, handler, since=since, until=until, dry_run=dry_run)
+    if not dry_run:
+        await store.record_audit(
+            actor=actor, action="backfill", count=counts.enqueued, detail=counts_dict(counts)
         )
     return counts

@@ -33,7 +33,7 @@ from listener.events import Origin
 from listener.metrics import Metrics
 from listener.receiver import Receiver
 from listener.recording import EventRecorder
-from listener.recovery import CallFilter, check_handler_names
+from listener.recovery import CallFilter, check_handler_names, parse_when
 from listener.redaction import redact_headers
 from listener.registry import Handlers
 from listener.sources import Source
@@ -429,6 +429,11 @@ class Console:
     async def replay_form(self, request: Request, session: auth.Session) -> Response:
         return self.render(request, "replay.html", {"form": {}, "counts": None}, session=session)
 
+    async def backfill_form(self, request: Request, session: auth.Session) -> Response:
+        names = self.backend.handlers.names()
+        context: dict[str, Any] = {"form": {}, "counts": None, "names": names}
+        return self.render(request, "backfill.html", context, session=session)
+
     # -- actions ---------------------------------------------------------------------------
 
     async def replay_call(
@@ -500,6 +505,48 @@ class Console:
             request, "replay.html", {"form": shown, "counts": counts}, session=session
         )
 
+    async def backfill(
+        self, request: Request, session: auth.Session, form: dict[str, str]
+    ) -> Response:
+        """Like a replay by filter: a dry run counts over a window it fixes (until now, at
+        the latest), and the confirmed backfill takes exactly that window."""
+        confirm = form.get("confirm") == "yes"
+        names = self.backend.handlers.names()
+        now = datetime.now(UTC)
+        try:
+            since = parse_when(form.get("since") or None, "since", now)
+            until = parse_when(form.get("until") or None, "until", now) or now
+            if since is None:
+                raise RecoveryError("since: give the start of the window (7d, or an ISO time)")
+            counts = await actions.backfill_handler(
+                self.backend.store,
+                session.label,
+                self.backend.handlers,
+                form.get("handler", "").strip(),
+                since=since,
+                until=until,
+                dry_run=not confirm,
+            )
+        except RecoveryError as exc:
+            context: dict[str, Any] = {
+                "form": form,
+                "counts": None,
+                "error": str(exc),
+                "names": names,
+            }
+            return self.render(request, "backfill.html", context, status=400, session=session)
+        shown = {
+            "handler": counts.handler,
+            "since": counts.since.isoformat(),
+            "until": counts.until.isoformat(),
+        }
+        return self.render(
+            request,
+            "backfill.html",
+            {"form": shown, "counts": counts, "names": names},
+            session=session,
+        )
+
     async def reprocess(
         self, request: Request, session: auth.Session, form: dict[str, str]
     ) -> Response:
@@ -541,6 +588,15 @@ class Console:
                 "/replay", self.page(self.replay_form), name="console:replay_form", methods=["GET"]
             ),
             Route("/replay", self.action(self.replay), name="console:replay", methods=["POST"]),
+            Route(
+                "/backfill",
+                self.page(self.backfill_form),
+                name="console:backfill_form",
+                methods=["GET"],
+            ),
+            Route(
+                "/backfill", self.action(self.backfill), name="console:backfill", methods=["POST"]
+            ),
             Route(
                 "/calls/replay",
                 self.action(self.replay_call),

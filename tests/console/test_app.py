@@ -352,3 +352,32 @@ async def test_refused_deliveries_are_listed_without_what_the_sender_wrote(
     assert cells[1][3] == json.loads(forged.text)["error"]
     assert "run-9" not in page
     assert "msg-forged" not in page
+
+
+async def test_an_admin_backfills_a_handler_over_past_transitions(served: Served) -> None:
+    store = served.listener.store
+    # A failure recorded before `flaky` was registered: no call of it.
+    await store.record(RunEvent("old-end", "local", "routing", "old", RunStatus.FAILED))
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        await client.post("/ui/login", data={"token": ADMIN_TOKEN})
+        page = await client.get("/ui/backfill")
+        assert '<option value="flaky"' in page.text
+        csrf = csrf_of(page.text)
+        bad = await client.post("/ui/backfill", data={"csrf": csrf, "handler": "flaky"})
+        assert bad.status_code == 400
+        assert "since: give the start of the window" in bad.text
+        form = {"csrf": csrf, "handler": "flaky", "since": "1h"}
+        dry = await client.post("/ui/backfill", data={**form, "confirm": "no"})
+        assert "Dry run: 1 of 1 transitions in the window match flaky." in dry.text
+        assert (await store.list_calls(run_id="old")).items == []
+        fixed = dict(re.findall(r'name="(since|until)" value="([^"]+)"', dry.text))
+        done = await client.post("/ui/backfill", data={**form, **fixed, "confirm": "yes"})
+        assert "1 calls of flaky enqueued; 0 transitions had one already." in done.text
+        again = await client.post("/ui/backfill", data={**form, **fixed, "confirm": "yes"})
+        assert "0 calls of flaky enqueued; 1 transitions had one already." in again.text
+    calls = (await store.list_calls(run_id="old")).items
+    assert [c.handler for c in calls] == ["flaky"]
+    audit = (await store.list_audit()).items
+    assert [(a.action, a.count) for a in audit] == [("backfill", 0), ("backfill", 1)]
+    async with httpx.AsyncClient(base_url=served.url, headers=READ) as client:
+        assert (await client.post("/ui/backfill", data=form)).status_code == 403
