@@ -22,7 +22,7 @@ from listener.providers.base import Provider, Submission
 from listener.providers.nextmv import NextmvProvider
 from listener.run_durations import LearnSettings
 from listener.store import NewRun, Store, open_store
-from listener.store.base import RecordResult
+from listener.store.base import RecordResult, RunRecord
 from listener.testing import FakePlatform, RunPlan
 
 S = RunStatus
@@ -634,9 +634,9 @@ async def test_a_run_is_first_checked_near_its_applications_expected_end(
     assert (await poller.poll_once(now=t0 + timedelta(seconds=60))).claimed == 0
     at = run.submitted_at + timedelta(seconds=100)
     assert (await poller.poll_once(now=at)).status_calls == 1
-    run = await store.get_run(run_id)
-    assert run is not None
-    assert run.next_poll_at == at + timedelta(seconds=30)  # the cap from there on
+    after = await store.get_run(run_id)
+    assert after is not None
+    assert after.next_poll_at == at + timedelta(seconds=30)  # the cap from there on
 
 
 async def test_without_learning_the_fixed_schedule_holds(
@@ -661,13 +661,21 @@ async def running_by_webhook(store: Store, nextmv: NextmvProvider, platform: Fak
     return run_id
 
 
+async def running_run(
+    store: Store, nextmv: NextmvProvider, platform: FakePlatform
+) -> tuple[str, RunRecord]:
+    """`running_by_webhook`, with the run as the store holds it."""
+    run_id = await running_by_webhook(store, nextmv, platform)
+    run = await store.get_run(run_id)
+    assert run is not None
+    return run_id, run
+
+
 async def test_while_webhooks_lose_ends_a_silent_run_is_checked_past_its_start_quantile(
     store: Store, platform: FakePlatform, nextmv: NextmvProvider
 ) -> None:
     await ended_runs(store, 20, 100.0, Origin.POLL)
-    run_id = await running_by_webhook(store, nextmv, platform)
-    run = await store.get_run(run_id)
-    assert run is not None
+    run_id, run = await running_run(store, nextmv, platform)
     poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
     early = await poller.poll_once(now=run.submitted_at + timedelta(seconds=90))
     assert (early.brought_forward, early.status_calls) == (0, 0)
@@ -685,9 +693,7 @@ async def test_while_webhooks_deliver_silence_is_trusted_up_to_three_times_the_p
     store: Store, platform: FakePlatform, nextmv: NextmvProvider
 ) -> None:
     await ended_runs(store, 20, 100.0, Origin.WEBHOOK)
-    run_id = await running_by_webhook(store, nextmv, platform)
-    run = await store.get_run(run_id)
-    assert run is not None
+    run_id, run = await running_run(store, nextmv, platform)
     poller = make_poller(store, {"nextmv": nextmv}, Recorder(store), learn=LEARN)
     trusted = await poller.poll_once(now=run.submitted_at + timedelta(seconds=250))
     assert (trusted.brought_forward, trusted.status_calls) == (0, 0)
@@ -701,9 +707,7 @@ async def test_a_run_open_past_its_overdue_limit_is_reported_once(
     store: Store, platform: FakePlatform, nextmv: NextmvProvider
 ) -> None:
     await ended_runs(store, 20, 100.0, Origin.WEBHOOK)
-    run_id = await running_by_webhook(store, nextmv, platform)
-    run = await store.get_run(run_id)
-    assert run is not None
+    run_id, run = await running_run(store, nextmv, platform)
     told: list[OverdueNotice] = []
 
     async def on_overdue(notice: OverdueNotice) -> None:
