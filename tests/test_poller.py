@@ -682,9 +682,9 @@ async def test_while_webhooks_lose_ends_a_silent_run_is_checked_past_its_start_q
     at = run.submitted_at + timedelta(seconds=101)
     report = await poller.poll_once(now=at)
     assert (report.brought_forward, report.claimed, report.status_calls) == (1, 1, 1)
-    run = await store.get_run(run_id)
-    assert run is not None
-    assert run.next_poll_at == at + timedelta(seconds=30)
+    after = await store.get_run(run_id)
+    assert after is not None
+    assert after.next_poll_at == at + timedelta(seconds=30)
     platform.finish(run_id, "succeeded")
     assert (await poller.poll_once(now=at + timedelta(seconds=30))).learned == 1
 
