@@ -184,8 +184,9 @@ class Dispatcher:
         self._inflight: dict[asyncio.Task[None], HandlerCall] = {}
         # Calls whose handler returned, to be marked done with the next claim.
         self._completing: list[HandlerCall] = []
-        # Ids of the calls that ran here and are not yet marked done, with the number of
-        # failed attempts to mark them: such a call claimed again is not run again.
+        # Ids of the calls whose handler returned here and that are not yet marked done
+        # (queued, being written, or failed to write), with the number of failed writes:
+        # such a call claimed again is not run again.
         self._unrecorded: dict[int, int] = {}
         self._executor: ThreadPoolExecutor | None = None
         # Wakes at each retry's due time, so retries keep their schedule between sweeps.
@@ -308,13 +309,18 @@ class Dispatcher:
             # The store may be down for a while; the next sweep tries again.
             log.warning("claiming handler calls failed: %s", type(exc).__name__)
             return
+        running = {held.id for held in self._inflight.values()}
         for call in calls:
             if call.id in self._unrecorded:
-                # It ran here already and its completion is still being written: the
-                # claim came after its lease ran out during a store outage. Mark it
-                # done (this owner holds it again) instead of running it twice.
+                # It ran here already and its completion is not written yet: the claim came
+                # after its lease ran out while the store was slow or away. Mark it done
+                # (this owner holds it again) instead of running it twice.
                 if all(pending.id != call.id for pending in self._completing):
                     self._completing.append(call)
+                continue
+            if call.id in running:
+                # Still running here past its lease (its outcome waits for the store):
+                # the run under way writes it, as this owner still holds the call.
                 continue
             if self._stopping:
                 await self._release(call)
@@ -423,6 +429,7 @@ class Dispatcher:
                 self.metrics.handler_call(call.handler, "ok", seconds)
             # Marked done by the loop, with the next claim; the slot is free already. A
             # crash before that runs the call again once its lease expires.
+            self._unrecorded[call.id] = 0
             self._completing.append(call)
             return _Ended("ok")
 

@@ -624,6 +624,61 @@ async def test_a_finished_call_claimed_again_after_its_lease_is_not_run_again(
     assert call.attempts == 2
 
 
+class SlowAfterTheFirstCall:
+    """A real store that turns slow once a handler has run: the claim that follows waits
+    past the call's lease, and the completion longer still, as when both wait for a
+    connection just after an outage."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.slow = False
+        self.claims: Counter[int] = Counter()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def claim_calls(
+        self, owner: str, *, limit: int, lease_seconds: float
+    ) -> list[HandlerCall]:
+        if self.slow:
+            await asyncio.sleep(0.3)
+        calls = await self._store.claim_calls(owner, limit=limit, lease_seconds=lease_seconds)
+        self.claims.update(call.id for call in calls)
+        return calls
+
+    async def complete_call(self, call_id: int, owner: str) -> bool:
+        if self.slow:
+            await asyncio.sleep(0.5)
+            self.slow = False
+        return await self._store.complete_call(call_id, owner)
+
+
+async def test_a_claim_racing_a_slow_completion_does_not_run_the_call_again(
+    store: Store,
+) -> None:
+    handlers = Handlers()
+    runs: list[str] = []
+    slow = SlowAfterTheFirstCall(store)
+
+    @handlers.on("succeeded", name="h")
+    async def handler(event: RunEvent) -> None:
+        runs.append(event.run_id)
+        slow.slow = True
+
+    [call_id] = await enqueue(store, handlers)
+    dispatcher = make(slow, handlers, lease_seconds=0.2)  # type: ignore[arg-type]
+    await dispatcher.start()
+    try:
+        call = await call_in(store, call_id, CallState.DONE)
+        await wait_for(lambda: not slow.slow, "the slow completion")
+    finally:
+        await dispatcher.stop()
+    # Claimed again while its completion was being written, and not run twice.
+    assert slow.claims[call_id] == 2
+    assert runs == ["run-1"]
+    assert call.state is CallState.DONE
+
+
 async def test_prepare_hook_sees_every_event(store: Store) -> None:
     handlers = Handlers()
     results: list[object] = []
