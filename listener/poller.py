@@ -243,6 +243,14 @@ class Poller:
             except StoreUnavailable as exc:
                 logger.warning("poll pass skipped: store unavailable (%s)", type(exc).__name__)
                 report = PollReport()
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return  # a pass cut short by the shutdown (its clients closing)
+                # One bad pass must not end polling for good: the runs stay due, and the
+                # next pass claims them again once their leases end.
+                logger.error("poll pass failed: %s", type(exc).__name__)
+                logger.debug("poll pass failed", exc_info=exc)
+                report = PollReport()
             # A full batch means more runs are due: go again without waiting.
             if report.claimed >= self.batch_size:
                 continue

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 
 from listener import poller as poller_module
 from listener.budget import SharedRateLimiter
@@ -540,6 +541,51 @@ async def test_poll_only_mode_runs_in_the_background(
     with pytest.raises(RuntimeError, match="already started"):
         await poller.start()
     await poller.stop()
+
+
+class BrokenOnce:
+    """A real provider whose first status call fails with an error nobody expects."""
+
+    def __init__(self, provider: NextmvProvider) -> None:
+        self._provider = provider
+        self.broken = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
+
+    async def status(self, application: str, run_id: str) -> Any:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("not expected")
+        return await self._provider.status(application, run_id)
+
+
+async def test_a_pass_that_fails_unexpectedly_does_not_end_polling(
+    store: Store, platform: FakePlatform, nextmv: NextmvProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = await submit(nextmv, store)
+    platform.finish(run_id, "succeeded")
+    broken = BrokenOnce(nextmv)
+    poller = make_poller(
+        store,
+        {"nextmv": broken},
+        Recorder(store),
+        interval=0.02,
+        lease=0.2,
+        schedule=PollSchedule(interval=0.02, cap=0.05),
+    )
+    await poller.start()
+    try:
+
+        async def ended() -> bool:
+            run = await store.get_run(run_id)
+            return run is not None and run.status is S.SUCCEEDED
+
+        await wait_for(ended, "the run learned after the failed pass")
+    finally:
+        await poller.stop()
+    assert not broken.broken
+    assert "poll pass failed: RuntimeError" in caplog.text
 
 
 # -- settings ----------------------------------------------------------------------------
