@@ -309,7 +309,7 @@ class Dispatcher:
             # The store may be down for a while; the next sweep tries again.
             log.warning("claiming handler calls failed: %s", type(exc).__name__)
             return
-        running = {held.id for held in self._inflight.values()}
+        running = {held.id for held in self._inflight.values()} if calls else set()
         for call in calls:
             if call.id in self._unrecorded:
                 # It ran here already and its completion is not written yet: the claim came

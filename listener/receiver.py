@@ -423,12 +423,12 @@ class Receiver:
         started: float,
         check: tracing.Check | None = None,
     ) -> _Answer:
+        reason = _refusal(answer)
         if check is not None and not check.emitted:
             # Not traced with a record: refused, unroutable, or failed before the store.
-            check.emit(None, event, refused=_refusal(answer))
+            check.emit(None, event, refused=reason)
         self.metrics.delivery(source, outcome)
         self.metrics.receive_seconds.observe(time.perf_counter() - started)
-        reason = _refusal(answer)
         if reason is not None:
             self.refusals.append(
                 Refusal(datetime.now(UTC), source, outcome, answer.status_code, reason, delivery_id)

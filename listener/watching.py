@@ -110,10 +110,7 @@ class NoticeWatcher:
     async def _deliver(self) -> None:
         for key, (notice, handler, tried) in list(self._owed.items()):
             try:
-                if handler.is_async:
-                    await handler.func(notice)
-                else:  # off the event loop, which receives webhooks meanwhile
-                    await asyncio.to_thread(handler.func, notice)
+                await call_notice_handler(handler, notice)
             except Exception as exc:
                 tried += 1
                 if tried >= self.attempts:
@@ -141,16 +138,20 @@ class NoticeWatcher:
             await asyncio.sleep(self.settings.interval)
 
 
+async def call_notice_handler(handler: NoticeHandler, notice: Notice | OverdueNotice) -> None:
+    if handler.is_async:
+        await handler.func(notice)
+    else:  # off the event loop, which receives webhooks meanwhile
+        await asyncio.to_thread(handler.func, notice)
+
+
 async def tell_overdue(handlers: Handlers, notice: OverdueNotice) -> None:
     """Call each handler asking for `run_overdue` notices of the run's provider, once: a
     handler that raises is logged, not retried (the run is not overdue a second time)."""
     log.info("%s: %s", notice.kind, notice.as_dict())
     for handler in handlers.notice_handlers(notice.kind, notice.provider):
         try:
-            if handler.is_async:
-                await handler.func(notice)
-            else:  # off the event loop, which receives webhooks meanwhile
-                await asyncio.to_thread(handler.func, notice)
+            await call_notice_handler(handler, notice)
         except Exception as exc:
             log.error(
                 "notice handler %s failed on %s: %s",

@@ -759,14 +759,17 @@ async def test_a_run_open_past_its_overdue_limit_is_reported_once(
     async def on_overdue(notice: OverdueNotice) -> None:
         told.append(notice)
 
-    poller = make_poller(
-        store,
-        {"nextmv": nextmv},
-        Recorder(store),
-        learn=LEARN,
-        overdue=OverdueSettings(factor=2.0, minimum=60.0),
-        on_overdue=on_overdue,
-    )
+    def overdue_poller() -> Poller:
+        return make_poller(
+            store,
+            {"nextmv": nextmv},
+            Recorder(store),
+            learn=LEARN,
+            overdue=OverdueSettings(factor=2.0, minimum=60.0),
+            on_overdue=on_overdue,
+        )
+
+    poller = overdue_poller()
     await poller.poll_once(now=run.submitted_at + timedelta(seconds=199))
     assert told == []
     at = run.submitted_at + timedelta(seconds=201)
@@ -781,15 +784,7 @@ async def test_a_run_open_past_its_overdue_limit_is_reported_once(
     await poller.poll_once(now=at + timedelta(seconds=60))
     assert len(told) == 1
     # Another replica, or this one restarted, finds it reported already.
-    replica = make_poller(
-        store,
-        {"nextmv": nextmv},
-        Recorder(store),
-        learn=LEARN,
-        overdue=OverdueSettings(factor=2.0, minimum=60.0),
-        on_overdue=on_overdue,
-    )
-    await replica.poll_once(now=at + timedelta(seconds=120))
+    await overdue_poller().poll_once(now=at + timedelta(seconds=120))
     assert len(told) == 1
     assert not await store.mark_overdue(run_id)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from listener.recording import EventRecorder
 from listener.recovery import (
@@ -25,6 +24,21 @@ from listener.store.base import CallState, Store
 __all__ = ["backfill_handler", "replay_by_filter", "replay_one", "reprocess"]
 
 
+async def _audit(
+    store: Store,
+    actor: str,
+    action: str,
+    count: int,
+    counts: ReplayCounts | BackfillCounts | ReprocessCounts,
+) -> None:
+    """A bulk action written to the audit with its counts; a dry run changes nothing and
+    is not written."""
+    if not counts.dry_run:
+        await store.record_audit(
+            actor=actor, action=action, count=count, detail=counts_dict(counts)
+        )
+
+
 async def replay_one(store: Store, actor: str, call_id: int) -> bool:
     """Replay one dead or done call; audited when it was replayed."""
     done = await store.replay_calls([call_id], states=(CallState.DEAD, CallState.DONE))
@@ -40,11 +54,7 @@ async def replay_by_filter(
 ) -> ReplayCounts:
     """`recovery.replay_calls` over the filter; a real run is audited with its counts."""
     counts = await replay_calls(store, call_filter, dry_run=dry_run)
-    if not dry_run:
-        data = counts_dict(counts)
-        await store.record_audit(
-            actor=actor, action="replay by filter", count=counts.replayed, detail=data
-        )
+    await _audit(store, actor, "replay by filter", counts.replayed, counts)
     return counts
 
 
@@ -58,11 +68,7 @@ async def reprocess(
 ) -> ReprocessCounts:
     """`recovery.reprocess_unroutable`; a real run is audited with its counts."""
     counts = await reprocess_unroutable(store, recorder, sources, dry_run=dry_run)
-    if not dry_run:
-        data: dict[str, Any] = counts_dict(counts)
-        await store.record_audit(
-            actor=actor, action="reprocess unroutable", count=counts.readable, detail=data
-        )
+    await _audit(store, actor, "reprocess unroutable", counts.readable, counts)
     return counts
 
 
@@ -78,8 +84,5 @@ async def backfill_handler(
 ) -> BackfillCounts:
     """`recovery.backfill` of `handler` over `[since, until)`; a real run is audited."""
     counts = await backfill(store, handlers, handler, since=since, until=until, dry_run=dry_run)
-    if not dry_run:
-        await store.record_audit(
-            actor=actor, action="backfill", count=counts.enqueued, detail=counts_dict(counts)
-        )
+    await _audit(store, actor, "backfill", counts.enqueued, counts)
     return counts
