@@ -270,23 +270,30 @@ class Console:
                 status=400,
                 session=session,
             )
-        next_url = None
-        if page.next_cursor is not None:
-            next_url = "?" + urlencode({**query.given, "cursor": page.next_cursor})
-        name = "_runs_rows.html" if request.query_params.get("part") == "rows" else "runs.html"
-        live = "?" + urlencode({**query.given, "part": "rows"}) if query.cursor is None else None
-        return self.render(
-            request,
-            name,
-            {
-                "query": query,
-                "runs": page.items,
-                "next_url": next_url,
-                "live": live,
-                "statuses": _STATUSES,
-            },
-            session=session,
+        return self._listing(
+            request, session, "runs", query.given, query.cursor, page.next_cursor,
+            {"query": query, "runs": page.items, "statuses": _STATUSES},
+        )  # fmt: skip
+
+    def _listing(
+        self,
+        request: Request,
+        session: auth.Session,
+        name: str,
+        given: Mapping[str, str],
+        cursor: str | None,
+        next_cursor: str | None,
+        context: dict[str, Any],
+    ) -> Response:
+        """A list page (`<name>.html`), or only its rows (`_<name>_rows.html`) for the live
+        refresh, which only the first page gets; the next page's link keeps the filters."""
+        rows = request.query_params.get("part") == "rows"
+        context["next_url"] = (
+            "?" + urlencode({**given, "cursor": next_cursor}) if next_cursor is not None else None
         )
+        context["live"] = "?" + urlencode({**given, "part": "rows"}) if cursor is None else None
+        template = f"_{name}_rows.html" if rows else f"{name}.html"
+        return self.render(request, template, context, session=session)
 
     async def run(self, request: Request, session: auth.Session) -> Response:
         run_id = request.query_params.get("id", "")
@@ -383,24 +390,12 @@ class Console:
                 status=400,
                 session=session,
             )
-        next_url = None
-        if page.next_cursor is not None:
-            next_url = "?" + urlencode({**query.given, "cursor": page.next_cursor})
-        name = "_calls_rows.html" if request.query_params.get("part") == "rows" else "calls.html"
-        live = "?" + urlencode({**query.given, "part": "rows"}) if query.cursor is None else None
-        return self.render(
-            request,
-            name,
-            {
-                "query": query,
-                "calls": page.items,
-                "next_url": next_url,
-                "live": live,
-                # Where a replay button returns: this list with its filters.
-                "back": request.url.path + "?" + urlencode(query.given),
-            },
-            session=session,
-        )
+        # `back`: where a replay button returns, this list with its filters.
+        back = request.url.path + "?" + urlencode(query.given)
+        return self._listing(
+            request, session, "calls", query.given, query.cursor, page.next_cursor,
+            {"query": query, "calls": page.items, "back": back},
+        )  # fmt: skip
 
     async def audit(self, request: Request, session: auth.Session) -> Response:
         try:

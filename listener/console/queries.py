@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
 
 from listener.durations import parse_moment
 from listener.events import Origin, RunStatus
@@ -46,6 +48,19 @@ def _moment(params: Mapping[str, str], name: str, now: datetime) -> datetime | N
         raise _FilterError(f"{name}: {exc}") from None
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(kind: type[E], name: str, word: str) -> E:
+    """The member of the string enum `kind` written `word`, or a `_FilterError` naming
+    the filter and the words it takes."""
+    try:
+        return kind(word)
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise _FilterError(f"{name}: {word!r} is not one of {known}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class RunQuery:
     """The runs page's filters; `run_id` finds one run instead."""
@@ -62,15 +77,8 @@ class RunQuery:
 
     @classmethod
     def parse(cls, params: Mapping[str, str], now: datetime) -> RunQuery:
-        status: list[RunStatus] = []
-        for word in (_text(params, "status") or "").split(","):
-            if not word.strip():
-                continue
-            try:
-                status.append(RunStatus(word.strip()))
-            except ValueError:
-                known = ", ".join(s.value for s in RunStatus)
-                raise _FilterError(f"status: {word.strip()!r} is not one of {known}") from None
+        words = (_text(params, "status") or "").split(",")
+        status = [_member(RunStatus, "status", w.strip()) for w in words if w.strip()]
         since = _moment(params, "since", now)
         until = _moment(params, "until", now)
         if since is not None and until is not None and since >= until:
@@ -99,13 +107,7 @@ class CallQuery:
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> CallQuery:
         word = _text(params, "state")
-        state = None
-        if word is not None:
-            try:
-                state = CallState(word)
-            except ValueError:
-                known = ", ".join(s.value for s in CallState)
-                raise _FilterError(f"state: {word!r} is not one of {known}") from None
+        state = _member(CallState, "state", word) if word is not None else None
         names = ("state", "handler", "run_id")
         return cls(
             state=state,
