@@ -534,15 +534,22 @@ async def test_store_failures_do_not_kill_the_loop(
     assert not dispatcher.running
 
 
-class FlakyCompletions:
-    """A real store whose first `complete_call`s fail as if the database were away."""
+class StoreInFront:
+    """A real store, with the methods a subclass defines put in front of it."""
 
-    def __init__(self, store: Store, failures: int) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self.failures = failures
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
+
+
+class FlakyCompletions(StoreInFront):
+    """A real store whose first `complete_call`s fail as if the database were away."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        super().__init__(store)
+        self.failures = failures
 
     async def complete_call(self, call_id: int, owner: str) -> bool:
         if self.failures > 0:
@@ -573,17 +580,14 @@ async def test_a_failed_completion_is_retried_while_the_lease_holds(store: Store
     assert call.attempts == 1
 
 
-class AwayUntilReclaimed:
+class AwayUntilReclaimed(StoreInFront):
     """A real store that cannot mark calls done until it has handed one out a second
     time: the completion of a finished call outlives its lease, as in a long outage."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.claims: Counter[int] = Counter()
         self.refused = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
 
     async def claim_calls(
         self, owner: str, *, limit: int, lease_seconds: float
@@ -624,18 +628,15 @@ async def test_a_finished_call_claimed_again_after_its_lease_is_not_run_again(
     assert call.attempts == 2
 
 
-class SlowAfterTheFirstCall:
+class SlowAfterTheFirstCall(StoreInFront):
     """A real store that turns slow once a handler has run: the claim that follows waits
     past the call's lease, and the completion longer still, as when both wait for a
     connection just after an outage."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.slow = False
         self.claims: Counter[int] = Counter()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
 
     async def claim_calls(
         self, owner: str, *, limit: int, lease_seconds: float
