@@ -122,3 +122,13 @@ def test_usage_and_binding_errors_are_one_line(tmp_path: Path) -> None:
         busy = run_cli("fake-platform", "nextmv", "--port", str(port), cwd=tmp_path)
     assert busy.returncode == 1
     assert busy.stderr == f"error: cannot serve on 127.0.0.1:{port}\n"
+
+
+def test_serves_on_the_host_given_with_a_url_clients_can_use(tmp_path: Path) -> None:
+    args = ["fake-platform", "nextmv", "--json", "--host", "::1", "--runs-for", "0"]
+    with long_running(args, cwd=tmp_path, env={}) as process:
+        found = started(process)
+        assert found["base_url"].startswith("http://[::1]:")
+        result = application(found).new_run_with_result({"stops": 1}, polling_options=NO_WAIT)
+        assert result.output == {"echo": {"stops": 1}}
+        assert process.stop(signal.SIGTERM) == 0
