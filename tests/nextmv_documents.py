@@ -4,7 +4,7 @@
 documents it gave, made stable (times, durations and the base URL fixed) so they can be
 kept in `documents/nextmv/` and compared. `tests/test_testing_documents.py` checks the
 files against a fresh recording and against the official SDK's models; the provider's
-tests (`tests/providers/test_nextmv_documents.py`) parse the same files.
+tests (`tests/providers/test_nextmv_recorded.py`) parse the same files.
 
 Regenerate after a deliberate change to the fake:
 `LISTENER_RECORD_DOCUMENTS=1 pytest tests/test_testing_documents.py`.
@@ -120,5 +120,8 @@ async def record() -> dict[str, Any]:
             params = {"format": "url"}
             await answer("output_url", "GET", f"{APP}/runs/{ok}/output", params=params)
             await answer("application", "GET", APP)
+            # A large output is left out of the run document, to be fetched by its URL.
+            fake.inline_output_limit = 0
+            await answer("result_output_by_url", "GET", f"{APP}/runs/{ok}")
         found["webhook_run_status"] = stable(fake.deliveries[0].payload, fake.base_url)
     return found

@@ -465,7 +465,9 @@ async def test_noxus_workflow_runs_against_the_fake_engine_command(tmp_path: Pat
     assert re.search(r"^run \S+ succeeded \(learned by stream\)$", stdout, re.MULTILINE)
     assert 'output {"echo": {"doc": "quarterly-report.pdf"}}' in stdout
     assert unreachable[0] == 1
-    assert "listener fake-platform noxus" in unreachable[2]
+    [line] = unreachable[2].splitlines()
+    assert line.startswith("error: the platform call failed: nothing answers at")
+    assert "listener fake-platform noxus" in line
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -491,3 +493,17 @@ async def test_poll_only_runs_against_the_fake_platform_command(tmp_path: Path) 
     assert code == 0, stderr
     ends = re.findall(r"^run \S+ (\w+) \(learned by (\w+)\)$", stdout, re.MULTILINE)
     assert ends == [("succeeded", "poll")] * 3
+
+
+async def test_submit_and_wait_runs_against_the_fake_platform_command(tmp_path: Path) -> None:
+    """Two terminals: `listener fake-platform nextmv --json`, then the example, no receiver."""
+    async with fake_platform_command("nextmv", "--runs-for", "0", "--fail", "1") as found:
+        env = {
+            "NEXTMV_BASE_URL": found["base_url"],
+            "NEXTMV_API_KEY": found["api_key"],
+            "LISTENER_STORE": f"sqlite:///{tmp_path / 'alone.db'}",
+            "LISTENER_POLLER_GRACE": "0.5",
+        }
+        code, stdout, stderr = await run_script(EXAMPLES / "submit_and_wait.py", env, tmp_path)
+    assert code == 1, stderr
+    assert re.search(r"^run \S+ failed \(learned by poll\)$", stdout, re.MULTILINE)

@@ -484,3 +484,13 @@ async def test_loopback_server_reports_its_url() -> None:
         async with httpx.AsyncClient() as http:
             assert (await http.get(server.base_url + "/")).json() == {"hello": "world"}
     await server.stop()  # stopping twice is harmless
+
+
+async def test_loopback_server_url_brackets_an_ipv6_host() -> None:
+    async def hello(request: Request) -> Response:
+        return JSONResponse({"hello": "world"})
+
+    async with LoopbackServer(Starlette(routes=[Route("/", hello)]), host="::1") as server:
+        assert server.base_url.startswith("http://[::1]:")
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(server.base_url + "/")).json() == {"hello": "world"}

@@ -190,7 +190,10 @@ async def test_application_get_and_exists(client: Client) -> None:
 # --- tracked (external) runs ------------------------------------------------------------
 
 
-async def test_track_a_succeeded_run(platform: FakePlatform, app: Application) -> None:
+@pytest.mark.parametrize("with_result", [False, True], ids=["track_run", "with_result"])
+async def test_track_a_succeeded_run(
+    platform: FakePlatform, app: Application, with_result: bool
+) -> None:
     tracked = TrackedRun(
         status=TrackedRunStatus.SUCCEEDED,
         input={"stops": 4},
@@ -198,7 +201,10 @@ async def test_track_a_succeeded_run(platform: FakePlatform, app: Application) -
         duration=1234,
         name="laptop",
     )
-    run_id = await sdk(app.track_run, tracked)
+    if with_result:
+        run_id = (await sdk(app.track_run_with_result, tracked, polling_options=NO_WAIT)).id
+    else:
+        run_id = await sdk(app.track_run, tracked)
     assert await ended(platform, app, run_id) is StatusV2.succeeded
     result = await sdk(app.run_result, run_id)
     assert result.output == {"routes": [["a", "b"]]}

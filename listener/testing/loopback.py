@@ -32,7 +32,9 @@ class LoopbackServer:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("the server is not started")
-        return f"http://{self.host}:{self.port}"
+        # An IPv6 address is bracketed in a URL, or its colons read as the port's.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     async def start(self) -> str:
         config = uvicorn.Config(

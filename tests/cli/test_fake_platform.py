@@ -122,3 +122,33 @@ def test_usage_and_binding_errors_are_one_line(tmp_path: Path) -> None:
         busy = run_cli("fake-platform", "nextmv", "--port", str(port), cwd=tmp_path)
     assert busy.returncode == 1
     assert busy.stderr == f"error: cannot serve on 127.0.0.1:{port}\n"
+
+
+def test_serves_on_the_host_given_with_a_url_clients_can_use(tmp_path: Path) -> None:
+    args = ["fake-platform", "nextmv", "--json", "--host", "::1", "--runs-for", "0"]
+    with long_running(args, cwd=tmp_path, env={}) as process:
+        found = started(process)
+        assert found["base_url"].startswith("http://[::1]:")
+        result = application(found).new_run_with_result({"stops": 1}, polling_options=NO_WAIT)
+        assert result.output == {"echo": {"stops": 1}}
+        assert process.stop(signal.SIGTERM) == 0
+
+
+def test_webhook_chaos_knobs_reach_the_deliveries(tmp_path: Path, hooks: tuple[Hooks, str]) -> None:
+    receiver, url = hooks
+    args = ["fake-platform", "nextmv", "--json", "--runs-for", "0", "--webhook", url]
+    with long_running([*args, "--duplicate", "1", "--delay", "0.1"], cwd=tmp_path, env={}) as p:
+        found = started(p)
+        result = application(found).new_run_with_result({"n": 1}, polling_options=NO_WAIT)
+        (body, _), (again, _) = receiver.next(), receiver.next()
+        assert body == again  # the same delivery, sent twice (each signed when sent)
+        assert json.loads(body)["data"]["run_id"] == result.id
+        assert p.stop(signal.SIGTERM) == 0
+
+    with long_running([*args, "--drop", "1"], cwd=tmp_path, env={}) as p:
+        found = started(p)
+        result = application(found).new_run_with_result({"n": 2}, polling_options=NO_WAIT)
+        assert result.metadata.status_v2 is StatusV2.succeeded
+        assert p.stop(signal.SIGTERM) == 0
+    # Its end was scheduled before the SDK could read it; dropped, it never came.
+    assert receiver.received.empty()
