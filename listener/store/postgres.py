@@ -244,10 +244,12 @@ async def _drive(conn: Conn, plan: plans.Plan[T]) -> T:
 
 
 class _JobFailed(Exception):
-    """A job failed on the fast path: the batch is rolled back and run again isolated."""
+    """A job failed on the fast path: the batch is rolled back and run again isolated.
+    Without an error, nothing failed: another writer got in the fast path's way, and the
+    plans, run again, decide with what that writer did."""
 
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__(str(error) if error is not None else "raced another writer")
         self.error = error
 
 
@@ -413,7 +415,7 @@ class PostgresStore(PlannedStore):
             try:
                 return self._apply_once(batch, isolate=isolate)
             except _JobFailed as failed:
-                if len(batch) == 1:
+                if len(batch) == 1 and failed.error is not None:
                     return [(False, failed.error)]
                 isolate = True
                 self.isolated_batches += 1
@@ -431,7 +433,7 @@ class PostgresStore(PlannedStore):
         outcomes: list[Outcome] = []
         with pool.connection() as conn, conn.transaction():
             if not isolate:
-                outcomes = self._apply_in_step(conn, batch)
+                outcomes = self._apply_together(conn, batch)
             else:
                 outcomes = self._apply_isolated(conn, batch)
             # Delivered to the other replicas only if the batch commits.
@@ -456,7 +458,7 @@ class PostgresStore(PlannedStore):
         return outcomes
 
     @staticmethod
-    def _apply_in_step(conn: SyncConn, batch: list[Job]) -> list[Outcome]:
+    def _apply_together(conn: SyncConn, batch: list[Job]) -> list[Outcome]:
         """The batch without savepoints, inside the caller's transaction; the first
         failure rolls it all back (`_JobFailed`). Its records run at the place of the
         first of them, in waves applied set-wise (`_pg_batch.record_wave`): a few round
@@ -477,10 +479,14 @@ class PostgresStore(PlannedStore):
                     values = drive_rounds(
                         record_wave([items[i] for i in wave]), _execute_pipelined(conn)
                     )
+                    if values is None:
+                        raise _JobFailed(None)
                     for i, value in zip(wave, values, strict=True):
                         outcomes[records[i]] = (True, value)
         except psycopg.OperationalError:
             raise  # the connection or transaction is gone: the whole batch fails
+        except _JobFailed:
+            raise
         except Exception as exc:
             raise _JobFailed(exc) from exc  # rolls the transaction back
         return cast(list[Outcome], outcomes)
