@@ -4,10 +4,11 @@ psycopg 3. `record` and `record_unroutable` go through one group writer: a threa
 connection of its own that takes the writes queued meanwhile (up to `MAX_BATCH`), applies
 them in one transaction, commits once and only then wakes the callers (a write that fails
 is rolled back alone: the batch is run again with a savepoint per write). The records of
-a batch run in step: each round sends the next statement of every record in one pipeline
-(one round trip for them all), so a batch costs as many round trips as the longest record
-plan has statements rather than several per record; records of one run, or of one
-delivery, go in later rounds, in their order. Everything else runs in its own short
+a batch go in waves of distinct runs and deliveries (records of one run, or of one
+delivery, go in later waves, in their order), and each wave is applied set-wise
+(`_pg_batch.record_wave`): one statement per step for all its records, the statements of
+a step pipelined, so a wave costs a few round trips however many records it holds.
+Everything else runs in its own short
 transaction on an async connection pool. Claims pick rows with
 `FOR UPDATE SKIP LOCKED`, so replicas never get the same call or run. The schema is
 created in the connection's current schema (the first in `search_path`), under an
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -35,6 +35,7 @@ from listener.store import _common as c
 from listener.store import _pg_changes as changes
 from listener.store import _plans as plans
 from listener.store._group_commit import MAX_BATCH, GroupWriter, Job, Outcome
+from listener.store._pg_batch import RecordArgs, drive_rounds, record_wave
 from listener.store._planned import PlannedStore
 from listener.store.base import (
     Change,
@@ -243,10 +244,12 @@ async def _drive(conn: Conn, plan: plans.Plan[T]) -> T:
 
 
 class _JobFailed(Exception):
-    """A job failed on the fast path: the batch is rolled back and run again isolated."""
+    """A job failed on the fast path: the batch is rolled back and run again isolated.
+    Without an error, nothing failed: another writer got in the fast path's way, and the
+    plans, run again, decide with what that writer did."""
 
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__(str(error) if error is not None else "raced another writer")
         self.error = error
 
 
@@ -274,16 +277,6 @@ def _execute_pipelined(conn: SyncConn) -> Callable[[list[plans.Stmt]], list[list
 
 
 _NOTIFY = "SELECT pg_notify(%s, %s)"
-
-
-@dataclass(frozen=True, slots=True)
-class _RecordJob:
-    """A queued `record`: its plan, and the run and delivery it touches (records of other
-    runs and deliveries do not touch each other's rows, so a batch runs them in step)."""
-
-    run_id: str
-    delivery_id: str
-    make: Callable[[], plans.Plan[RecordResult]]
 
 
 class PostgresStore(PlannedStore):
@@ -384,7 +377,7 @@ class PostgresStore(PlannedStore):
         def make() -> plans.Plan[RecordResult]:
             return plans.record_plan(self.dialect, event, names, self.default_grace_seconds)
 
-        return await self._submit(make, _RecordJob(event.run_id, event.delivery_id, make))
+        return await self._submit(make, RecordArgs(event, names, self.default_grace_seconds))
 
     async def follow_changes(self, on_change: Callable[[Change], None]) -> None:
         """Other replicas' new handler calls and ended runs, as their commits announce
@@ -422,7 +415,7 @@ class PostgresStore(PlannedStore):
             try:
                 return self._apply_once(batch, isolate=isolate)
             except _JobFailed as failed:
-                if len(batch) == 1:
+                if len(batch) == 1 and failed.error is not None:
                     return [(False, failed.error)]
                 isolate = True
                 self.isolated_batches += 1
@@ -440,7 +433,7 @@ class PostgresStore(PlannedStore):
         outcomes: list[Outcome] = []
         with pool.connection() as conn, conn.transaction():
             if not isolate:
-                outcomes = self._apply_in_step(conn, batch)
+                outcomes = self._apply_together(conn, batch)
             else:
                 outcomes = self._apply_isolated(conn, batch)
             # Delivered to the other replicas only if the batch commits.
@@ -465,15 +458,15 @@ class PostgresStore(PlannedStore):
         return outcomes
 
     @staticmethod
-    def _apply_in_step(conn: SyncConn, batch: list[Job]) -> list[Outcome]:
+    def _apply_together(conn: SyncConn, batch: list[Job]) -> list[Outcome]:
         """The batch without savepoints, inside the caller's transaction; the first
         failure rolls it all back (`_JobFailed`). Its records run at the place of the
-        first of them, in waves that each run in step: a few round trips for the wave
-        instead of several per record (a record of a run, or a delivery, already in the
-        wave waits for the next one)."""
+        first of them, in waves applied set-wise (`_pg_batch.record_wave`): a few round
+        trips a wave instead of several per record (a record of a run, or a delivery,
+        already in the wave waits for the next one)."""
         outcomes: list[Outcome | None] = [None] * len(batch)
-        records = [i for i, job in enumerate(batch) if isinstance(job.args, _RecordJob)]
-        first = records[0] if len(records) > 1 else None
+        records = [i for i, job in enumerate(batch) if isinstance(job.args, RecordArgs)]
+        first = records[0] if records else None
         try:
             for index, job in enumerate(batch):
                 if outcomes[index] is not None:
@@ -481,16 +474,19 @@ class PostgresStore(PlannedStore):
                 if index != first:
                     outcomes[index] = (True, job.fn(conn))
                     continue
-                jobs: list[_RecordJob] = [batch[i].args for i in records]
-                keys = [(f"run:{job.run_id}", f"delivery:{job.delivery_id}") for job in jobs]
-                for wave in plans.in_step_waves(keys):
-                    values = plans.drive_together(
-                        [jobs[i].make() for i in wave], _execute_pipelined(conn)
+                items: list[RecordArgs] = [batch[i].args for i in records]
+                for wave in plans.in_step_waves([item.keys for item in items]):
+                    values = drive_rounds(
+                        record_wave([items[i] for i in wave]), _execute_pipelined(conn)
                     )
+                    if values is None:
+                        raise _JobFailed(None)
                     for i, value in zip(wave, values, strict=True):
                         outcomes[records[i]] = (True, value)
         except psycopg.OperationalError:
             raise  # the connection or transaction is gone: the whole batch fails
+        except _JobFailed:
+            raise
         except Exception as exc:
             raise _JobFailed(exc) from exc  # rolls the transaction back
         return cast(list[Outcome], outcomes)

@@ -34,7 +34,6 @@ from listener.store._plans.core import (
     Query,
     Stmt,
     drive,
-    drive_together,
     in_step_waves,
 )
 from listener.store._plans.events import (
@@ -92,7 +91,6 @@ __all__ = [
     "complete_call_plan",
     "counts_plan",
     "drive",
-    "drive_together",
     "enqueue_calls_plan",
     "fail_call_plan",
     "find_calls_plan",

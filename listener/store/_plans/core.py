@@ -185,7 +185,7 @@ _RUN_DUE = (
 
 
 def in_step_waves(keys: Sequence[tuple[str, ...]]) -> list[list[int]]:
-    """The indexes of `keys` in waves that may each run in step: an item goes in the wave
+    """The indexes of `keys` in waves that may each be applied at once: an item goes in the wave
     after the last one holding any of its keys, so items sharing a key keep their order
     and never share a wave."""
     waves: list[list[int]] = []
@@ -198,33 +198,6 @@ def in_step_waves(keys: Sequence[tuple[str, ...]]) -> list[list[int]]:
         for key in item_keys:
             last[key] = wave
     return waves
-
-
-def drive_together(
-    plans: Sequence[Plan[Any]], run_all: Callable[[list[Stmt]], list[list[Row]]]
-) -> list[Any]:
-    """Run several plans to their ends in step: each round, the next statement of every
-    plan still going goes to `run_all` together (one round trip for them all where the
-    backend can pipeline), and each plan gets its own rows back. Returns each plan's
-    value, in order. The plans must not depend on each other's writes: inside one
-    transaction they see them at once, in an order no single plan expects."""
-    values: list[Any] = [None] * len(plans)
-    going: list[tuple[int, Plan[Any], Stmt]] = []
-    for index, plan in enumerate(plans):
-        try:
-            going.append((index, plan, next(plan)))
-        except StopIteration as done:
-            values[index] = done.value
-    while going:
-        answers = run_all([stmt for _, _, stmt in going])
-        still: list[tuple[int, Plan[Any], Stmt]] = []
-        for (index, plan, _), rows in zip(going, answers, strict=True):
-            try:
-                still.append((index, plan, plan.send(rows)))
-            except StopIteration as done:
-                values[index] = done.value
-        going = still
-    return values
 
 
 def drive(plan: Plan[T], run: Callable[[str, list[Any]], list[Row]]) -> T:
