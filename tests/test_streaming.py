@@ -206,6 +206,22 @@ async def test_runs_open_before_start_are_found_and_resumed_after_a_dropped_conn
         assert engine.status_calls == Counter()
 
 
+async def test_runs_open_at_start_are_followed_before_the_poller_starts(tmp_path: Path) -> None:
+    async with FakeNoxusEngine(plan=UNTIL_FINISHED) as engine:
+        off = StreamSettings(enabled="off")
+        async with stack(tmp_path, engine, streams=off) as (listener, _):
+            handle = await listener.submit("noxus", engine.workflow_id, {"n": 1})
+        async with stack(tmp_path, engine) as (listener, _):
+            # Started: the run's stream is followed already, so the poller's first pass,
+            # whenever it comes, puts the run off rather than asking about it.
+            assert listener.streamer is not None
+            assert listener.streamer.streaming(handle.run_id)
+            assert listener.poller is not None
+            report = await listener.poller.poll_once(datetime.now(UTC) + LATER)
+            assert (report.claimed, report.put_off, report.status_calls) == (1, 1, 0)
+        assert engine.status_calls == Counter()
+
+
 async def test_a_failing_stream_leaves_the_run_to_the_poller(tmp_path: Path) -> None:
     async with FakeNoxusEngine(plan=UNTIL_FINISHED) as engine:
         engine.fail_next(503, route="runs.events", times=3)
