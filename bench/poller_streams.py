@@ -1,14 +1,14 @@
 """Phase 5 of `bench/poller.py`: run event streams, with every callback dropped.
 
-    python bench/poller.py --phases 5 [--stream-runs 100] [--scale 0.01] [--seed 7]
+    python bench/poller.py --phases 5 --scale 0.1 [--stream-runs 100] [--seed 7]
 
 On the fake Noxus engine (in this process), with every callback dropped, two ways to
 learn each run's end:
 
-* sdk wait: the official client's `Run.wait()` polling, at its default `interval` of
-  5 s (`noxus_sdk.resources.runs.Run.wait` sleeps that long between `refresh()` calls
-  once its stream is unavailable), re-implemented per run as one asyncio task calling
-  `NoxusProvider.status`;
+* sdk wait: the official client's own `Run.a_wait()`, one per run, at its default
+  `interval` of 5 s, on an engine without streams, so that it polls: after its stream
+  call is refused it sleeps that long between `arefresh()` calls until the run ends,
+  then refreshes once more;
 * listener streams: the listener with no public URL, so it follows each run's event
   stream (`[streams] enabled = "auto"`), its poller running with the same settings as
   phases 2-4.
@@ -21,9 +21,12 @@ Measured: status calls per run (the engine's run reads), stream connections per 
 and the detection delay from the engine's end of the run to the moment the listener's
 `wait` (or the SDK's poll) saw it, in platform seconds. Numbers only, no targets.
 
-Everything runs in this one process (engine, pollers, streams), so at a small scale many
-runs make it the bottleneck: every delay then stretches, the SDK's polls most (each of
-its runs asks every 50 ms real at scale 0.01). The default of 100 runs stays clear of it.
+Everything runs in this one process (engine, the client's polls, the listener), so at a
+small scale many runs make it the bottleneck: every delay then stretches and the client
+polls less often than its interval, its polls most (each of its runs asks every 50 ms
+real at scale 0.01, each answer validated into its `Run` model). At 100 runs, scale 0.1
+stays clear of it (the client's delays then spread over its 5 s interval, as on paper);
+0.01 does not.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from noxus_sdk.client import Client
+from noxus_sdk.workflows import WorkflowDefinition
+
 from listener import Listener, PollSchedule, PollSettings
-from listener.providers.base import Submission
 from listener.streaming import StreamSettings
 from listener.testing import FakeNoxusEngine, NoxusPlan, NoxusRun
 
@@ -88,21 +93,23 @@ class _Plans:
 
 
 async def _sdk(engine: FakeNoxusEngine, workload: list[_Planned], scale: float) -> list[float]:
-    provider = engine.noxus_provider()
+    # The official client itself; with no stream on this engine its `a_wait` polls.
+    client = await asyncio.to_thread(
+        Client, engine.api_key, base_url=engine.base_url, load_nodes=False, load_me=False
+    )
+    workflow = WorkflowDefinition(client=client, id=engine.workflow_id)
 
     async def one(index: int, planned: _Planned) -> float:
         await asyncio.sleep(planned.submit_at * scale)
-        run_id = await provider.submit(Submission(engine.workflow_id, {"n": index}))
-        while True:
-            await asyncio.sleep(SDK_INTERVAL * scale)
-            state = await provider.status(engine.workflow_id, run_id)
-            if state.status.is_terminal:
-                return _delay(engine.runs[run_id], scale)
+        run = await workflow.arun({"n": index})
+        # The interval is typed as whole seconds; scaled, it is a fraction of one.
+        await run.a_wait(interval=SDK_INTERVAL * scale)  # type: ignore[arg-type]
+        return _delay(engine.runs[run.id], scale)
 
     try:
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(workload))))
     finally:
-        await provider.aclose()
+        await client.aclose()
 
 
 async def _listener(
@@ -148,7 +155,12 @@ async def run_streams_phase(runs: int, scale: float, seed: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("sdk wait (5 s)", "listener streams"):
             engine = FakeNoxusEngine(
-                plan=_Plans(workload), time_scale=scale, drop_rate=1.0, seed=seed
+                plan=_Plans(workload),
+                time_scale=scale,
+                drop_rate=1.0,
+                seed=seed,
+                # The client's wait would follow a stream: measured is its polling.
+                streams=not name.startswith("sdk"),
             )
             async with engine:
                 if name.startswith("sdk"):

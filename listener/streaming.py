@@ -141,9 +141,19 @@ class Streamer:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Follow the open runs found now, then keep looking in the background.
+
+        The first look is made before this returns, so a poller started after the
+        streamer finds the runs open at start already followed, and asks nothing of them.
+        """
         if self._loop_task is not None:
             raise RuntimeError("the streamer is already started")
         self._stopping.clear()
+        try:
+            await self._pass()
+        except BaseException:
+            await self._end_followers()
+            raise
         self._loop_task = asyncio.create_task(self._loop(), name="listener-streamer")
 
     async def stop(self) -> None:
@@ -153,22 +163,29 @@ class Streamer:
         self._stopping.set()
         self._wakeup.set()
         await task
+        await self._end_followers()
+
+    async def _end_followers(self) -> None:
         followers = list(self._tasks.values())
         for follower in followers:
             follower.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
 
     async def _loop(self) -> None:
+        # `start` made the first pass.
         while not self._stopping.is_set():
-            try:
-                await self.discover()
-            except StoreUnavailable as exc:
-                logger.warning("stream pass skipped: store unavailable (%s)", type(exc).__name__)
-            self._wakeup.clear()
-            if self._stopping.is_set():  # stopped during the pass: its wake-up is cleared
-                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.settings.interval)
+            self._wakeup.clear()
+            if self._stopping.is_set():
+                return
+            await self._pass()
+
+    async def _pass(self) -> None:
+        try:
+            await self.discover()
+        except StoreUnavailable as exc:
+            logger.warning("stream pass skipped: store unavailable (%s)", type(exc).__name__)
 
     async def discover(self) -> int:
         """Start following open runs of the streamed providers while streams are free;

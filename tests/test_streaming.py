@@ -22,7 +22,7 @@ from listener.providers.kinds import provider_kind
 from listener.providers.nextmv import NextmvProvider
 from listener.providers.noxus import NoxusProvider
 from listener.streaming import StreamSettings
-from listener.testing import FakeNoxusEngine, NoxusPlan
+from listener.testing import FakeNoxusEngine, LoopbackServer, NoxusPlan
 
 S = RunStatus
 # Runs stay running until the test finishes them.
@@ -123,6 +123,47 @@ async def test_with_every_callback_dropped_runs_end_once_by_stream_and_are_not_p
         assert all(engine.stream_connections[h.run_id] == 1 for h in handles)
 
 
+async def test_a_callback_after_the_stream_reported_the_end_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    # The run's callback is held back until `drain` (reordered, with nothing after it to
+    # release it) and then sent twice: the stream always reports the end first.
+    async with FakeNoxusEngine(
+        plan=UNTIL_FINISHED, reorder_rate=1.0, reorder_hold=3600.0, duplicate_rate=1.0
+    ) as engine:
+        on = StreamSettings(enabled="on", interval=0.05)
+        async with stack(tmp_path, engine, streams=on, callbacks=True) as (listener, ends):
+            async with LoopbackServer(listener.asgi()) as server:
+                listener.public_url = server.base_url  # where the callbacks reach it
+                handle = await listener.submit("noxus", engine.workflow_id, {"n": 1})
+                assert handle.callback_url is not None
+                assert handle.callback_url.startswith(server.base_url)
+                await running(listener, engine, handle.run_id)
+                engine.finish(handle.run_id)
+                final = await listener.wait(handle.run_id, timeout=WAIT_LIMIT)
+                await engine.drain()
+            await wait_for(lambda: len(ends.events) == 2, "both transitions handled")
+            assert listener.store is not None
+            events = await listener.store.list_events(run_id=handle.run_id)
+        [delivery] = engine.deliveries
+        # Both copies of the callback were taken (200: a known transition), too late.
+        assert (delivery.reordered, delivery.duplicated, delivery.status_codes) == (
+            True,
+            True,
+            [200, 200],
+        )
+        assert (final.origin, final.status) == (Origin.STREAM, S.SUCCEEDED)
+        assert ends.count(handle.run_id) == Counter({S.RUNNING: 1, S.SUCCEEDED: 1})
+        # The late callback is kept as an event (once: both copies share a delivery id),
+        # but the transition it reports was the stream's.
+        assert sorted((e.status, e.origin) for e in events.items) == [
+            (S.RUNNING, Origin.STREAM),
+            (S.SUCCEEDED, Origin.STREAM),
+            (S.SUCCEEDED, Origin.WEBHOOK),
+        ]
+        assert engine.status_calls == Counter()
+
+
 async def test_with_no_callback_possible_streams_are_followed_unasked(tmp_path: Path) -> None:
     async with FakeNoxusEngine(plan=UNTIL_FINISHED) as engine:
         async with stack(tmp_path, engine) as (listener, _):
@@ -162,6 +203,22 @@ async def test_runs_open_before_start_are_found_and_resumed_after_a_dropped_conn
         assert final.origin is Origin.STREAM
         # One message per connection: each one resumed after the message before it.
         assert engine.stream_connections[handle.run_id] == 3
+        assert engine.status_calls == Counter()
+
+
+async def test_runs_open_at_start_are_followed_before_the_poller_starts(tmp_path: Path) -> None:
+    async with FakeNoxusEngine(plan=UNTIL_FINISHED) as engine:
+        off = StreamSettings(enabled="off")
+        async with stack(tmp_path, engine, streams=off) as (listener, _):
+            handle = await listener.submit("noxus", engine.workflow_id, {"n": 1})
+        async with stack(tmp_path, engine) as (listener, _):
+            # Started: the run's stream is followed already, so the poller's first pass,
+            # whenever it comes, puts the run off rather than asking about it.
+            assert listener.streamer is not None
+            assert listener.streamer.streaming(handle.run_id)
+            assert listener.poller is not None
+            report = await listener.poller.poll_once(datetime.now(UTC) + LATER)
+            assert (report.claimed, report.put_off, report.status_calls) == (1, 1, 0)
         assert engine.status_calls == Counter()
 
 

@@ -157,23 +157,80 @@ async def test_stop_ends_the_run_and_its_stream(
     assert [(name, body["status"]) for name, body in callbacks.bodies] == [("c", "stopped")]
 
 
+def waiting(run: Run, mode: str) -> asyncio.Future[Any]:
+    """The client's own wait for `run`, `wait()` in a thread or `a_wait()`, polling at once."""
+    if mode == "sync":
+        return asyncio.ensure_future(asyncio.to_thread(run.wait, 0))
+    return asyncio.ensure_future(run.a_wait(interval=0))
+
+
+async def end_while_waited(engine: FakeNoxusEngine, client: Client, run: Run, end: str) -> None:
+    """End `run` as `end` says: the engine finishes it, or the client stops it."""
+    if end == "stopped":
+        assert (await client.runs.astop(run.id)).status == "stopped"
+    else:
+        engine.finish(run.id, end)
+
+
+@pytest.mark.parametrize("end", ["completed", "failed", "stopped"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_waiting_by_stream_for_each_end(
+    engine: FakeNoxusEngine, client: Client, mode: str, end: str
+) -> None:
+    run = await running(engine, client)
+    waited = waiting(run, mode)
+    await wait_for(lambda: engine.stream_connections[run.id] == 1, "the client's stream")
+    await end_while_waited(engine, client, run, end)
+    if end == "failed":
+        with pytest.raises(RunFailureError):
+            await waited
+    else:
+        # A stop is no terminal event to the client, but the engine ends the stream.
+        assert await waited is run
+    assert run.status == end
+    assert run.output == ({"echo": {"doc": "a"}} if end == "completed" else None)
+    assert engine.status_calls[run.id] == 1  # the refresh after the stream: no polling
+
+
+@pytest.mark.parametrize("end", ["completed", "failed"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_waiting_falls_back_to_polling_without_streams(
-    engine: FakeNoxusEngine, client: Client, mode: str
+    engine: FakeNoxusEngine, client: Client, mode: str, end: str
 ) -> None:
     engine.streams = False
     workflow = await client.workflows.aget(engine.workflow_id)
     run = await workflow.arun({"doc": "e"})
-    if mode == "sync":
-        waiting = asyncio.ensure_future(asyncio.to_thread(run.wait, 0))
-    else:
-        waiting = asyncio.ensure_future(run.a_wait(interval=0))
+    waited = waiting(run, mode)
     await wait_for(lambda: engine.status_calls[run.id] >= 2, "the client polling")
-    engine.finish(run.id)
-    assert await waiting is run
-    assert (run.status, run.output) == ("completed", {"echo": {"doc": "e"}})
+    engine.finish(run.id, end)
+    if end == "failed":
+        with pytest.raises(RunFailureError):
+            await waited
+    else:
+        assert await waited is run
+    assert run.status == end
+    assert run.output == ({"echo": {"doc": "e"}} if end == "completed" else None)
     assert engine.api_calls["runs.events"] == 1
     assert engine.stream_connections[run.id] == 0
+
+
+async def test_polling_fallback_does_not_end_for_a_stopped_run(
+    engine: FakeNoxusEngine, client: Client
+) -> None:
+    # The client polls until `completed`, `failed` or `awaiting_human_feedback`, so with
+    # no stream its wait goes on past a stop: the engine keeps answering `stopped`.
+    engine.streams = False
+    run = await running(engine, client)
+    waited = waiting(run, "async")
+    await wait_for(lambda: engine.status_calls[run.id] >= 1, "the client polling")
+    await end_while_waited(engine, client, run, "stopped")
+    calls = engine.status_calls[run.id]
+    await wait_for(lambda: engine.status_calls[run.id] >= calls + 3, "polls after the stop")
+    assert not waited.done()
+    assert run.status == "stopped"
+    waited.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waited
 
 
 async def test_refresh_sees_each_status(engine: FakeNoxusEngine, client: Client) -> None:
@@ -258,3 +315,17 @@ async def test_callback_knobs_drop_double_and_reorder(callbacks: Callbacks) -> N
         assert [name for name, _ in callbacks.bodies[2:]] == ["second", "first"]
         assert engine.stats.reordered == 1
         await sdk.aclose()
+
+
+async def test_callback_delay_is_drawn_from_the_range_and_scaled(callbacks: Callbacks) -> None:
+    async with FakeNoxusEngine(time_scale=0.001, delay=(1.0, 2.0)) as engine:
+        sdk = await connect(engine)
+        workflow = await sdk.workflows.aget(engine.workflow_id)
+        for n in range(5):
+            await workflow.arun({"n": n}, callback_url=callbacks.url(f"late-{n}"))
+        await engine.drain()
+        await sdk.aclose()
+    assert sorted(name for name, _ in callbacks.bodies) == [f"late-{n}" for n in range(5)]
+    assert len(engine.deliveries) == 5
+    for record in engine.deliveries:
+        assert 0.001 <= record.delay <= 0.002

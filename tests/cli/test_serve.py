@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from helpers import serve, wait_for
 
 from cli.support import (
+    FAST_POLLER,
     PLATFORM_ENV,
     PROCESS_LIMIT,
     WEBHOOK_SECRET,
@@ -23,11 +25,11 @@ from cli.support import (
 )
 from listener.cli import create_app
 from listener.errors import EXIT_FAILED
-from listener.events import RunStatus
+from listener.events import Origin, RunStatus
 from listener.providers.base import Submission
 from listener.sources import callback_token
 from listener.store import NewRun, open_store
-from listener.testing import FakePlatform
+from listener.testing import FakeNoxusEngine, FakePlatform, NoxusPlan
 
 
 def test_serve_takes_a_signed_delivery_and_stops_cleanly(tmp_path: Path) -> None:
@@ -182,6 +184,54 @@ async def test_poll_learns_a_run_end_and_stops_cleanly(
         assert platform.status_calls[run_id] >= 1
         assert poller.stop(signal.SIGTERM) == 0
     assert any("polling (providers: nextmv)" in line for line in poller.stderr)
+
+
+async def test_poll_follows_the_stream_of_a_noxus_run_and_never_asks(tmp_path: Path) -> None:
+    async with FakeNoxusEngine(plan=NoxusPlan(runs_for=None)) as engine:
+        async with engine.noxus_provider() as provider:
+            run_id = await provider.submit(Submission(engine.workflow_id, {"doc": "a"}))
+        engine.start_run(run_id)
+        store = await open_store(store_url(tmp_path))
+        await store.register_run(
+            NewRun(run_id, "noxus", engine.workflow_id, grace_seconds=0, first_poll_seconds=0)
+        )
+        await store.close()
+        config = write_config(
+            tmp_path,
+            f"""
+[listener]
+store = "{store_url(tmp_path)}"
+[providers.noxus]
+api_key = "{engine.api_key}"
+base_url = "{engine.base_url}"
+[streams]
+interval = 0.05
+{FAST_POLLER}
+""",
+        )
+
+        async def ended() -> bool:
+            store = await open_store(store_url(tmp_path))
+            try:
+                run = await store.get_run(run_id)
+            finally:
+                await store.close()
+            return run is not None and run.status is RunStatus.SUCCEEDED
+
+        args = ["--config", str(config), "poll"]
+        with long_running(args, cwd=tmp_path, env={}) as poller:
+            await wait_for(lambda: engine.stream_connections[run_id] == 1, "the run's stream")
+            engine.finish(run_id)
+            await wait_for(ended, "the poll process to learn the run's end")
+            assert poller.stop(signal.SIGTERM) == 0
+        store = await open_store(store_url(tmp_path))
+        try:
+            [end] = (await store.list_events(run_id=run_id, status=[RunStatus.SUCCEEDED])).items
+        finally:
+            await store.close()
+    assert end.origin is Origin.STREAM
+    # Every poll pass found the run due and put it off: its stream was healthy.
+    assert engine.status_calls == Counter()
 
 
 async def test_create_app_reads_listener_config(
