@@ -22,6 +22,7 @@ where it was always found (`listener.store.StoreUnavailable`, `listener.signatur
     │   ├── StoreUnavailable      cannot reach or commit now; retry later   503, exit 3
     │   └── SchemaTooNew          the database is a newer listener's        exit 3
     ├── ProviderError             a platform call failed after retries      502, exit 1
+    │   └── StreamIdle            an answered run stream went quiet too long
     ├── RunNotFound               the store knows no such run               404, exit 4
     ├── WaitTimeout               a run did not finish in time              504, exit 124
     ├── UnknownHandler            a stored call names no registered handler
@@ -66,6 +67,7 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "StoreUnavailable",
+    "StreamIdle",
     "TimestampTooNew",
     "TimestampTooOld",
     "UnknownHandler",
@@ -247,6 +249,15 @@ class ProviderError(ListenerError):
         self.status_code = status_code
         # Seconds the platform asked us to wait (429/503 `Retry-After`), when it said.
         self.retry_after = retry_after
+
+
+class StreamIdle(ProviderError):
+    """A run stream the platform answered sent nothing for its idle limit.
+
+    A quiet run and a dead connection look the same from here: the follower resumes
+    the stream at once rather than counting a failure, since a run may rightly say
+    nothing for longer than any limit.
+    """
 
 
 class RunNotFound(ListenerError, LookupError):

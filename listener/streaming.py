@@ -8,9 +8,10 @@ What a stream reports goes through the listener's one record path as an event of
 `stream`, whose delivery id is derived from the run and status as a poll's is, so a run
 ends exactly once whichever of webhook, stream and poll reports it first.
 
-A stream that ends without the run's end (a dropped connection) is resumed after its
-last message at once; one that fails (no answer, an error status, a read silent too
-long) is tried again after a backoff, `reconnects` times in a row, then the run is left
+A stream that ends without the run's end (a dropped connection), or that the platform
+answered and then left quiet past the provider's idle limit, is resumed after its last
+message at once, still healthy; one that fails (no answer, an error status) is tried
+again after a backoff, `reconnects` times in a row, then the run is left
 to the poller. Nothing is lost either way: the run stays open in the store, and the
 poller asks about it when it is due.
 
@@ -32,6 +33,7 @@ from typing import Literal
 
 from listener import backoff
 from listener._checks import positive, whole
+from listener.errors import StreamIdle
 from listener.events import Origin, RunEvent, RunStatus, next_status
 from listener.providers.base import Provider, ProviderError, RunStream
 from listener.store.base import RecordResult, Store, StoreUnavailable
@@ -117,6 +119,7 @@ class Streamer:
         # Counts for logs, metrics and benchmarks.
         self.connections = 0
         self.failures = 0
+        self.idle = 0  # answered streams resumed after a quiet spell
         self.learned = 0
 
     # -- what the poller and the listener ask --------------------------------------------
@@ -267,6 +270,11 @@ class Streamer:
                 if messages:
                     continue  # the connection closed before the end: resume after `after`
                 reason = "the stream closed with no message"
+            except StreamIdle:
+                # Answered, then quiet: a long run may say nothing for hours. Resume at
+                # once; a connection that cannot be made again counts as failing.
+                self.idle += 1
+                continue
             except ProviderError as exc:
                 code = exc.status_code
                 if code is not None and 400 <= code < 500 and code not in (408, 429):

@@ -42,6 +42,7 @@ ERROR_NAMES = [
     "SignatureError",
     "StoreError",
     "StoreUnavailable",
+    "StreamIdle",
     "TimestampTooNew",
     "TimestampTooOld",
     "UnknownHandler",

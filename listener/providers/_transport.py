@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from listener import backoff
+from listener.errors import StreamIdle
 from listener.providers.base import ProviderError
 from listener.redaction import bare_url, scrub
 from listener.sending import Sleep, tls_context
@@ -240,10 +241,12 @@ class Transport:
     ) -> AsyncIterator[AsyncIterator[str]]:
         """A long-lived ``GET`` whose answer is read line by line as it arrives; never
         retried here (the caller resumes). A connection failure, a non-2xx answer or a
-        read silent for ``read_timeout`` seconds is a ProviderError."""
+        read silent for ``read_timeout`` seconds is a ProviderError; once the answer began,
+        that silence is a StreamIdle."""
         url = self.url_for(path)
         where = f"GET {bare_url(url)}"
         timeout = httpx.Timeout(self._client.timeout.connect, read=read_timeout)
+        answered = False
         try:
             async with self._client.stream(
                 "GET", url, params=params, headers=self._auth_headers, timeout=timeout
@@ -257,7 +260,12 @@ class Transport:
                         status_code=status,
                         retry_after=parse_retry_after(response.headers.get("retry-after")),
                     )
+                answered = True
                 yield self._lines(response)
+        except httpx.ReadTimeout:
+            if not answered:
+                raise ProviderError(f"{where} failed: no answer in {read_timeout:g} s") from None
+            raise StreamIdle(f"{where}: nothing for {read_timeout:g} s") from None
         except httpx.TransportError as exc:
             reason = self._redact(f"{type(exc).__name__}: {exc}")
             raise ProviderError(f"{where} failed: {reason}") from None
