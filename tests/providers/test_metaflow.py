@@ -235,7 +235,7 @@ async def test_a_failed_run_resumes_as_a_new_run(tmp_path: Path) -> None:
             HELLO,
             None,
             extra={"resume": first.run_id},
-            metadata={"resumed_from": first.run_id},
+            metadata={"ticket": "T-1"},
         )
         assert second.run_id != first.run_id
         event = await setup.listener.wait(second.run_id, timeout=WAIT_LIMIT)
@@ -243,7 +243,8 @@ async def test_a_failed_run_resumes_as_a_new_run(tmp_path: Path) -> None:
         assert (await setup.provider.result(HELLO, second.run_id)).output["total"] == 13
         stored = await setup.listener.store.get_run(second.run_id)
         assert stored is not None
-        assert stored.metadata == {"resumed_from": first.run_id}
+        # Linked to the run it resumed by the listener itself, beside the caller's metadata.
+        assert stored.metadata == {"resumed_from": first.run_id, "ticket": "T-1"}
 
 
 def test_the_kind_is_configured_like_any_other() -> None:
