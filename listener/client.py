@@ -22,7 +22,7 @@ from typing import Any
 from listener import run_end, tracing
 from listener.errors import RunNotFound, WaitTimeout
 from listener.events import Origin, RunEvent, RunStatus, next_status
-from listener.providers.base import Provider, Submission
+from listener.providers.base import Provider, RunLinks, Submission
 from listener.run_end import OnEndFunc
 from listener.store.base import NewRun, RecordResult, RunRecord, Store
 
@@ -190,6 +190,8 @@ class RunClient:
         platform = self.provider(provider)
         plan = self._callbacks(provider, secrets.token_hex(8))
         run_id = await platform.submit(submission, callback_url=plan.url)
+        if isinstance(platform, RunLinks):
+            metadata = {**platform.run_links(submission, run_id), **(metadata or {})}
         submitted_at = datetime.now(UTC)
         grace = self.grace if grace is None else grace
         if first_poll is None:

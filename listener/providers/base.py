@@ -17,6 +17,7 @@ __all__ = [
     "PayloadNotUnderstood",
     "Provider",
     "ProviderError",
+    "RunLinks",
     "RunResult",
     "RunState",
     "RunStream",
@@ -109,6 +110,15 @@ class BatchStatus(Protocol):
         when given, is awaited once before each of them, so a caller's rate limit counts
         every request, not the check as one; None sends them without waiting.
         """
+
+
+@runtime_checkable
+class RunLinks(Protocol):
+    """Optional: a provider that knows more about a run it started than the caller said
+    (a resumed run's origin), recorded in the run's metadata beside the caller's own."""
+
+    def run_links(self, submission: Submission, run_id: str) -> Mapping[str, Any]:
+        """Metadata for the new run; the caller's metadata wins on a shared key."""
 
 
 @dataclass(frozen=True, slots=True)

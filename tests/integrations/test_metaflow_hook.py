@@ -4,6 +4,9 @@ Its deliveries from real flows are covered by tests/providers/test_metaflow.py."
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from listener.integrations.metaflow import notify
@@ -47,3 +50,17 @@ def test_a_run_gets_a_target_only_with_both_url_and_secret() -> None:
     assert both["LISTENER_WEBHOOK_URL"] == "http://h/hooks/m"
     no_secret = run_environment(application="f.py", callback_url="http://h/hooks/m", secret=None)
     assert no_secret["LISTENER_WEBHOOK_URL"] == no_secret["LISTENER_WEBHOOK_SECRET"] == ""
+
+
+def test_the_hook_imports_none_of_the_service() -> None:
+    # Metaflow starts a Python process per hook at each run end; the service's modules
+    # (app, receiver, store, Starlette) would add their import time to every report.
+    probe = (
+        "import sys, listener.integrations.metaflow;"
+        "print(sorted(m for m in sys.modules if m in"
+        " {'listener.app', 'listener.receiver', 'listener.store', 'starlette'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

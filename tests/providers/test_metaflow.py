@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,9 @@ async def listening(
     """A served listener with a metaflow provider whose runs report to it.
 
     `hook`: "on" (a Standard Webhooks source and the URL it is served at), "unreachable"
-    (the source, but the runs are told a port nobody listens on) or "off" (no source:
-    the runs get no target and the poller learns their end).
+    (the source, but the runs are told a port nobody listens on), "silent" (a port that
+    takes connections and never answers) or "off" (no source: the runs get no target and
+    the poller learns their end).
     """
     secret = generate_hmac_secret()
     sources = [] if hook == "off" else [Source("metaflow", "metaflow", StandardWebhooks([secret]))]
@@ -70,13 +72,18 @@ async def listening(
     )
     calls = Recorder()
     listener.on_any(calls)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
     async with serve(listener.asgi()) as base_url:
-        listener.public_url = (
-            f"http://127.0.0.1:{free_port()}" if hook == "unreachable" else base_url
-        )
+        listener.public_url = {
+            "unreachable": f"http://127.0.0.1:{free_port()}",
+            "silent": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        }.get(hook, base_url)
         try:
             yield Setup(listener, provider, calls)
         finally:
+            silent.close()
             for run_id, run in provider.runs.items():
                 if not run.ended.is_set():
                     await provider.cancel("", run_id)
@@ -112,7 +119,7 @@ async def test_a_step_that_raises_fails_the_run_with_its_error(tmp_path: Path) -
         assert result.error == "start: ValueError: boom 4"
 
 
-@pytest.mark.parametrize("hook", ["unreachable", "off"])
+@pytest.mark.parametrize("hook", ["unreachable", "silent", "off"])
 async def test_without_a_hook_delivery_the_poller_learns_the_end(tmp_path: Path, hook: str) -> None:
     async with listening(
         tmp_path, hook=hook, poll=EAGER_POLL, env={"LISTENER_WEBHOOK_TIMEOUT": "0.5"}
@@ -121,6 +128,10 @@ async def test_without_a_hook_delivery_the_poller_learns_the_end(tmp_path: Path,
         event = await setup.listener.wait(handle.run_id, timeout=WAIT_LIMIT)
         assert (event.status, event.origin) == (RunStatus.SUCCEEDED, Origin.POLL)
         assert (await setup.calls.next()).run_id == handle.run_id
+        # The hook that could not report did not fail the flow.
+        run = setup.provider.runs[handle.run_id]
+        await asyncio.wait_for(run.ended.wait(), WAIT_LIMIT)
+        assert run.returncode == 0
 
 
 async def test_a_doubled_hook_delivery_calls_the_handler_once(tmp_path: Path) -> None:
@@ -235,7 +246,7 @@ async def test_a_failed_run_resumes_as_a_new_run(tmp_path: Path) -> None:
             HELLO,
             None,
             extra={"resume": first.run_id},
-            metadata={"resumed_from": first.run_id},
+            metadata={"ticket": "T-1"},
         )
         assert second.run_id != first.run_id
         event = await setup.listener.wait(second.run_id, timeout=WAIT_LIMIT)
@@ -243,7 +254,8 @@ async def test_a_failed_run_resumes_as_a_new_run(tmp_path: Path) -> None:
         assert (await setup.provider.result(HELLO, second.run_id)).output["total"] == 13
         stored = await setup.listener.store.get_run(second.run_id)
         assert stored is not None
-        assert stored.metadata == {"resumed_from": first.run_id}
+        # Linked to the run it resumed by the listener itself, beside the caller's metadata.
+        assert stored.metadata == {"resumed_from": first.run_id, "ticket": "T-1"}
 
 
 def test_the_kind_is_configured_like_any_other() -> None:

@@ -88,6 +88,11 @@ class MetaflowProvider:
         watcher.add_done_callback(self._watchers.discard)
         return run.pathspec
 
+    def run_links(self, submission: Submission, run_id: str) -> dict[str, str]:
+        """A resumed run is recorded with the pathspec of the run it resumed."""
+        origin = submission.extra.get("resume")
+        return {"resumed_from": origin} if isinstance(origin, str) else {}
+
     async def status(self, application: str, run_id: str) -> RunState:
         view = await self._view(run_id, with_output=False)
         return RunState(
