@@ -150,8 +150,8 @@ class Poller:
     A batch call reads a page of the platform's run listing whichever runs are on it, so
     it carries more than the runs that are due:
 
-    - runs of that provider due within `ride_window` seconds (default: a quarter of the
-      schedule's cap, at most a quarter of the lease) ride along: if the pages read for
+    - runs of that provider due within `ride_window` seconds (default: the schedule's
+      cap, at most a quarter of the lease) ride along: if the pages read for
       the due runs show them, they count as polled now and their next poll moves on
       (never earlier than planned); if not, they are left as they were;
     - any other run this listener watches that the pages show finished is recorded at
@@ -194,10 +194,11 @@ class Poller:
         self.rate_limit = settings.rate_limit
         self.max_pause = max_pause
         # Early runs are claimed with the clock moved ahead, which also takes leases that
-        # would expire within the window: keep it well inside a lease. A quarter of the
-        # cap lets runs at the cap be looked at a little early when their page is read
-        # anyway, without rescheduling every open run on every read.
-        default_window = min(self.schedule.cap / 4, self.lease_seconds / 4)
+        # would expire within the window: keep it well inside a lease. A whole cap lets
+        # every open run at the cap that a read shows count as checked, so the runs of
+        # one page come due together and one read serves them all: reschedules are
+        # cheap store writes, listing pages are the platform's rate-limited calls.
+        default_window = min(self.schedule.cap, self.lease_seconds / 4)
         self.ride_window = default_window if ride_window is None else ride_window
         self.rng = rng or random.Random()
         self.streaming = streaming

@@ -383,7 +383,7 @@ async def test_runs_due_soon_ride_along_on_a_listing_read(
 ) -> None:
     now = datetime.now(UTC)
     due = await submit(nextmv, store, grace=0, submitted_at=now)
-    # Due within the ride window (a quarter of the 30 s cap): one ends, one keeps going.
+    # Due within the ride window (the 30 s cap, at most a quarter of the lease): one ends, one keeps going.
     ends = await submit(nextmv, store, grace=600, first_poll_seconds=5, submitted_at=now)
     keeps = await submit(nextmv, store, grace=600, first_poll_seconds=5, submitted_at=now)
     # Due long after the window: not touched.
@@ -641,8 +641,10 @@ async def test_the_poller_runs_by_its_settings(store: Store) -> None:
     assert poller.settings is settings
     assert (poller.interval, poller.schedule, poller.batch_size) == (0.5, schedule, 9)
     assert poller.lease_seconds == 20.0
-    # Riders are claimed within a quarter of the cap, at most a quarter of the lease.
+    # Riders are claimed within the cap, at most a quarter of the lease.
     assert poller.ride_window == 5.0
+    short_cap = PollSettings(schedule=PollSchedule(cap=8.0), lease=60.0)
+    assert Poller(store, {}, Recorder(store), short_cap).ride_window == 8.0
 
 
 # -- learned durations -------------------------------------------------------------------
