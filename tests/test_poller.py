@@ -383,7 +383,8 @@ async def test_runs_due_soon_ride_along_on_a_listing_read(
 ) -> None:
     now = datetime.now(UTC)
     due = await submit(nextmv, store, grace=0, submitted_at=now)
-    # Due within the ride window (the 30 s cap, at most a quarter of the lease): one ends, one keeps going.
+    # Due within the ride window (the 30 s cap, at most a quarter of the lease): one
+    # ends, one keeps going.
     ends = await submit(nextmv, store, grace=600, first_poll_seconds=5, submitted_at=now)
     keeps = await submit(nextmv, store, grace=600, first_poll_seconds=5, submitted_at=now)
     # Due long after the window: not touched.

@@ -54,10 +54,12 @@ async def stack(
     *,
     streams: StreamSettings = STREAMS,
     callbacks: bool = False,
+    provider: NoxusProvider | None = None,
 ) -> AsyncIterator[tuple[Listener, Ends]]:
-    """A started listener for `engine`; with `callbacks`, a token source and a public URL,
-    so every run is submitted with a callback URL (which the engine may drop)."""
-    provider: NoxusProvider = engine.noxus_provider()
+    """A started listener for `engine` (through `provider`, by default one with the
+    provider's defaults); with `callbacks`, a token source and a public URL, so every run
+    is submitted with a callback URL (which the engine may drop)."""
+    provider = provider or engine.noxus_provider()
     listener = Listener(
         store_url=f"sqlite:///{tmp_path / 'listener.db'}",
         providers=[provider],
@@ -292,28 +294,18 @@ async def test_a_quiet_stream_stays_followed_and_learns_the_end(tmp_path: Path) 
     async with FakeNoxusEngine(plan=UNTIL_FINISHED) as engine:
         quiet = engine.noxus_provider(stream_idle=0.05)
         streams = StreamSettings(interval=0.05, reconnects=1, backoff=0.01, backoff_cap=0.01)
-        listener = Listener(
-            store_url=f"sqlite:///{tmp_path / 'listener.db'}",
-            providers=[quiet],
-            dispatch=DISPATCH,
-            poll=POLL,
-            streams=streams,
-        )
-        try:
-            async with listener:
-                streamer, poller = listener.streamer, listener.poller
-                assert streamer is not None
-                assert poller is not None
-                handle = await listener.submit("noxus", engine.workflow_id, {"n": 1})
-                await wait_for(lambda: streamer.idle >= 4, "several quiet spells")
-                assert streamer.failures == 0
-                assert streamer.streaming(handle.run_id)
-                report = await poller.poll_once(datetime.now(UTC) + LATER)
-                assert (report.put_off, report.status_calls) == (1, 0)
-                engine.finish(handle.run_id)
-                final = await listener.wait(handle.run_id, timeout=WAIT_LIMIT)
-        finally:
-            await quiet.aclose()
+        async with stack(tmp_path, engine, streams=streams, provider=quiet) as (listener, _):
+            streamer, poller = listener.streamer, listener.poller
+            assert streamer is not None
+            assert poller is not None
+            handle = await listener.submit("noxus", engine.workflow_id, {"n": 1})
+            await wait_for(lambda: streamer.idle >= 4, "several quiet spells")
+            assert streamer.failures == 0
+            assert streamer.streaming(handle.run_id)
+            report = await poller.poll_once(datetime.now(UTC) + LATER)
+            assert (report.put_off, report.status_calls) == (1, 0)
+            engine.finish(handle.run_id)
+            final = await listener.wait(handle.run_id, timeout=WAIT_LIMIT)
     assert final.origin is Origin.STREAM
     assert engine.stream_connections[handle.run_id] >= 5
     assert engine.status_calls == Counter()

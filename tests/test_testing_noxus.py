@@ -172,6 +172,18 @@ async def end_while_waited(engine: FakeNoxusEngine, client: Client, run: Run, en
         engine.finish(run.id, end)
 
 
+async def ends_as(waited: asyncio.Future[Any], run: Run, end: str, body: Any) -> None:
+    """The client's wait ended as `end` says: an error for a failure, the run otherwise,
+    with the engine's echo of `body` as its output when it completed."""
+    if end == "failed":
+        with pytest.raises(RunFailureError):
+            await waited
+    else:
+        assert await waited is run
+    assert run.status == end
+    assert run.output == ({"echo": body} if end == "completed" else None)
+
+
 @pytest.mark.parametrize("end", ["completed", "failed", "stopped"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_waiting_by_stream_for_each_end(
@@ -181,14 +193,8 @@ async def test_waiting_by_stream_for_each_end(
     waited = waiting(run, mode)
     await wait_for(lambda: engine.stream_connections[run.id] == 1, "the client's stream")
     await end_while_waited(engine, client, run, end)
-    if end == "failed":
-        with pytest.raises(RunFailureError):
-            await waited
-    else:
-        # A stop is no terminal event to the client, but the engine ends the stream.
-        assert await waited is run
-    assert run.status == end
-    assert run.output == ({"echo": {"doc": "a"}} if end == "completed" else None)
+    # A stop is no terminal event to the client, but the engine ends the stream.
+    await ends_as(waited, run, end, {"doc": "a"})
     assert engine.status_calls[run.id] == 1  # the refresh after the stream: no polling
 
 
@@ -203,13 +209,7 @@ async def test_waiting_falls_back_to_polling_without_streams(
     waited = waiting(run, mode)
     await wait_for(lambda: engine.status_calls[run.id] >= 2, "the client polling")
     engine.finish(run.id, end)
-    if end == "failed":
-        with pytest.raises(RunFailureError):
-            await waited
-    else:
-        assert await waited is run
-    assert run.status == end
-    assert run.output == ({"echo": {"doc": "e"}} if end == "completed" else None)
+    await ends_as(waited, run, end, {"doc": "e"})
     assert engine.api_calls["runs.events"] == 1
     assert engine.stream_connections[run.id] == 0
 

@@ -157,6 +157,16 @@ def test_serve_logs_json_lines_with_tokens_masked(tmp_path: Path, workers: int) 
     assert token.partition(".")[2] not in "\n".join(lines)
 
 
+async def succeeded(tmp_path: Path, run_id: str) -> bool:
+    """Whether the store in `tmp_path` holds `run_id` as succeeded, read afresh."""
+    store = await open_store(store_url(tmp_path))
+    try:
+        run = await store.get_run(run_id)
+    finally:
+        await store.close()
+    return run is not None and run.status is RunStatus.SUCCEEDED
+
+
 async def test_poll_learns_a_run_end_and_stops_cleanly(
     tmp_path: Path, platform: FakePlatform
 ) -> None:
@@ -170,17 +180,11 @@ async def test_poll_learns_a_run_end_and_stops_cleanly(
     await store.close()
     config = platform_config(tmp_path, platform)
 
-    async def finished() -> bool:
-        store = await open_store(store_url(tmp_path))
-        try:
-            run = await store.get_run(run_id)
-        finally:
-            await store.close()
-        return run is not None and run.status is RunStatus.SUCCEEDED
-
     args = ["--config", str(config), "poll"]
     with long_running(args, cwd=tmp_path, env=PLATFORM_ENV) as poller:
-        await wait_for(finished, "the poll process to learn the run's end")
+        await wait_for(
+            lambda: succeeded(tmp_path, run_id), "the poll process to learn the run's end"
+        )
         assert platform.status_calls[run_id] >= 1
         assert poller.stop(signal.SIGTERM) == 0
     assert any("polling (providers: nextmv)" in line for line in poller.stderr)
@@ -210,19 +214,13 @@ interval = 0.05
 """,
         )
 
-        async def ended() -> bool:
-            store = await open_store(store_url(tmp_path))
-            try:
-                run = await store.get_run(run_id)
-            finally:
-                await store.close()
-            return run is not None and run.status is RunStatus.SUCCEEDED
-
         args = ["--config", str(config), "poll"]
         with long_running(args, cwd=tmp_path, env={}) as poller:
             await wait_for(lambda: engine.stream_connections[run_id] == 1, "the run's stream")
             engine.finish(run_id)
-            await wait_for(ended, "the poll process to learn the run's end")
+            await wait_for(
+                lambda: succeeded(tmp_path, run_id), "the poll process to learn the run's end"
+            )
             assert poller.stop(signal.SIGTERM) == 0
         store = await open_store(store_url(tmp_path))
         try:
