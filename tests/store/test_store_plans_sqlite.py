@@ -3,8 +3,8 @@
 The same queries as on PostgreSQL (test_store_plans_postgres.py), over the same data:
 each plan's statements run under EXPLAIN QUERY PLAN and for real, in a transaction rolled
 back. SQLite keeps no statistics here (the store never runs ANALYZE), so its plans are
-what it picks from the SQL and the indexes alone: none may read runs, events or
-handler_calls in full, and a claim, or retention's pick, must not sort what it reads.
+what it picks from the SQL and the indexes alone: none may read runs, events,
+handler_calls or transitions in full, and a claim, or retention's pick, must not sort what it reads.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hot_queries import BIG_TABLES, SQLITE, HotQuery, fill_statements, hot_queries
+from hot_queries import BIG_TABLES, NARROW_TABLES, SQLITE, HotQuery, fill_statements, hot_queries
 
 from listener.store import _plans as plans
 from listener.store._sqlite_conn import DIALECT
@@ -29,6 +29,7 @@ QUERIES = hot_queries(DIALECT, RUNS, NOW)
 # What the plans call each big table: its name, or the alias the shared SQL gives it.
 _ALIASES = {"runs": "runs", "r": "runs", "events": "events", "e": "events"}
 _ALIASES |= {"handler_calls": "handler_calls", "c": "handler_calls", "h": "handler_calls"}
+_ALIASES |= {"transitions": "transitions", "t": "transitions"}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def full_scans(lines: list[str]) -> list[str]:
     """The big tables read in full: `SCAN t` with no index (`SCAN t USING INDEX i` walks
     an index in order, and stops at the limit)."""
     scans = (re.fullmatch(r"SCAN (\w+)", line.strip()) for line in lines)
-    return [m.group(1) for m in scans if m is not None and _ALIASES.get(m.group(1)) in BIG_TABLES]
+    tables = BIG_TABLES + NARROW_TABLES
+    return [m.group(1) for m in scans if m is not None and _ALIASES.get(m.group(1)) in tables]
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=[q.name for q in QUERIES])
