@@ -1,7 +1,10 @@
 """The dispatcher: claims pending handler calls from the store and runs them.
 
 Calls are claimed with a lease, run on a bounded pool (async handlers as tasks, sync ones
-on a bounded thread pool), then completed, retried with backoff, or dead-lettered. A
+on a bounded thread pool), then completed, retried with backoff, or dead-lettered. While
+handlers are quick, a few calls per slot are claimed ahead of a free slot, so a
+slot that frees starts its next call without waiting for a claim to come back from the
+store (under load that wait, not the handlers, set the pace). A
 call is at-least-once: a crash between a handler's return and `complete_call` runs it
 again once the lease expires, so handlers should be idempotent on `event.key`. Finished
 calls are marked done together with the next claim, in one store transaction.
@@ -27,6 +30,7 @@ import os
 import random
 import socket
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -56,6 +60,16 @@ _ERROR_LOG_LIMIT = 500
 _RETRY_WAKE_MARGIN = 0.005
 
 MAX_ERROR_CHARS = 2000
+# Calls claimed ahead of a free slot, per slot (see the module docstring): a claim then
+# serves this many rounds of quick calls.
+CLAIM_AHEAD_PER_SLOT = 3
+# Claim ahead only while a waiting call's expected wait (this many average calls, one per
+# call ahead of it in its slot) is at most this share of the time it may wait and still
+# start with its whole timeout inside its lease; slow handlers claim no more than they
+# have slots for.
+CLAIM_AHEAD_WAIT_SHARE = 0.25
+# Weight of the latest call in the running average of call durations.
+_DURATION_WEIGHT = 0.2
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
 # call may still be running here (the default of `DispatchSettings.lease_margin`).
 LEASE_MARGIN_SECONDS = 30.0
@@ -147,7 +161,11 @@ class Dispatcher:
     threads (default: as many). A call is leased for `lease_seconds` (default: the
     longest handler timeout plus `settings.lease_margin`), so no other claimer takes it
     while it may still be running here; a call in flight when this process dies waits
-    that long before another claimer runs it again. `settings.enabled` is the owning
+    that long before another claimer runs it again. While calls are quick, up to
+    CLAIM_AHEAD_PER_SLOT x `concurrency` more are claimed ahead and wait here for a slot
+    (the store shows them running, from their claim); one that waited so long
+    that its handler's timeout no longer fits in its lease is handed back instead of
+    run, and stop() hands back every waiting call. `settings.enabled` is the owning
     listener's business: a dispatcher made is a dispatcher that runs.
     """
 
@@ -182,6 +200,12 @@ class Dispatcher:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], HandlerCall] = {}
+        # Calls claimed ahead of a free slot, oldest first, with when each was claimed
+        # (event loop time); and those to hand back with the next write-back.
+        self._waiting: deque[tuple[HandlerCall, float]] = deque()
+        self._handing_back: list[HandlerCall] = []
+        # Running average of how long a call takes, in seconds (see CLAIM_AHEAD_WAIT_SHARE).
+        self._call_seconds = 0.0
         # Calls whose handler returned, to be marked done with the next claim.
         self._completing: list[HandlerCall] = []
         # Ids of the calls whose handler returned here and that are not yet marked done
@@ -199,6 +223,11 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def waiting(self) -> int:
+        """Calls claimed ahead, waiting here for a slot."""
+        return len(self._waiting)
 
     def wake(self) -> None:
         """Claim soon rather than at the next sweep. Safe to call at any rate."""
@@ -229,6 +258,8 @@ class Dispatcher:
                 task.cancel()
             # Each cancelled call releases itself back to the store before finishing.
             await asyncio.gather(*pending, return_exceptions=True)
+        self._handing_back.extend(call for call, _ in self._waiting)
+        self._waiting.clear()
         await self._write_back(0)
         for timer in self._retry_timers:
             timer.cancel()
@@ -240,16 +271,33 @@ class Dispatcher:
 
     # -- the claim loop ------------------------------------------------------------------
 
+    def _longest_timeout(self) -> float:
+        return max([self.settings.handler_timeout, *(h.timeout or 0.0 for h in self.handlers)])
+
     def _lease(self) -> float:
         if self.lease_seconds is not None:
             return self.lease_seconds
-        longest = max([self.settings.handler_timeout, *(h.timeout or 0.0 for h in self.handlers)])
-        return longest + self.settings.lease_margin
+        return self._longest_timeout() + self.settings.lease_margin
+
+    def _timeout_of(self, call: HandlerCall) -> float:
+        handler = self.handlers.get(call.handler)
+        return (handler.timeout if handler else None) or self.settings.handler_timeout
+
+    def _claimable(self) -> int:
+        """How many calls the next claim may take: the free slots, plus those claimed
+        ahead while calls are quick."""
+        slots = self.settings.concurrency
+        # The longest a claimed call may wait and still run its longest timeout in lease.
+        may_wait = self._lease() - self._longest_timeout()
+        expected_wait = self._call_seconds * CLAIM_AHEAD_PER_SLOT
+        if may_wait > 0 and expected_wait <= may_wait * CLAIM_AHEAD_WAIT_SHARE:
+            slots += self.settings.concurrency * CLAIM_AHEAD_PER_SLOT
+        return slots - len(self._inflight) - len(self._waiting)
 
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            await self._write_back(self.settings.concurrency - len(self._inflight))
+            await self._write_back(self._claimable())
             if self._stopping:
                 break
             # Woken by a new delivery, a finished call (a slot is free, and the next call
@@ -269,6 +317,8 @@ class Dispatcher:
         come first, so a run's next call for the same handler is claimable at once."""
         finished, self._completing = self._completing, []
         writes = [self._complete(call) for call in finished]
+        handing_back, self._handing_back = self._handing_back, []
+        writes += [self._release(call) for call in handing_back]
         if free > 0:
             writes.append(self._claim(free))
         if len(writes) == 1:
@@ -301,6 +351,8 @@ class Dispatcher:
         self._unrecorded.pop(call.id, None)
 
     async def _claim(self, limit: int) -> None:
+        # Before the claim is sent: its leases run from about then, not from its answer.
+        asked_at = asyncio.get_running_loop().time()
         try:
             calls = await self.store.claim_calls(
                 self.owner, limit=limit, lease_seconds=self._lease()
@@ -310,6 +362,7 @@ class Dispatcher:
             log.warning("claiming handler calls failed: %s", type(exc).__name__)
             return
         running = {held.id for held in self._inflight.values()} if calls else set()
+        waiting = {held.id for held, _ in self._waiting} if calls else set()
         for call in calls:
             if call.id in self._unrecorded:
                 # It ran here already and its completion is not written yet: the claim came
@@ -322,8 +375,32 @@ class Dispatcher:
                 # Still running here past its lease (its outcome waits for the store):
                 # the run under way writes it, as this owner still holds the call.
                 continue
+            if call.id in waiting:
+                # Waited here past its lease and claimed again: wait on the new lease.
+                self._waiting = deque(
+                    (call, asked_at) if held.id == call.id else (held, at)
+                    for held, at in self._waiting
+                )
+                continue
             if self._stopping:
                 await self._release(call)
+                continue
+            self._waiting.append((call, asked_at))
+        self._start_waiting(fresh=asked_at)
+
+    def _start_waiting(self, fresh: float | None = None) -> None:
+        """Start waiting calls while there are free slots; hand back, unrun, a call that
+        waited so long that its timeout no longer fits inside its lease. Calls of the
+        claim asked at `fresh` have not waited for a slot: they start as claimed."""
+        if self._stopping:
+            return
+        now = asyncio.get_running_loop().time()
+        lease = self._lease()
+        while self._waiting and len(self._inflight) < self.settings.concurrency:
+            call, claimed_at = self._waiting.popleft()
+            if claimed_at != fresh and claimed_at + lease - now < self._timeout_of(call):
+                self._handing_back.append(call)
+                self._wake.set()
                 continue
             task = asyncio.create_task(self._run(call), name=f"listener-call-{call.id}")
             self._inflight[task] = call
@@ -333,6 +410,7 @@ class Dispatcher:
         self._inflight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("handler call task crashed: %r", task.exception())
+        self._start_waiting()
         self._wake.set()
 
     # -- one call ------------------------------------------------------------------------
@@ -364,6 +442,15 @@ class Dispatcher:
         return run_end.handler_for(call.handler, run.on_end_context if run else {})
 
     async def _run(self, call: HandlerCall) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await self._traced_attempt(call)
+        finally:
+            taken = loop.time() - started
+            self._call_seconds += (taken - self._call_seconds) * _DURATION_WEIGHT
+
+    async def _traced_attempt(self, call: HandlerCall) -> None:
         tracer = tracing.tracer()
         if tracer is None:
             await self._attempt(call)
@@ -390,7 +477,7 @@ class Dispatcher:
             await self._fail(call, error, outcome="abandoned", seconds=None, dead=True)
             return _Ended("abandoned", error, dead=True)
         handler = self.handlers.get(call.handler)
-        timeout = (handler.timeout if handler else None) or self.settings.handler_timeout
+        timeout = self._timeout_of(call)
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = asyncio.timeout(timeout)

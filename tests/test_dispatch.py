@@ -383,6 +383,161 @@ async def test_calls_for_one_run_and_handler_run_in_transition_order(store: Stor
     assert order == ["queued", "running", "succeeded"]
 
 
+# -- claiming ahead of free slots ---------------------------------------------------------
+
+
+class CountingStore:
+    """The real store, counting the dispatcher's claims and noting the calls it hands back."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.claims = 0
+        self.released: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim_calls(self, owner: str, **options: Any) -> list[HandlerCall]:
+        self.claims += 1
+        return await self._store.claim_calls(owner, **options)
+
+    async def release_call(self, call_id: int, owner: str) -> bool:
+        self.released.append(call_id)
+        return await self._store.release_call(call_id, owner)
+
+
+async def enqueue_runs(store: Store, handlers: Handlers, count: int) -> list[int]:
+    ids: list[int] = []
+    for n in range(count):
+        ids += await enqueue(store, handlers, f"run-{n}", delivery_id=f"d-{n}")
+    return ids
+
+
+async def test_quick_calls_are_claimed_ahead_yet_no_more_than_the_concurrency_run(
+    store: Store,
+) -> None:
+    handlers = Handlers()
+    gate = asyncio.Event()
+    running, most = 0, 0
+
+    @handlers.on_any(name="gated")
+    async def gated(event: RunEvent) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        running -= 1
+
+    ids = await enqueue_runs(store, handlers, 8)
+    dispatcher = make(store, handlers, concurrency=2)
+    await dispatcher.start()
+    try:
+        # Two slots, three calls ahead per slot: six claimed, two running.
+        await wait_for(lambda: dispatcher.waiting == 6, "six calls claimed ahead")
+        states = [(await store.get_call(call_id)).state for call_id in ids]  # type: ignore[union-attr]
+        assert states == [CallState.RUNNING] * 8
+        assert (dispatcher.in_flight, running) == (2, 2)
+        gate.set()
+        for call_id in ids:
+            await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert most == 2
+    for call_id in ids:
+        call = await store.get_call(call_id)
+        assert call is not None
+        assert call.attempts == 1
+
+
+async def test_no_call_is_claimed_ahead_when_a_lease_leaves_no_time_to_wait(
+    store: Store,
+) -> None:
+    handlers = Handlers()
+    gate = asyncio.Event()
+
+    @handlers.on_any(name="gated")
+    async def gated(event: RunEvent) -> None:
+        if event.run_id != "run-0":
+            await gate.wait()
+
+    ids = await enqueue_runs(store, handlers, 5)
+    # The lease is the handler timeout: a call that waited could not finish inside it.
+    dispatcher = make(store, handlers, concurrency=2, handler_timeout=5.0, lease_seconds=5.0)
+    await dispatcher.start()
+    try:
+        await call_in(store, ids[0], CallState.DONE)
+        # The slot run-0 left is refilled by a claim of one call, and only one.
+        await call_in(store, ids[2], CallState.RUNNING)
+        await wait_for(lambda: dispatcher.in_flight == 2, "both slots running again")
+        states = [(await store.get_call(call_id)).state for call_id in ids[3:]]  # type: ignore[union-attr]
+        assert states == [CallState.PENDING, CallState.PENDING]
+        assert dispatcher.waiting == 0
+        gate.set()
+        for call_id in ids:
+            await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+
+
+async def test_a_call_that_waited_too_long_for_a_slot_is_handed_back_and_runs_once(
+    store: Store,
+) -> None:
+    handlers = Handlers()
+    ran: list[str] = []
+
+    @handlers.on_any(name="h")
+    async def handler(event: RunEvent) -> None:
+        ran.append(event.run_id)
+        if event.run_id == "run-0":
+            # Longer than the 0.3 s a claimed call may wait (lease 1.3 s, timeout 1 s).
+            await asyncio.sleep(0.5)
+
+    _, second = await enqueue_runs(store, handlers, 2)
+    counting = CountingStore(store)
+    dispatcher = make(
+        counting,
+        handlers,
+        concurrency=1,
+        handler_timeout=1.0,
+        lease_seconds=1.3,
+    )
+    await dispatcher.start()
+    try:
+        await wait_for(lambda: dispatcher.waiting == 1, "the second call claimed ahead")
+        await call_in(store, second, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    assert ran == ["run-0", "run-1"]
+    assert counting.released == [second]
+    call = await store.get_call(second)
+    assert call is not None
+    # Handed back without counting its first claim as an attempt.
+    assert call.attempts == 1
+
+
+async def test_stop_hands_back_the_calls_waiting_for_a_slot(store: Store) -> None:
+    handlers = Handlers()
+    ran: list[str] = []
+
+    @handlers.on_any(name="stuck")
+    async def stuck(event: RunEvent) -> None:
+        ran.append(event.run_id)
+        await asyncio.Event().wait()
+
+    ids = await enqueue_runs(store, handlers, 3)
+    dispatcher = make(store, handlers, concurrency=1, shutdown_timeout=0.01)
+    await dispatcher.start()
+    try:
+        await wait_for(lambda: dispatcher.waiting == 2, "two calls claimed ahead")
+    finally:
+        await dispatcher.stop()
+    assert ran == ["run-0"]
+    for call_id in ids:
+        call = await store.get_call(call_id)
+        assert call is not None
+        assert (call.state, call.lease_owner, call.attempts) == (CallState.PENDING, None, 0)
+
+
 async def test_unknown_handler_name_fails_and_dead_letters(store: Store) -> None:
     result = await store.record(event(), handlers=["gone.plugin"])
     [call_id] = result.call_ids
