@@ -35,6 +35,9 @@ processes, each holding keep-alive connections and writing pre-rendered HTTP/1.1
 (an HTTP client library's own bookkeeping would be the bottleneck, not the servers).
 Latency: an open-loop sender at a fixed 1,000 deliveries/s, measuring from each request's
 scheduled send time to its 2xx (so a stall is not hidden by the sender waiting on it).
+End to end: after each receiver round, the time until its dispatcher has run the handler
+calls of every delivery it stored, and the new deliveries per second of load plus that
+drain: the rate it keeps up with, handler work done, beside the rate it answers at.
 
 Footprint: `listener serve` itself, from its own command with a SQLite store, one source
 and one handler: its start-up time (spawn to the first 200 from /readyz, median of
@@ -88,6 +91,9 @@ TARGET_P99_MS = 10.0
 # Servers measured for throughput, from the floor up; the targets compare the last with
 # the first and with the peer.
 KINDS = ("bare", "verify", "peer", "no-handlers", "receiver")
+# How long a round waits for the receiver's dispatcher to run the handler calls left
+# when the load stops.
+DRAIN_LIMIT = 120.0
 FOOTPRINT_STARTS = 5
 FOOTPRINT_DELIVERIES = 100_000
 # Enough unique requests that wrk never wraps around at several times the expected rate.
@@ -602,6 +608,17 @@ class ServeProcess:
             self.process.wait()
 
 
+def drain_seconds(url: str, accepted: float) -> float:
+    """Seconds until the handler calls of `accepted` deliveries (one each, counted from
+    the server's start) have all run, or -1 if not within DRAIN_LIMIT seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < DRAIN_LIMIT:
+        if accepted_count(url).get("handled", 0.0) >= accepted:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return -1.0
+
+
 def wait_handled(url: str, count: int) -> float:
     """Handler calls that ran, once `count` have or after 120 s at most."""
     handled = 0.0
@@ -739,18 +756,27 @@ def main(*, allow_wrk: bool = True) -> int:
             for kind in KINDS:
                 server = start(kind, secret, str(workdir / f"{kind}-throughput-{n}.db"))
                 stored = kind in ("no-handlers", "receiver")
+                drained = 0.0
                 try:
                     warm_up(server.url, secret)
                     before = accepted_count(server.url) if stored else {}
+                    started = time.monotonic()
                     if use_wrk:
                         rate, errors = wrk_throughput(server.url, requests_file, script)
                     else:
                         rate, errors = client_throughput(server.url, secret)
+                    loaded = time.monotonic() - started
                     after = accepted_count(server.url) if stored else {}
+                    if kind == "receiver":
+                        drained = drain_seconds(server.url, after.get("accepted", 0.0))
                 finally:
                     server.stop()
                 counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                rounds[kind].append({"rate": rate, "errors": errors, **counted})
+                # Deliveries whose handler calls have all run, per second of load and drain.
+                whole = counted.get("accepted", 0) / (loaded + drained) if drained >= 0 else 0.0
+                rounds[kind].append(
+                    {"rate": rate, "errors": errors, **counted, "drained": drained, "whole": whole}
+                )
         for kind, runs in rounds.items():
             middle = sorted(runs, key=lambda run: run["rate"])[len(runs) // 2]
             results.setdefault(kind, {})
@@ -761,6 +787,8 @@ def main(*, allow_wrk: bool = True) -> int:
                 accepted=middle.get("accepted", 0),
                 duplicate=middle.get("duplicate", 0),
                 handled=middle.get("handled", 0),
+                drained=middle.get("drained", 0.0),
+                whole=[run.get("whole", 0.0) for run in runs],
             )
         fp = footprint(workdir, secret)
 
@@ -797,7 +825,13 @@ def main(*, allow_wrk: bool = True) -> int:
     print(
         f"receiver, median round: stored {receiver['accepted']:.0f} new deliveries and "
         f"{receiver['duplicate']:.0f} duplicates; its dispatcher ran {receiver['handled']:.0f}"
-        " handler calls meanwhile"
+        f" handler calls meanwhile and the rest in {receiver['drained']:.1f} s after the load"
+        " (-1: not within the limit)"
+    )
+    end_to_end = ", ".join(f"{rate:.0f}" for rate in receiver["whole"])
+    print(
+        "receiver end to end (new deliveries whose handler calls have all run, per second"
+        f" of load and drain) in each round: {end_to_end}"
     )
     starts = ", ".join(f"{start:.2f}" for start in fp["starts"])
     print(
