@@ -760,20 +760,22 @@ def main(*, allow_wrk: bool = True) -> int:
                 try:
                     warm_up(server.url, secret)
                     before = accepted_count(server.url) if stored else {}
-                    started = time.monotonic()
                     if use_wrk:
                         rate, errors = wrk_throughput(server.url, requests_file, script)
                     else:
                         rate, errors = client_throughput(server.url, secret)
-                    loaded = time.monotonic() - started
                     after = accepted_count(server.url) if stored else {}
                     if kind == "receiver":
                         drained = drain_seconds(server.url, after.get("accepted", 0.0))
                 finally:
                     server.stop()
                 counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                # Deliveries whose handler calls have all run, per second of load and drain.
-                whole = counted.get("accepted", 0) / (loaded + drained) if drained >= 0 else 0.0
+                # Deliveries whose handler calls have all run, per second of load and drain
+                # (the load's own seconds: wrk's start-up, reading its requests, is not load).
+                whole = 0.0
+                if drained >= 0 and rate > 0:
+                    accepted = counted.get("accepted", 0)
+                    whole = accepted / (accepted / rate + drained)
                 rounds[kind].append(
                     {"rate": rate, "errors": errors, **counted, "drained": drained, "whole": whole}
                 )
