@@ -772,9 +772,8 @@ def main(*, allow_wrk: bool = True) -> int:
                 counted = {k: after.get(k, 0) - before.get(k, 0) for k in after}
                 # Deliveries whose handler calls have all run, per second of load and drain
                 # (the load's own seconds: wrk's start-up, reading its requests, is not load).
-                whole = 0.0
-                if drained >= 0 and rate > 0:
-                    accepted = counted.get("accepted", 0)
+                whole, accepted = 0.0, counted.get("accepted", 0)
+                if accepted > 0 and rate > 0 and drained >= 0:
                     whole = accepted / (accepted / rate + drained)
                 rounds[kind].append(
                     {"rate": rate, "errors": errors, **counted, "drained": drained, "whole": whole}
