@@ -31,6 +31,18 @@ async def test_each_kind() -> None:
         await provider.aclose()
 
 
+@pytest.mark.parametrize("kind", ["noxus", "workflow"])
+async def test_both_engine_kinds_take_how_long_a_quiet_stream_may_last(kind: str) -> None:
+    table = {"kind": kind, "api_key": "k", "base_url": "https://wf.example"}
+    provider = provider_from_config("engine", {**table, "stream_idle": 5.0})
+    try:
+        assert getattr(provider, "stream_idle", None) == 5.0
+    finally:
+        await provider.aclose()
+    with pytest.raises(ValueError, match="stream_idle must be positive"):
+        provider_from_config("engine", {**table, "stream_idle": 0})
+
+
 def test_unknown_kind_and_settings() -> None:
     with pytest.raises(ValueError, match="unknown provider kind"):
         provider_from_config("carrier", {})
