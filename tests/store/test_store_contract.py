@@ -340,6 +340,29 @@ async def test_group_commit_batches_concurrent_records(store: AnyStore) -> None:
     assert store.largest_batch > 1
 
 
+async def test_a_poll_and_a_stream_telling_the_same_end_at_once_make_one_transition(
+    store: AnyStore,
+) -> None:
+    # Each run's end arrives by poll and by stream in the same instant: the records land in
+    # the same batches, and one of each pair must make the transition and its call.
+    runs = [f"both{i}" for i in range(40)]
+    writes = []
+    for run in runs:
+        writes.append(store.record(ev(f"poll-{run}", run, S.SUCCEEDED, origin=Origin.POLL), ["h"]))
+        writes.append(
+            store.record(ev(f"stream-{run}", run, S.SUCCEEDED, origin=Origin.STREAM), ["h"])
+        )
+    results = await asyncio.gather(*writes)
+    for n, run in enumerate(runs):
+        pair = results[2 * n : 2 * n + 2]
+        assert sorted(r.transition is not None for r in pair) == [False, True], run
+        assert all(not r.duplicate for r in pair)
+        assert sum(len(r.call_ids) for r in pair) == 1
+        calls = await store.list_calls(run_id=run)
+        assert [c.status for c in calls.items] == [S.SUCCEEDED]
+    assert store.largest_batch > 1
+
+
 async def test_a_failing_write_in_a_batch_loses_only_itself(store: AnyStore) -> None:
     good = [ev(f"ok{i}", f"ok-run{i}", S.SUCCEEDED) for i in range(40)]
     bad = ev("bad", "bad-run", S.SUCCEEDED)
