@@ -2,9 +2,9 @@
 
 Calls are claimed with a lease, run on a bounded pool (async handlers as tasks, sync ones
 on a bounded thread pool), then completed, retried with backoff, or dead-lettered. While
-handlers are quick, a few calls per slot are claimed ahead of a free slot, so a
-slot that frees starts its next call without waiting for a claim to come back from the
-store (under load that wait, not the handlers, set the pace). A
+calls take no longer than a claim's round trip, a few calls per slot are claimed ahead
+of a free slot, so a slot that frees starts its next call without waiting for a claim to
+come back from the store (under load that wait, not the handlers, set the pace). A
 call is at-least-once: a crash between a handler's return and `complete_call` runs it
 again once the lease expires, so handlers should be idempotent on `event.key`. Finished
 calls are marked done together with the next claim, in one store transaction.
@@ -63,12 +63,14 @@ MAX_ERROR_CHARS = 2000
 # Calls claimed ahead of a free slot, per slot (see the module docstring): a claim then
 # serves this many rounds of quick calls.
 CLAIM_AHEAD_PER_SLOT = 3
-# Claim ahead only while a waiting call's expected wait (this many average calls, one per
-# call ahead of it in its slot) is at most this share of the time it may wait and still
-# start with its whole timeout inside its lease; slow handlers claim no more than they
-# have slots for.
+# Calls are quick, and claimed ahead, while an average call takes no longer than an
+# average claim's round trip (a slot would otherwise wait longer for its next call than
+# it runs one; with longer calls, claiming ahead gains little and would keep calls from
+# other replicas' free slots), and while a waiting call's expected wait (one average call
+# per call ahead of it in its slot) is at most this share of the time it may wait and
+# still start with its whole timeout inside its lease.
 CLAIM_AHEAD_WAIT_SHARE = 0.25
-# Weight of the latest call in the running average of call durations.
+# Weight of the latest sample in the running averages of call and claim durations.
 _DURATION_WEIGHT = 0.2
 # Added to the longest handler timeout to get the lease, so a lease never ends while its
 # call may still be running here (the default of `DispatchSettings.lease_margin`).
@@ -161,11 +163,12 @@ class Dispatcher:
     threads (default: as many). A call is leased for `lease_seconds` (default: the
     longest handler timeout plus `settings.lease_margin`), so no other claimer takes it
     while it may still be running here; a call in flight when this process dies waits
-    that long before another claimer runs it again. While calls are quick, up to
-    CLAIM_AHEAD_PER_SLOT x `concurrency` more are claimed ahead and wait here for a slot
-    (the store shows them running, from their claim); one that waited so long
-    that its handler's timeout no longer fits in its lease is handed back instead of
-    run, and stop() hands back every waiting call. `settings.enabled` is the owning
+    that long before another claimer runs it again. While calls are quick (see
+    CLAIM_AHEAD_WAIT_SHARE), up to CLAIM_AHEAD_PER_SLOT x `concurrency` more are
+    claimed ahead and wait here for a slot (the store shows them running, from their
+    claim); one that waited so long that its handler's timeout no longer fits in its
+    lease is handed back instead of run, and stop() hands back every waiting call.
+    `settings.enabled` is the owning
     listener's business: a dispatcher made is a dispatcher that runs.
     """
 
@@ -204,8 +207,10 @@ class Dispatcher:
         # (event loop time); and those to hand back with the next write-back.
         self._waiting: deque[tuple[HandlerCall, float]] = deque()
         self._handing_back: list[HandlerCall] = []
-        # Running average of how long a call takes, in seconds (see CLAIM_AHEAD_WAIT_SHARE).
+        # Running averages of how long a call and a claim take, in seconds (see
+        # CLAIM_AHEAD_WAIT_SHARE).
         self._call_seconds = 0.0
+        self._claim_seconds = 0.0
         # Calls whose handler returned, to be marked done with the next claim.
         self._completing: list[HandlerCall] = []
         # Ids of the calls whose handler returned here and that are not yet marked done
@@ -290,7 +295,8 @@ class Dispatcher:
         # The longest a claimed call may wait and still run its longest timeout in lease.
         may_wait = self._lease() - self._longest_timeout()
         expected_wait = self._call_seconds * CLAIM_AHEAD_PER_SLOT
-        if may_wait > 0 and expected_wait <= may_wait * CLAIM_AHEAD_WAIT_SHARE:
+        quick = self._call_seconds <= self._claim_seconds
+        if quick and may_wait > 0 and expected_wait <= may_wait * CLAIM_AHEAD_WAIT_SHARE:
             slots += self.settings.concurrency * CLAIM_AHEAD_PER_SLOT
         return slots - len(self._inflight) - len(self._waiting)
 
@@ -361,6 +367,8 @@ class Dispatcher:
             # The store may be down for a while; the next sweep tries again.
             log.warning("claiming handler calls failed: %s", type(exc).__name__)
             return
+        taken = asyncio.get_running_loop().time() - asked_at
+        self._claim_seconds += (taken - self._claim_seconds) * _DURATION_WEIGHT
         running = {held.id for held in self._inflight.values()} if calls else set()
         waiting = {held.id for held, _ in self._waiting} if calls else set()
         for call in calls:

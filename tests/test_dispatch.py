@@ -479,6 +479,31 @@ async def test_no_call_is_claimed_ahead_when_a_lease_leaves_no_time_to_wait(
         await dispatcher.stop()
 
 
+async def test_calls_longer_than_a_claim_are_not_claimed_ahead(store: Store) -> None:
+    handlers = Handlers()
+    dispatcher: Dispatcher | None = None
+    waiting_at_start: list[int] = []
+
+    @handlers.on_any(name="steady")
+    async def steady(event: RunEvent) -> None:
+        assert dispatcher is not None
+        waiting_at_start.append(dispatcher.waiting)
+        # Far longer than a claim's round trip through a local SQLite store.
+        await asyncio.sleep(0.2)
+
+    ids = await enqueue_runs(store, handlers, 6)
+    dispatcher = make(store, handlers, concurrency=1)
+    await dispatcher.start()
+    try:
+        for call_id in ids:
+            await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+    # Before any call had run, the first claim took three ahead; once calls were seen to
+    # be slow, each claim took only the free slot.
+    assert waiting_at_start == [3, 2, 1, 0, 0, 0]
+
+
 async def test_a_call_that_waited_too_long_for_a_slot_is_handed_back_and_runs_once(
     store: Store,
 ) -> None:
