@@ -123,6 +123,11 @@ class DispatchSettings:
         at_least("default_grace_seconds", self.default_grace_seconds, 0)
 
 
+def _averaged(average: float, sample: float) -> float:
+    """The running average `average` moved toward `sample` by _DURATION_WEIGHT."""
+    return average + (sample - average) * _DURATION_WEIGHT
+
+
 def default_owner() -> str:
     """A claimer id unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -368,7 +373,7 @@ class Dispatcher:
             log.warning("claiming handler calls failed: %s", type(exc).__name__)
             return
         taken = asyncio.get_running_loop().time() - asked_at
-        self._claim_seconds += (taken - self._claim_seconds) * _DURATION_WEIGHT
+        self._claim_seconds = _averaged(self._claim_seconds, taken)
         running = {held.id for held in self._inflight.values()} if calls else set()
         waiting = {held.id for held, _ in self._waiting} if calls else set()
         for call in calls:
@@ -455,8 +460,7 @@ class Dispatcher:
         try:
             await self._traced_attempt(call)
         finally:
-            taken = loop.time() - started
-            self._call_seconds += (taken - self._call_seconds) * _DURATION_WEIGHT
+            self._call_seconds = _averaged(self._call_seconds, loop.time() - started)
 
     async def _traced_attempt(self, call: HandlerCall) -> None:
         tracer = tracing.tracer()

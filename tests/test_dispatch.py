@@ -79,6 +79,16 @@ async def dispatch_until(
         await dispatcher.stop()
 
 
+async def run_until_done(dispatcher: Dispatcher, store: Store, call_ids: list[int]) -> None:
+    """Run `dispatcher` until every call of `call_ids` is done."""
+    await dispatcher.start()
+    try:
+        for call_id in call_ids:
+            await call_in(store, call_id, CallState.DONE)
+    finally:
+        await dispatcher.stop()
+
+
 async def enqueue(store: Store, handlers: Handlers, *args: object, **kw: str) -> list[int]:
     ev = event(*args, **kw)  # type: ignore[arg-type]
     result = await store.record(ev, handlers=handlers.match(ev))
@@ -373,13 +383,7 @@ async def test_calls_for_one_run_and_handler_run_in_transition_order(store: Stor
     ids: list[int] = []
     for n, status in enumerate(["queued", "running", "succeeded"]):
         ids += await enqueue(store, handlers, "run-1", status, delivery_id=f"d-{n}")
-    dispatcher = make(store, handlers, concurrency=8)
-    await dispatcher.start()
-    try:
-        for call_id in ids:
-            await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    await run_until_done(make(store, handlers, concurrency=8), store, ids)
     assert order == ["queued", "running", "succeeded"]
 
 
@@ -493,12 +497,7 @@ async def test_calls_longer_than_a_claim_are_not_claimed_ahead(store: Store) -> 
 
     ids = await enqueue_runs(store, handlers, 6)
     dispatcher = make(store, handlers, concurrency=1)
-    await dispatcher.start()
-    try:
-        for call_id in ids:
-            await call_in(store, call_id, CallState.DONE)
-    finally:
-        await dispatcher.stop()
+    await run_until_done(dispatcher, store, ids)
     # Before any call had run, the first claim took three ahead; once calls were seen to
     # be slow, each claim took only the free slot.
     assert waiting_at_start == [3, 2, 1, 0, 0, 0]
