@@ -486,8 +486,9 @@ class Listener:
         unroutable deliveries. Runs in progress, and finished runs with a pending, running
         or dead call, are kept.
 
-        The store deletes at most `limit` rows of each kind per transaction; this calls it
-        until nothing old is left and returns the sums. `older_than` under one day is a
+        The store deletes at most `limit` rows of each kind per transaction, each sized to
+        take about `retention.CHUNK_SECONDS`; this calls it until nothing old is left and
+        returns the sums. `older_than` under one day is a
         `ValueError`: a delivery that a sender retries after its event was pruned is taken
         as new, so keep more than the senders' retry window (days, for most platforms).
         """

@@ -12,6 +12,9 @@ window, which is days for most platforms.
 
 `prune_store` deletes in chunks until nothing old is left; `Pruner` does that in the
 background of a started listener (`Listener(retention=...)`, `[listener] retention_days`).
+Chunks are paced by time (`next_chunk`): each aims to take about `CHUNK_SECONDS`, so
+deliveries that reach the store's writer during a pass wait about that long at most,
+however large the store has grown and its chunks' deletes become.
 """
 
 from __future__ import annotations
@@ -20,19 +23,24 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from listener.store.base import PruneCounts, Store
 
 __all__ = [
+    "CHUNK_SECONDS",
     "DEFAULT_INTERVAL",
+    "FIRST_CHUNK",
     "FIRST_DELAY",
     "MIN_AGE",
+    "MIN_CHUNK",
     "Pruner",
     "check_age",
     "cutoff",
     "describe_counts",
+    "next_chunk",
     "prune_store",
     "removed",
 ]
@@ -44,6 +52,13 @@ MIN_AGE: Final = 86400.0
 # if that is shorter), away from the start-up work, then once every interval.
 FIRST_DELAY: Final = 60.0
 DEFAULT_INTERVAL: Final = 3600.0
+# How long a paced chunk aims to take. A chunk is one write transaction: on SQLite,
+# deliveries that arrive meanwhile wait for it, and a chunk of a fixed number of rows
+# takes longer the larger the store (its deletes change more index pages).
+CHUNK_SECONDS: Final = 0.05
+# Rows of each kind a paced pass asks for first, and the fewest it ever asks for.
+FIRST_CHUNK: Final = 100
+MIN_CHUNK: Final = 10
 _NOTHING: Final = PruneCounts(runs=0, events=0, transitions=0, calls=0, unroutable=0, more=False)
 
 
@@ -102,9 +117,30 @@ def _add(total: PruneCounts, chunk: PruneCounts) -> PruneCounts:
     )
 
 
-async def prune_store(store: Store, *, before: datetime, limit: int = 1000) -> PruneCounts:
+def next_chunk(size: int, elapsed: float, *, target: float, largest: int) -> int:
+    """The size of the chunk after a full one of `size` rows that took `elapsed` seconds:
+    scaled toward taking `target` seconds, at most doubling (one quick chunk may be luck)
+    and shrinking at once (one slow chunk already held deliveries up), kept within
+    `MIN_CHUNK` and `largest`."""
+    wanted = 2 * size if elapsed <= 0 else min(2 * size, int(size * target / elapsed))
+    return max(min(MIN_CHUNK, largest), min(largest, wanted))
+
+
+async def prune_store(
+    store: Store,
+    *,
+    before: datetime,
+    limit: int = 1000,
+    chunk_seconds: float | None = CHUNK_SECONDS,
+) -> PruneCounts:
     """Call `store.prune(before=..., limit=...)` until it reports nothing more, and return
     the sums. Each call is one short transaction of at most `limit` rows of each kind.
+
+    Paced (the default): the first chunk asks for `FIRST_CHUNK` rows (or `limit`, if
+    fewer) and each next one is sized by `next_chunk` to take about `chunk_seconds`,
+    never more than `limit`. The time measured includes any wait for the store's writer,
+    so a busy store gets smaller chunks. `chunk_seconds=None`: every chunk asks for
+    `limit`.
 
     `more` in the result is False, unless the store said there was more but deleted
     nothing (it stops there rather than spin). Take `before` from `cutoff`, which refuses
@@ -112,12 +148,19 @@ async def prune_store(store: Store, *, before: datetime, limit: int = 1000) -> P
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
+    if chunk_seconds is not None and not chunk_seconds > 0:
+        raise ValueError("chunk_seconds must be positive")
+    size = limit if chunk_seconds is None else min(FIRST_CHUNK, limit)
     total = _NOTHING
     while True:
-        chunk = await store.prune(before=before, limit=limit)
+        started = time.perf_counter()
+        chunk = await store.prune(before=before, limit=size)
+        elapsed = time.perf_counter() - started
         total = _add(total, chunk)
         if not chunk.more or removed(chunk) == 0:
             return total
+        if chunk_seconds is not None:
+            size = next_chunk(size, elapsed, target=chunk_seconds, largest=limit)
 
 
 class Pruner:
@@ -127,7 +170,8 @@ class Pruner:
     A pass that deleted something logs one INFO line with the counts. A pass that fails
     (the store is unavailable, say) logs a WARNING naming the exception type and is tried
     again at the next interval. `stop()` cancels the task; a chunk cut short is either
-    committed or not, and the next pass deletes whatever is left.
+    committed or not, and the next pass deletes whatever is left. Chunks are paced as
+    `prune_store` paces them: `chunk_seconds` each, at most `limit` rows of each kind.
     """
 
     def __init__(
@@ -137,16 +181,20 @@ class Pruner:
         *,
         interval: float = DEFAULT_INTERVAL,
         limit: int = 1000,
+        chunk_seconds: float | None = CHUNK_SECONDS,
     ) -> None:
         check_age(older_than, "older_than")
         if not interval > 0:
             raise ValueError("interval must be positive")
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        if chunk_seconds is not None and not chunk_seconds > 0:
+            raise ValueError("chunk_seconds must be positive")
         self.store = store
         self.older_than = older_than
         self.interval = interval
         self.limit = limit
+        self.chunk_seconds = chunk_seconds
         # Passes that finished and that failed, and the counts of the last one that
         # finished: for tests and diagnostics.
         self.passes = 0
@@ -174,7 +222,9 @@ class Pruner:
     async def prune_once(self) -> PruneCounts:
         """One pass now: everything older than `older_than`, chunk by chunk."""
         before = cutoff(self.older_than)
-        return await prune_store(self.store, before=before, limit=self.limit)
+        return await prune_store(
+            self.store, before=before, limit=self.limit, chunk_seconds=self.chunk_seconds
+        )
 
     async def _loop(self) -> None:
         await asyncio.sleep(min(FIRST_DELAY, self.interval))

@@ -61,7 +61,7 @@ async def _prune(config: Config, before: datetime, limit: int, as_json: bool) ->
     type=click.IntRange(1, 100_000),
     default=1000,
     show_default=True,
-    help="Rows of each kind deleted per transaction.",
+    help="Most rows of each kind deleted per transaction (each is sized to take about 50 ms).",
 )
 @json_option
 @pass_state
