@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/flow_end.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/retention.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache
