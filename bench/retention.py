@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale import ID_LAYOUTS, SQLITE, fill_statements
+from scale import ID_LAYOUTS, fill_sqlite
 
 from listener import RunEvent, RunStatus
 from listener.health import percentile
@@ -92,17 +91,7 @@ async def bench(runs: int, pruned: int, ids: str) -> None:
     try:
         path = root / "listener.db"
         url = f"sqlite:///{path}"
-        store = SQLiteStore(url)
-        await store.open()
-        await store.close()
-        now = time.time()
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            conn.execute("PRAGMA synchronous = OFF")  # filling only
-            for sql in fill_statements(SQLITE, runs, now, ids):
-                conn.execute(sql)
-        finally:
-            conn.close()
+        now = await fill_sqlite(path, runs, ids)
         counting = CountingStore(url)
         await counting.open()
         try:

@@ -224,25 +224,32 @@ async def measure(
 # -- backends -------------------------------------------------------------------------
 
 
+async def fill_sqlite(path: Path, runs: int, ids: str) -> float:
+    """Create a SQLite store at `path` and fill it with `runs` runs; the `now` they were
+    laid out from (see `fill_statements`)."""
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    await store.close()
+    now = time.time()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        # Filling only: the measured store runs with its own settings.
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA cache_size = -1000000")
+        for sql in fill_statements(SQLITE, runs, now, ids):
+            conn.execute(sql)
+    finally:
+        conn.close()
+    return now
+
+
 async def bench_sqlite(runs: int, repeat: int, ids: str) -> tuple[dict[str, float], float]:
     root = Path(tempfile.mkdtemp(prefix="listener-scale-"))
     try:
         path = root / "listener.db"
         url = f"sqlite:///{path}"
-        store = SQLiteStore(url)
-        await store.open()
-        await store.close()
-        now = time.time()
         started = time.perf_counter()
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            # Filling only: the measured store runs with its own settings.
-            conn.execute("PRAGMA synchronous = OFF")
-            conn.execute("PRAGMA cache_size = -1000000")
-            for sql in fill_statements(SQLITE, runs, now, ids):
-                conn.execute(sql)
-        finally:
-            conn.close()
+        now = await fill_sqlite(path, runs, ids)
         filled = time.perf_counter() - started
         store = SQLiteStore(url)
         await store.open()
