@@ -488,9 +488,9 @@ class Listener:
 
         The store deletes at most `limit` rows of each kind per transaction, each sized to
         take about `retention.CHUNK_SECONDS`; this calls it until nothing old is left and
-        returns the sums. `older_than` under one day is a
-        `ValueError`: a delivery that a sender retries after its event was pruned is taken
-        as new, so keep more than the senders' retry window (days, for most platforms).
+        returns the sums. `older_than` under one day is a `ValueError`: a delivery that a
+        sender retries after its event was pruned is taken as new, so keep more than the
+        senders' retry window (days, for most platforms).
         """
         before = cutoff(older_than)
         return await prune_store(self.store, before=before, limit=limit)

@@ -117,6 +117,13 @@ def _add(total: PruneCounts, chunk: PruneCounts) -> PruneCounts:
     )
 
 
+def _check_chunks(limit: int, chunk_seconds: float | None) -> None:
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if chunk_seconds is not None and not chunk_seconds > 0:
+        raise ValueError("chunk_seconds must be positive")
+
+
 def next_chunk(size: int, elapsed: float, *, target: float, largest: int) -> int:
     """The size of the chunk after a full one of `size` rows that took `elapsed` seconds:
     scaled toward taking `target` seconds, at most doubling (one quick chunk may be luck)
@@ -146,10 +153,7 @@ async def prune_store(
     nothing (it stops there rather than spin). Take `before` from `cutoff`, which refuses
     ages under one day.
     """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    if chunk_seconds is not None and not chunk_seconds > 0:
-        raise ValueError("chunk_seconds must be positive")
+    _check_chunks(limit, chunk_seconds)
     size = limit if chunk_seconds is None else min(FIRST_CHUNK, limit)
     total = _NOTHING
     while True:
@@ -186,10 +190,7 @@ class Pruner:
         check_age(older_than, "older_than")
         if not interval > 0:
             raise ValueError("interval must be positive")
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        if chunk_seconds is not None and not chunk_seconds > 0:
-            raise ValueError("chunk_seconds must be positive")
+        _check_chunks(limit, chunk_seconds)
         self.store = store
         self.older_than = older_than
         self.interval = interval
